@@ -1,0 +1,29 @@
+"""arl-hf: multimodal learning under modality imbalance with ARL, on the HuggingFace stack.
+
+Public API: :class:`MultimodalConfig`, :class:`MultimodalModel` (registered with
+``AutoConfig`` / ``AutoModel``), :class:`ARLConfig`, :class:`ARLTrainer` and the
+strategies in :mod:`arl_hf.strategies`.
+"""
+
+from transformers import AutoConfig, AutoModel
+
+from .modeling import MultimodalConfig, MultimodalModel, MultimodalOutput, load_backbone_weights
+from .strategies import arl_coefficients, arl_statistics, coefficients_from_statistics
+from .trainer import ARLConfig, ARLTrainer
+
+__version__ = "0.1.0"
+
+AutoConfig.register(MultimodalConfig.model_type, MultimodalConfig, exist_ok=True)
+AutoModel.register(MultimodalConfig, MultimodalModel, exist_ok=True)
+
+__all__ = [
+    "ARLConfig",
+    "ARLTrainer",
+    "MultimodalConfig",
+    "MultimodalModel",
+    "MultimodalOutput",
+    "arl_coefficients",
+    "arl_statistics",
+    "coefficients_from_statistics",
+    "load_backbone_weights",
+]

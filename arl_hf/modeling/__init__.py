@@ -1,0 +1,21 @@
+"""The multimodal model: configuration, encoders, fusion, model."""
+
+from .configuration import MultimodalConfig
+from .encoders import ENCODERS, build_encoder, register_encoder
+from .fusion import FUSIONS, Fusion, build_fusion, register_fusion
+from .model import MultimodalModel, MultimodalOutput, MultimodalPreTrainedModel, load_backbone_weights
+
+__all__ = [
+    "MultimodalConfig",
+    "MultimodalModel",
+    "MultimodalOutput",
+    "MultimodalPreTrainedModel",
+    "load_backbone_weights",
+    "ENCODERS",
+    "FUSIONS",
+    "Fusion",
+    "build_encoder",
+    "build_fusion",
+    "register_encoder",
+    "register_fusion",
+]

@@ -1,0 +1,76 @@
+"""`MultimodalConfig`: the modalities (in order), their encoders, the fusion and the head."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Dict, Optional
+
+from transformers import PreTrainedConfig
+
+INIT_SCHEMES = ("timm", "authors")
+
+
+class MultimodalConfig(PreTrainedConfig):
+    r"""Configuration of a :class:`~arl_hf.MultimodalModel`.
+
+    Args:
+        modalities: ordered mapping modality name -> encoder spec. The order is the
+            modality order everywhere (``m_0`` is the first; see ARL's Eq. 18). Specs:
+            ``{"encoder": "timm:<model name>", "in_chans": 3, ...timm kwargs}`` or
+            ``{"encoder": "mlp", "input_dim": 76, "hidden_dims": [64, 64]}``.
+        num_labels: number of classes.
+        fusion: fusion module name (``"concat"`` and the others registered in
+            :mod:`arl_hf.modeling.fusion`).
+        fusion_kwargs: extra keyword arguments of the fusion module.
+        init: ``"timm"`` keeps each library's own initialisation; ``"authors"``
+            reproduces the ARL authors' code: xavier-normal Linear (bias 0),
+            kaiming-normal fan-out Conv, BatchNorm weight 1 / bias 0.
+        preprocessing: free-form record of the data preprocessing (preset name and
+            parameters) the model was trained on; saved in ``config.json``.
+
+    Example::
+
+        MultimodalConfig(
+            modalities={"audio": {"encoder": "timm:resnet18", "in_chans": 1},
+                        "visual": {"encoder": "timm:resnet18", "in_chans": 3}},
+            num_labels=6, fusion="concat")
+    """
+
+    model_type = "arl_multimodal"
+
+    modalities: Optional[Dict[str, Dict[str, Any]]] = None
+    fusion: str = "concat"
+    fusion_kwargs: Optional[Dict[str, Any]] = None
+    init: str = "timm"
+    preprocessing: Optional[Dict[str, Any]] = None
+
+    def __post_init__(self, **kwargs):
+        from .encoders import validate_encoder_spec
+        from .fusion import FUSIONS
+
+        if self.modalities is None:
+            self.modalities = {
+                "audio": {"encoder": "mlp", "input_dim": 16, "hidden_dims": [32]},
+                "visual": {"encoder": "mlp", "input_dim": 16, "hidden_dims": [32]},
+            }
+        if not isinstance(self.modalities, dict) or len(self.modalities) == 0:
+            raise ValueError(
+                f"modalities: expected a non-empty dict modality -> encoder spec, got {self.modalities!r}"
+            )
+        self.modalities = {str(k): dict(v) for k, v in copy.deepcopy(self.modalities).items()}
+        for name, spec in self.modalities.items():
+            validate_encoder_spec(name, spec)
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"fusion: unknown fusion {self.fusion!r}; expected one of {sorted(FUSIONS)}")
+        if self.fusion_kwargs is None:
+            self.fusion_kwargs = {}
+        if self.init not in INIT_SCHEMES:
+            raise ValueError(f"init: expected one of {INIT_SCHEMES}, got {self.init!r}")
+        super().__post_init__(**kwargs)
+        if self.num_labels is None or self.num_labels < 2:
+            raise ValueError(f"num_labels: expected an integer >= 2, got {self.num_labels!r}")
+
+    @property
+    def modality_names(self) -> list:
+        """Modality names in order."""
+        return list(self.modalities)

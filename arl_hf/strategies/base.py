@@ -1,0 +1,253 @@
+"""The strategy interface the trainer calls, the strategy registry and gradient modulation.
+
+A strategy owns one training micro-batch: it runs the model forward, returns the loss
+and what to log, and may install per-modality gradient scales that act inside the
+autograd graph of that micro-batch's loss (so they are correct under gradient
+accumulation, mixed precision and DDP). It may also edit gradients after backward,
+react to epoch boundaries and keep state that is saved with the checkpoint.
+
+To add a method, write one module::
+
+    @register_strategy("mine")
+    class Mine(Strategy):
+        requires_unimodal_logits = True
+        def compute_loss(self, model, inputs, context):
+            out = self.forward(model, inputs, unimodal=True)
+            loss = ...
+            return StrategyOutput(loss=loss, outputs=out, logs={"my_stat": ...})
+
+and select it with ``ARLConfig(strategy="mine")``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..trainer import ARLConfig, ARLTrainer
+
+STRATEGIES: Dict[str, type] = {}
+
+
+def register_strategy(name: str):
+    """Decorator registering a :class:`Strategy` subclass under ``name``."""
+
+    def deco(cls):
+        STRATEGIES[name] = cls
+        cls.name = name
+        return cls
+
+    return deco
+
+
+def build_strategy(name: str, args: "ARLConfig", modalities: Sequence[str]) -> "Strategy":
+    """Instantiate the registered strategy ``name``."""
+    if name not in STRATEGIES:
+        raise ValueError(f"strategy: unknown strategy {name!r}; expected one of {sorted(STRATEGIES)}")
+    return STRATEGIES[name](args, list(modalities))
+
+
+@dataclass
+class StepContext:
+    """Where training stands when a strategy is called."""
+
+    epoch: float = 0.0  #: fractional epoch (``trainer.state.epoch``), 0-based
+    global_step: int = 0
+    training: bool = True
+
+
+@dataclass
+class StrategyOutput:
+    """What :meth:`Strategy.compute_loss` returns."""
+
+    loss: torch.Tensor
+    outputs: Any = None
+    logs: Dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class _ScaleGrad(torch.autograd.Function):
+    """Identity forward; backward multiplies the incoming gradient by the scale that
+    the modulator holds *at backward time* (set after the forward, before backward)."""
+
+    @staticmethod
+    def forward(ctx, x, modulator, index):
+        ctx.modulator = modulator
+        ctx.index = index
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        scales = ctx.modulator.scales
+        if scales is None or grad is None:
+            return grad, None, None
+        return (grad.float() * scales[ctx.index]).to(grad.dtype), None, None
+
+
+class GradientModulator:
+    """Multiplies every gradient entering ``model.encoders[m]`` by ``scales[m]``.
+
+    ``mode="output"`` (default) wraps each encoder module's output in an identity
+    autograd function via a forward hook: the scale lives inside the graph that
+    ``forward`` builds, which is what DDP needs, and it costs one multiply per
+    feature map. Because an encoder's parameter gradients are linear in its output
+    gradient, this equals scaling all of its parameter gradients. ``mode="parameters"``
+    registers a hook on every encoder parameter instead, for models whose encoders
+    feed the fusion from inside (intermediate fusion) rather than through their output.
+    """
+
+    def __init__(self, model: nn.Module, modalities: Sequence[str], mode: str = "output"):
+        if mode not in ("output", "parameters"):
+            raise ValueError(f"gradient_modulation: expected 'output' or 'parameters', got {mode!r}")
+        if not hasattr(model, "encoders") or not all(m in model.encoders for m in modalities):
+            raise ValueError(
+                f"model: expected an `encoders` ModuleDict with keys {list(modalities)} (the model contract)"
+            )
+        self.modalities = list(modalities)
+        self.mode = mode
+        self.scales: Optional[torch.Tensor] = None
+        self.fired: set = set()
+        self._handles: List[Any] = []
+        for i, m in enumerate(self.modalities):
+            enc = model.encoders[m]
+            if mode == "output":
+                self._handles.append(enc.register_forward_hook(self._output_hook(i, m)))
+            else:
+                for p in enc.parameters():
+                    if p.requires_grad:
+                        self._handles.append(p.register_hook(self._param_hook(i)))
+
+    def _output_hook(self, index: int, modality: str):
+        def hook(module, args, output):
+            self.fired.add(modality)
+            if not torch.is_grad_enabled():
+                return output
+            return _map_tensors(output, lambda t: _ScaleGrad.apply(t, self, index) if t.requires_grad else t)
+
+        return hook
+
+    def _param_hook(self, index: int):
+        def hook(grad):
+            if self.scales is None:
+                return grad
+            return grad * self.scales[index].to(grad.dtype)
+
+        return hook
+
+    def set_scales(self, scales: Optional[torch.Tensor]) -> None:
+        """Install ``(M,)`` scales for the next backward (``None``: no modulation)."""
+        self.scales = None if scales is None else scales.detach().float()
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+
+def _map_tensors(obj, fn):
+    if isinstance(obj, torch.Tensor):
+        return fn(obj)
+    if isinstance(obj, tuple):
+        return type(obj)(_map_tensors(o, fn) for o in obj)
+    if isinstance(obj, list):
+        return [_map_tensors(o, fn) for o in obj]
+    if isinstance(obj, dict):
+        return {k: _map_tensors(v, fn) for k, v in obj.items()}
+    return obj
+
+
+class Strategy:
+    """Base strategy: the plain fused cross-entropy (``strategy="none"``).
+
+    Subclasses override :meth:`compute_loss` and optionally the other hooks. They
+    reach the model only through the contract (``encoders``, the forward keywords,
+    the output fields) and reduce across processes only through
+    :mod:`arl_hf.distributed`.
+    """
+
+    name = "base"
+    #: whether :meth:`forward` needs ``unimodal_logits`` from the model
+    requires_unimodal_logits = False
+    #: "output" or "parameters": how :class:`GradientModulator` reaches the encoders
+    gradient_modulation = "output"
+
+    def __init__(self, args: "ARLConfig", modalities: Sequence[str]):
+        self.args = args
+        self.modalities = list(modalities)
+        self.modulator: Optional[GradientModulator] = None
+
+    # ---- set-up -----------------------------------------------------------------
+    def setup(self, trainer: "ARLTrainer", model: nn.Module) -> None:
+        """Called once with the unwrapped model before training; installs modulation."""
+        if self.uses_gradient_scaling():
+            mode = getattr(model, "arl_gradient_modulation", None) or self.gradient_modulation
+            if getattr(self.args, "gradient_modulation", "auto") != "auto":
+                mode = self.args.gradient_modulation
+            self.modulator = GradientModulator(model, self.modalities, mode)
+
+    def uses_gradient_scaling(self) -> bool:
+        """Whether this strategy installs per-modality gradient scales."""
+        return False
+
+    # ---- per step -------------------------------------------------------------------
+    def forward(self, model: nn.Module, inputs: Dict[str, torch.Tensor], unimodal: bool = False):
+        """Run the model on the modality inputs (labels are not passed: the strategy owns the loss)."""
+        if self.modulator is not None:
+            self.modulator.fired.clear()
+        feed = {m: inputs[m] for m in self.modalities}
+        out = model(**feed, return_unimodal_logits=unimodal)
+        if self.modulator is not None and self.modulator.mode == "output" and torch.is_grad_enabled():
+            silent = [m for m in self.modalities if m not in self.modulator.fired]
+            if silent:
+                raise ValueError(
+                    f"encoders[{silent[0]!r}]: its forward was never called, so gradient modulation cannot "
+                    "reach it through its output; set ARLConfig(gradient_modulation='parameters') or give the "
+                    "model an attribute arl_gradient_modulation='parameters'"
+                )
+        return out
+
+    def compute_loss(self, model: nn.Module, inputs: Dict[str, torch.Tensor], context: StepContext) -> StrategyOutput:
+        """Loss of one micro-batch (mean over its samples). Default: fused cross-entropy."""
+        out = self.forward(model, inputs, unimodal=False)
+        loss = F.cross_entropy(out.logits.float(), inputs["labels"])
+        return StrategyOutput(loss=loss, outputs=out, logs={"loss_fused": loss.detach()})
+
+    def predict(self, model: nn.Module, inputs: Dict[str, torch.Tensor]):
+        """Fused logits and per-modality logits for evaluation: ``(logits, {m: logits_m})``."""
+        out = self.forward(model, inputs, unimodal=True)
+        return out.logits, dict(out.unimodal_logits)
+
+    def set_gradient_scales(self, scales: Optional[torch.Tensor]) -> None:
+        """Scales ``(M,)`` applied to the gradients entering each encoder in the next backward."""
+        if self.modulator is None:
+            raise RuntimeError("set_gradient_scales: this strategy did not enable gradient scaling")
+        self.modulator.set_scales(scales)
+
+    def after_backward(self, model: nn.Module, context: StepContext) -> None:
+        """Called after each micro-batch's backward, before clipping (edit ``p.grad`` here)."""
+        if self.modulator is not None:
+            self.modulator.set_scales(None)
+
+    # ---- epochs, evaluation, state ----------------------------------------------------
+    def on_epoch_begin(self, trainer: "ARLTrainer", model: nn.Module, context: StepContext) -> None:
+        """Called at the start of every training epoch."""
+
+    def state_dict(self) -> Dict[str, Any]:
+        """State saved with each checkpoint (``strategy_state.pt``) and restored on resume."""
+        return {}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
+
+    def extra_parameters(self) -> List[nn.Parameter]:
+        """Parameters the strategy adds (e.g. auxiliary heads); they join the optimizer."""
+        return []
+
+
+@register_strategy("none")
+class NoStrategy(Strategy):
+    """Plain training on the fused cross-entropy: the concatenation baseline."""

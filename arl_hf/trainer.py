@@ -1,0 +1,319 @@
+"""`ARLConfig` and `ARLTrainer`: the HF Trainer, delegating the loss to a strategy.
+
+The trainer is thin: it builds the strategy named by ``ARLConfig.strategy``, hands it
+each micro-batch (``compute_loss``), lets it touch gradients after backward, averages
+what it logs over the logging window and across ranks (TRL's ``_metrics`` pattern),
+evaluates fused and per-modality heads, and saves the strategy's state with every
+checkpoint. Everything method-specific lives in :mod:`arl_hf.strategies`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.utils import logging
+
+from .distributed import all_reduce_mean
+from .strategies.base import STRATEGIES, StepContext, Strategy, build_strategy
+from .validation import validate_batch
+
+logger = logging.get_logger(__name__)
+
+STRATEGY_STATE_NAME = "strategy_state.pt"
+
+ARL_PAPER = {
+    "title": "Improving Multimodal Learning via Imbalanced Learning",
+    "venue": "ICCV 2025",
+    "citation": (
+        "@inproceedings{wei2025improving,\n"
+        "  title     = {Improving Multimodal Learning via Imbalanced Learning},\n"
+        "  author    = {Wei, Shicai and Luo, Chunbo and Luo, Yang},\n"
+        "  booktitle = {Proceedings of the IEEE/CVF International Conference on Computer Vision (ICCV)},\n"
+        "  year      = {2025}\n"
+        "}"
+    ),
+}
+
+
+@dataclass
+class ARLConfig(TrainingArguments):
+    """Training arguments of :class:`ARLTrainer` (a ``TrainingArguments`` subclass).
+
+    Defaults that differ from ``TrainingArguments``: ``max_grad_norm=0`` (no clipping:
+    HF's default 1.0 would clip the ARL-scaled gradients and silently undo the
+    modulation; the paper does not clip, the authors' code clips at 40 — use the
+    ``*_official`` presets or pass ``--max_grad_norm 40``).
+    """
+
+    strategy: str = field(
+        default="arl",
+        metadata={
+            "help": "Training strategy: 'arl' (default), 'none' (plain fused loss, the concatenation "
+            "baseline) or another registered strategy (see arl_hf.strategies.STRATEGIES)."
+        },
+    )
+    arl_temperature: float = field(
+        default=4.0, metadata={"help": "ARL temperature T of Eq. 18 (> 0). Paper: 8 for CREMA-D, 4 otherwise."}
+    )
+    arl_gamma: float = field(
+        default=4.0, metadata={"help": "ARL weight gamma of the unimodal losses in Eq. 22 (>= 0)."}
+    )
+    arl_variant: str = field(
+        default="paper",
+        metadata={
+            "help": "Coefficient formula: 'paper' (Eq. 4, 17, 18) or 'official' (the authors' released code).",
+            "choices": ["paper", "official"],
+        },
+    )
+    arl_warmup_epochs: int = field(
+        default=0,
+        metadata={"help": "Epochs before ARL starts: gamma = 1 and no gradient modulation (authors' code: 6)."},
+    )
+    arl_all_reduce: bool = field(
+        default=True,
+        metadata={"help": "All-reduce the ARL statistics across processes so every rank uses the same coefficients."},
+    )
+    arl_unimodal_loss: bool = field(
+        default=True, metadata={"help": "Ablation (Table 5): include the unimodal bias regularisation (gamma term)."}
+    )
+    arl_asymmetric: bool = field(
+        default=True, metadata={"help": "Ablation (Table 5): apply the asymmetric coefficients to encoder gradients."}
+    )
+    arl_residual: bool = field(
+        default=True,
+        metadata={"help": "Ablation (Table 5): gradient residual, g + g*a_m (True) versus g*a_m (False)."},
+    )
+    gradient_modulation: str = field(
+        default="auto",
+        metadata={
+            "help": "How encoder gradients are scaled: 'output' (an identity autograd function on each "
+            "encoder's output), 'parameters' (hooks on every encoder parameter, for intermediate fusion) "
+            "or 'auto' (the model's `arl_gradient_modulation` attribute, else the strategy's choice).",
+            "choices": ["auto", "output", "parameters"],
+        },
+    )
+    validate_inputs: bool = field(
+        default=True,
+        metadata={
+            "help": "Check every batch for non-finite values and out-of-range labels before the step "
+            "(one host sync per step on GPU; disable for peak throughput once the data is trusted)."
+        },
+    )
+    max_grad_norm: float = field(
+        default=0.0,
+        metadata={
+            "help": "Gradient clipping norm (0 disables). Default 0: clipping at HF's 1.0 would undo ARL's "
+            "gradient scaling; the authors' code clips at 40."
+        },
+    )
+
+    def __post_init__(self):
+        if self.output_dir is None:
+            self.output_dir = "arl_output"
+        super().__post_init__()
+        # make sure the built-in strategies are registered
+        from . import strategies  # noqa: F401
+
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy: unknown strategy {self.strategy!r}; expected one of {sorted(STRATEGIES)}")
+        if not (self.arl_temperature > 0 and self.arl_temperature < float("inf")):
+            raise ValueError(f"arl_temperature: expected a finite number > 0, got {self.arl_temperature!r}")
+        if not self.arl_gamma >= 0:
+            raise ValueError(f"arl_gamma: expected a number >= 0, got {self.arl_gamma!r}")
+        if self.arl_variant not in ("paper", "official"):
+            raise ValueError(f"arl_variant: expected 'paper' or 'official', got {self.arl_variant!r}")
+        if self.arl_warmup_epochs < 0:
+            raise ValueError(f"arl_warmup_epochs: expected an int >= 0, got {self.arl_warmup_epochs!r}")
+
+
+def model_modalities(model: nn.Module) -> List[str]:
+    """Modality names of a model following the contract (its ``encoders`` keys, in order)."""
+    encoders = getattr(model, "encoders", None)
+    if not isinstance(encoders, nn.ModuleDict) or len(encoders) < 1:
+        raise ValueError(
+            f"model: {type(model).__name__} has no `encoders` nn.ModuleDict keyed by modality "
+            "(required by the arl_hf model contract)"
+        )
+    return list(encoders.keys())
+
+
+class _StrategyCallback(TrainerCallback):
+    """Forwards epoch boundaries to the strategy."""
+
+    def __init__(self, trainer: "ARLTrainer"):
+        self.trainer = trainer
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        t = self.trainer
+        t.strategy.on_epoch_begin(t, t.model, t._context(training=True))
+
+
+class ARLTrainer(Trainer):
+    """``transformers.Trainer`` for multimodal models, training with ARL or another strategy.
+
+    Args:
+        model: a :class:`~arl_hf.MultimodalModel` or any model following the contract
+            (``encoders`` ModuleDict keyed by modality; ``forward(**modalities,
+            return_unimodal_logits=...)`` returning ``logits`` and ``unimodal_logits``).
+        args: :class:`ARLConfig` (defaults to ``ARLConfig()``).
+        strategy: a :class:`~arl_hf.strategies.Strategy` instance overriding ``args.strategy``.
+        compute_metrics: defaults to accuracy and macro-F1, fused and per modality.
+        **kwargs: everything else ``Trainer`` accepts.
+    """
+
+    _tag_names = ["arl-hf", "arl", "multimodal", "modality-imbalance"]
+    _name = "ARL"
+    _paper = ARL_PAPER
+    # compute_loss returns a per-micro-batch mean: Trainer must divide by the accumulation steps
+    loss_is_scaled_for_ga = False
+
+    def __init__(
+        self,
+        model: nn.Module,
+        args: Optional[ARLConfig] = None,
+        strategy: Optional[Strategy] = None,
+        compute_metrics: Optional[Callable] = None,
+        **kwargs: Any,
+    ):
+        if args is None:
+            args = ARLConfig()
+        if not isinstance(args, ARLConfig):
+            raise ValueError(f"args: expected an ARLConfig, got {type(args).__name__}")
+        self.modalities = model_modalities(model)
+        if compute_metrics is None:
+            from .metrics import make_compute_metrics
+
+            compute_metrics = make_compute_metrics(self.modalities)
+        super().__init__(model=model, args=args, compute_metrics=compute_metrics, **kwargs)
+        self.strategy = strategy if strategy is not None else build_strategy(args.strategy, args, self.modalities)
+        self.strategy.setup(self, self.model)
+        self.add_callback(_StrategyCallback(self))
+        self._metrics: Dict[str, Dict[str, List[torch.Tensor]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
+        num_labels = getattr(getattr(model, "config", None), "num_labels", None)
+        self._num_labels: Optional[int] = num_labels
+
+    # ---- columns: modality keys must survive Trainer's column filtering -----------------
+    def _set_signature_columns_if_needed(self) -> None:
+        if self._signature_columns is None:
+            self._signature_columns = list(self.modalities) + ["labels", "label", "label_ids"]
+
+    def _remove_unused_columns(self, dataset, description: Optional[str] = None):
+        # A dataset with an on-the-fly transform (`with_transform`) needs its raw columns:
+        # filter keys in the collator instead.
+        fmt = getattr(dataset, "format", None) or {}
+        if fmt.get("type") == "custom":
+            return dataset
+        return super()._remove_unused_columns(dataset, description)
+
+    def get_train_dataloader(self):
+        return self._with_key_filter(super().get_train_dataloader)
+
+    def get_eval_dataloader(self, eval_dataset=None):
+        return self._with_key_filter(lambda: super(ARLTrainer, self).get_eval_dataloader(eval_dataset))
+
+    def get_test_dataloader(self, test_dataset):
+        return self._with_key_filter(lambda: super(ARLTrainer, self).get_test_dataloader(test_dataset))
+
+    def _with_key_filter(self, make_loader):
+        collator = self.data_collator
+        if self.args.remove_unused_columns and collator is not None:
+            self.data_collator = self._get_collator_with_removed_columns(collator)
+        try:
+            return make_loader()
+        finally:
+            self.data_collator = collator
+
+    # ---- the step -------------------------------------------------------------------------
+    def _context(self, training: bool) -> StepContext:
+        epoch = self.state.epoch if self.state is not None and self.state.epoch is not None else 0.0
+        step = self.state.global_step if self.state is not None else 0
+        return StepContext(epoch=float(epoch), global_step=int(step), training=training)
+
+    def _strategy_inputs(self, inputs: Dict[str, Any]) -> Dict[str, Any]:
+        if "labels" not in inputs:
+            for alt in ("label", "label_ids"):
+                if alt in inputs:
+                    inputs = dict(inputs)
+                    inputs["labels"] = inputs.pop(alt)
+                    break
+        if "labels" not in inputs:
+            raise ValueError(f"labels: the batch has no 'labels' key (keys: {sorted(inputs)})")
+        if self.args.validate_inputs:
+            validate_batch(inputs, self.modalities, self._num_labels)
+        return inputs
+
+    def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
+        inputs = self._strategy_inputs(inputs)
+        result = self.strategy.compute_loss(model, inputs, self._context(training=model.training))
+        mode = "train" if model.training else "eval"
+        for k, v in result.logs.items():
+            self._metrics[mode][k].append(v.detach() if isinstance(v, torch.Tensor) else torch.tensor(float(v)))
+        return (result.loss, result.outputs) if return_outputs else result.loss
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        custom = getattr(self.strategy, "training_step", None)
+        if custom is not None:
+            loss = custom(self, model, inputs, num_items_in_batch)
+        else:
+            loss = super().training_step(model, inputs, num_items_in_batch)
+        self.strategy.after_backward(model, self._context(training=True))
+        return loss
+
+    def create_optimizer(self, model=None):
+        optimizer = super().create_optimizer(model) if model is not None else super().create_optimizer()
+        extra = [p for p in self.strategy.extra_parameters() if p.requires_grad]
+        if extra:
+            known = {id(p) for g in optimizer.param_groups for p in g["params"]}
+            extra = [p for p in extra if id(p) not in known]
+            if extra:
+                optimizer.add_param_group({"params": extra, "weight_decay": self.args.weight_decay})
+        return optimizer
+
+    # ---- evaluation: fused and per-modality logits ---------------------------------------
+    def prediction_step(self, model, inputs, prediction_loss_only: bool, ignore_keys=None):
+        inputs = self._prepare_inputs(inputs)
+        inputs = self._strategy_inputs(inputs)
+        with torch.no_grad():
+            logits, unimodal = self.strategy.predict(model, inputs)
+            labels = inputs["labels"]
+            loss = F.cross_entropy(logits.float(), labels).detach()
+        if prediction_loss_only:
+            return loss, None, None
+        stacked = torch.stack([logits] + [unimodal[m] for m in self.modalities], dim=1).float()
+        return loss, stacked, labels
+
+    # ---- logging: average over the window and across ranks -------------------------------
+    def log(self, logs: Dict[str, float], start_time: Optional[float] = None) -> None:
+        mode = "train" if self.model.training else "eval"
+        pending = self._metrics[mode]
+        if pending:
+            keys = sorted(pending)
+            means = torch.stack([torch.stack([v.float().to(pending[k][0].device) for v in pending[k]]).mean() for k in keys])
+            means = all_reduce_mean(means).cpu().tolist()
+            prefix = "eval_" if mode == "eval" else ""
+            logs = {**logs, **{f"{prefix}{k}": v for k, v in zip(keys, means)}}
+            pending.clear()
+        super().log(logs, start_time)
+
+    # ---- strategy state with every checkpoint --------------------------------------------
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        state = self.strategy.state_dict()
+        if state and self.args.should_save:
+            run_dir = self._get_output_dir(trial=trial)
+            ckpt = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+            torch.save(state, os.path.join(ckpt, STRATEGY_STATE_NAME))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        path = os.path.join(resume_from_checkpoint, STRATEGY_STATE_NAME)
+        if os.path.isfile(path):
+            self.strategy.load_state_dict(torch.load(path, map_location="cpu", weights_only=False))
