@@ -39,8 +39,8 @@ More than two modalities (order-independent, documented generalisations). Let
   so T means the same thing for any M; a fixed 0.3 clamp would exceed the mean share
   ``1/M`` for M >= 4, hence ``0.6 / M``.
 
-Numerics: statistics are computed in float32 from ``log_softmax`` whatever the input
-dtype; entropies are clamped below at ``ENTROPY_EPS`` and probabilities/dependencies
+Numerics: ``log_softmax`` runs in float32 at least whatever the input dtype, and the
+statistics are accumulated in float64 (float32 on MPS); entropies are clamped below at ``ENTROPY_EPS`` and probabilities/dependencies
 at ``PROB_EPS`` before division, so the coefficients are finite for any finite logits.
 """
 
@@ -80,7 +80,7 @@ class ARLStatistics:
     """Per-modality sums over a batch, ready to be all-reduced.
 
     Attributes:
-        neg_entropy_sum: ``(M,)`` sum over samples of ``sum_j p log p`` (<= 0).
+        neg_entropy_sum: ``(M,)`` sum over samples of ``sum_j p log p`` (<= 0), float64.
         dependency_sum: ``(M,)`` sum over samples of the dependency term
             (true-class probability for ``"paper"``, ``sum_j |logit_j|`` for ``"official"``).
         count: number of samples summed (a 0-d float tensor).
@@ -108,7 +108,7 @@ class ARLStatistics:
         return ARLStatistics.unflatten(all_reduce_sum(self.flatten()))
 
     def means(self) -> Tuple[torch.Tensor, torch.Tensor]:
-        """``(mean entropy H_m, mean dependency d_m)``, both ``(M,)`` float32."""
+        """``(mean entropy H_m, mean dependency d_m)``, both ``(M,)``."""
         count = self.count.clamp_min(1.0)
         entropy = (-self.neg_entropy_sum / count).clamp_min(ENTROPY_EPS)
         dependency = (self.dependency_sum / count).clamp_min(PROB_EPS)
@@ -148,17 +148,22 @@ def arl_statistics(
         if labels.shape != (batch,):
             raise ValueError(f"labels: expected shape ({batch},), got {tuple(labels.shape)}")
     with torch.no_grad():
-        stacked = torch.stack([lg.detach() for lg in logits]).float()  # (M, B, C)
+        # log-softmax in float32 at least (float16/bfloat16 promoted, float64 kept);
+        # sums accumulated in float64 (float32 on MPS, which has no float64) so that
+        # huge finite logits cannot overflow them
+        dtype = torch.promote_types(first.dtype, torch.float32)
+        acc = torch.float32 if first.device.type == "mps" else torch.float64
+        stacked = torch.stack([lg.detach().to(dtype) for lg in logits])  # (M, B, C)
         log_p = F.log_softmax(stacked, dim=-1)
         p = log_p.exp()
         # sum_j p log p, with 0 * log 0 = 0 (log_softmax is finite for finite logits)
-        neg_entropy_sum = (p * log_p).sum(dim=-1).sum(dim=-1)  # (M,)
+        neg_entropy_sum = (p * log_p).sum(dim=-1).to(acc).sum(dim=-1)  # (M,)
         if variant == "paper":
             idx = labels.to(stacked.device).long().view(1, batch, 1).expand(stacked.shape[0], batch, 1)
-            dependency_sum = p.gather(-1, idx).squeeze(-1).sum(dim=-1)
+            dependency_sum = p.gather(-1, idx).squeeze(-1).to(acc).sum(dim=-1)
         else:
-            dependency_sum = stacked.abs().sum(dim=(-1, -2))
-        count = torch.tensor(float(batch), device=stacked.device)
+            dependency_sum = stacked.abs().to(acc).sum(dim=(-1, -2))
+        count = torch.tensor(float(batch), device=stacked.device, dtype=acc)
     return ARLStatistics(neg_entropy_sum, dependency_sum, count)
 
 
@@ -190,7 +195,7 @@ def _official_clamp(num_modalities: int) -> float:
 def coefficients_from_statistics(
     stats: ARLStatistics, temperature: float, variant: str = "paper"
 ) -> torch.Tensor:
-    """The modulation coefficients ``a_m`` (``(M,)``, float32, summing to 1).
+    """The modulation coefficients ``a_m`` (``(M,)``, float64 — float32 on MPS — summing to 1).
 
     Args:
         stats: output of :func:`arl_statistics`, possibly all-reduced.
