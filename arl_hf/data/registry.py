@@ -1,0 +1,280 @@
+"""``load(name, ...)``: build (or reuse from the Arrow cache) a dataset and attach its transforms.
+
+Also the per-dataset metadata helpers: :func:`modality_spec` (the encoder suggestion the
+model config needs), :func:`modality_kinds`, :func:`preprocessing_info`,
+:func:`label_names` and :func:`num_labels`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import os
+from typing import Any, Dict, List, Mapping, Optional, Union
+
+from transformers.utils import logging
+
+from .audio import AudioPreset, get_preset
+
+logger = logging.get_logger(__name__)
+
+__all__ = [
+    "DATASETS",
+    "available_datasets",
+    "builder_class",
+    "load",
+    "attach_transforms",
+    "modality_spec",
+    "modality_kinds",
+    "preprocessing_info",
+    "label_names",
+    "num_labels",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Entry:
+    module: str
+    cls: str
+    preset: Optional[str]          # default audio preset (None: no raw audio)
+    duration: Optional[float]      # default clip duration of that preset (seconds)
+    frame_pool: int                # frames kept per clip in the cache
+    num_frames: int                # frames per clip fed to the model by default
+    image_size: int
+
+
+DATASETS: Dict[str, _Entry] = {
+    "cremad": _Entry("arl_hf.data.cremad", "CremadBuilder", "scipy", 3.0, 3, 1, 224),
+    "ave": _Entry("arl_hf.data.ave", "AVEBuilder", "scipy", 10.0, 6, 3, 224),
+    "kinetics_sounds": _Entry("arl_hf.data.kinetics_sounds", "KineticsSoundsBuilder", "scipy", 10.0, 6, 3, 224),
+    "mosi": _Entry("arl_hf.data.mosi", "MOSIBuilder", None, None, 0, 1, 0),
+    "ucf101": _Entry("arl_hf.data.ucf101", "UCF101Builder", None, None, 8, 3, 224),
+    "avdigits": _Entry("arl_hf.data.avdigits", "AVDigitsBuilder", "avdigits", 1.0, 0, 1, 0),
+}
+
+
+def available_datasets() -> List[str]:
+    """Names accepted by :func:`load`."""
+    return list(DATASETS)
+
+
+def _entry(name: str) -> _Entry:
+    if name not in DATASETS:
+        raise ValueError(f"name: unknown dataset {name!r}; expected one of {available_datasets()}")
+    return DATASETS[name]
+
+
+def builder_class(name: str):
+    """The ``datasets.GeneratorBasedBuilder`` subclass of a dataset (imports ``datasets``)."""
+    e = _entry(name)
+    return getattr(importlib.import_module(e.module), e.cls)
+
+
+def _unwrap(err: BaseException) -> BaseException:
+    """The ValueError / FileNotFoundError a builder raised inside datasets' generation wrapper."""
+    seen = err
+    while seen is not None:
+        if isinstance(seen, (ValueError, FileNotFoundError)):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return err
+
+
+def load(
+    name: str,
+    data_dir: Optional[str] = None,
+    *,
+    preprocessing: Optional[Union[str, AudioPreset, Mapping[str, Any]]] = None,
+    audio_duration: Optional[float] = None,
+    num_frames: Optional[int] = None,
+    image_size: Optional[int] = None,
+    frame_pool: Optional[int] = None,
+    frame_max_side: int = 0,
+    split_seed: int = 0,
+    validation_fraction: float = 0.1,
+    on_error: str = "raise",
+    cache_dir: Optional[str] = None,
+    transform: bool = True,
+    seed: int = 0,
+    pool_sequences: bool = True,
+    rebuild: bool = False,
+    num_proc: Optional[int] = None,
+    **options: Any,
+):
+    """Build (first call) or reuse (later calls) a dataset; returns a ``DatasetDict``.
+
+    The result has ``train``, ``validation`` (held out of train) and ``test`` splits, one
+    column per modality, ``labels`` (``ClassLabel``) and ``id``. The Arrow cache lives in the
+    HF datasets cache or ``cache_dir``; its key covers every argument that changes the
+    stored data (preset and its parameters, frame pool, split seed and fraction, error
+    policy, data_dir and the dataset options), so a second identical call is a cache hit.
+
+    Args:
+        name: one of ``cremad``, ``ave``, ``kinetics_sounds``, ``mosi``, ``ucf101``, ``avdigits``.
+        data_dir: the raw download (not used by ``avdigits``).
+        preprocessing: audio preset name (``ogm``, ``scipy``, ``fbank``), record or
+            :class:`AudioPreset`; default per dataset (``scipy``; AV-Digits its own).
+        audio_duration: seconds the ``ogm``/``scipy`` presets tile/cut to (default: 3 s
+            CREMA-D, 10 s AVE and Kinetics-Sounds).
+        num_frames: frames per clip given to the model (a transform choice; not cached).
+        image_size: frame height/width after the transform (default 224).
+        frame_pool: frames kept per clip in the cache (default: 3 CREMA-D, 6 AVE/KS, 8 UCF-101).
+        frame_max_side: shrink decoded video frames so the shorter side is at most this.
+        split_seed, validation_fraction: the seeded held-out validation split (and seeded
+            test split where the dataset has none).
+        on_error: ``"raise"`` (default) or ``"skip"`` bad raw files (the count is logged).
+        cache_dir: Arrow cache root (default: the HF datasets cache).
+        transform: attach :class:`MultimodalTransform` (train augmentation on ``train``,
+            deterministic on the others); ``False`` returns the raw cached columns.
+        seed: seed of the training-time randomness of the transform.
+        pool_sequences: for feature sequences (MOSI), average over time -> ``(D,)``.
+        rebuild: ignore an existing cache and rebuild from the raw files.
+        num_proc: processes used to build (``datasets`` shards the clip lists).
+        **options: dataset-specific options (see each builder's config class), e.g.
+            ``split="actor"`` for CREMA-D, ``class_list=...`` for Kinetics-Sounds.
+
+    Raises:
+        ValueError / FileNotFoundError naming the offending argument or file.
+    """
+    import datasets
+
+    entry = _entry(name)
+    cls = builder_class(name)
+    config_fields = {f.name for f in dataclasses.fields(cls.BUILDER_CONFIG_CLASS)}
+    reserved = {"name", "version", "data_dir", "data_files", "description", "preset", "frame_pool",
+                "frame_max_side", "split_seed", "validation_fraction", "on_error"}
+    unknown = set(options) - (config_fields - reserved)
+    if unknown:
+        raise ValueError(f"{name}: unknown option(s) {sorted(unknown)}; expected any of "
+                         f"{sorted(config_fields - reserved)}")
+    if entry.preset is None:
+        if preprocessing is not None or audio_duration is not None:
+            raise ValueError(f"preprocessing: {name} has no raw audio (its audio, if any, is precomputed "
+                             f"features); expected None, got {preprocessing!r}")
+        preset = None
+    else:
+        if name == "avdigits" and preprocessing not in (None, "avdigits"):
+            raise ValueError(f"preprocessing: avdigits has a fixed preset 'avdigits', got {preprocessing!r}")
+        spec = preprocessing if preprocessing is not None else entry.preset
+        base = get_preset(spec)
+        duration = audio_duration if audio_duration is not None else (
+            entry.duration if isinstance(spec, str) and base.duration is not None else None)
+        preset = get_preset(base, duration=duration)
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error: expected 'raise' or 'skip', got {on_error!r}")
+    if data_dir is not None:
+        data_dir = os.path.abspath(os.path.expanduser(str(data_dir)))
+    elif name != "avdigits":
+        raise ValueError(f"data_dir: {name} needs the folder of the raw download (see docs_data.md)")
+
+    config_name = f"{preset.name}-v{preset.version}" if preset is not None else "features"
+    kwargs: Dict[str, Any] = dict(
+        preset=json.dumps(preset.to_dict(), sort_keys=True) if preset is not None else "",
+        frame_pool=int(entry.frame_pool if frame_pool is None else frame_pool),
+        frame_max_side=int(frame_max_side),
+        split_seed=int(split_seed),
+        validation_fraction=float(validation_fraction),
+        on_error=on_error,
+    )
+    kwargs.update(options)
+    builder = cls(cache_dir=cache_dir, dataset_name=f"arl_hf_{name}", config_name=config_name,
+                  data_dir=data_dir, **kwargs)
+    mode = datasets.DownloadMode.FORCE_REDOWNLOAD if rebuild else datasets.DownloadMode.REUSE_DATASET_IF_EXISTS
+    try:
+        builder.download_and_prepare(download_mode=mode, num_proc=num_proc)
+    except datasets.exceptions.DatasetGenerationError as err:
+        cause = _unwrap(err)
+        if cause is err:
+            raise
+        raise cause from err
+    dsd = builder.as_dataset()
+    dsd = datasets.DatasetDict({k: dsd[k] for k in ("train", "validation", "test")})
+    if transform:
+        dsd = attach_transforms(dsd, num_frames=num_frames, image_size=image_size, seed=seed,
+                                pool_sequences=pool_sequences)
+    return dsd
+
+
+def attach_transforms(dsd, num_frames: Optional[int] = None, image_size: Optional[int] = None, seed: int = 0,
+                      pool_sequences: bool = True):
+    """Attach :class:`MultimodalTransform` to each split (augmentation on ``train`` only).
+
+    ``num_frames`` / ``image_size`` default to the dataset's recorded defaults.
+    """
+    import datasets
+
+    from .transforms import MultimodalTransform
+
+    record = preprocessing_info(dsd)
+    kinds = {k: {"kind": v["kind"]} for k, v in record["modalities"].items()}
+    frames = record.get("frames") or {}
+    entry = DATASETS.get(record.get("dataset", ""))
+    nf = num_frames or frames.get("default_num_frames") or 1
+    size = image_size or (entry.image_size if entry and entry.image_size else 224)
+    return datasets.DatasetDict({
+        split: ds.with_transform(MultimodalTransform(kinds, train=(split == "train"), num_frames=nf,
+                                                     image_size=size, seed=seed, pool_sequences=pool_sequences))
+        for split, ds in dsd.items()
+    })
+
+
+def _first(dataset: Any):
+    if hasattr(dataset, "info"):
+        return dataset
+    if isinstance(dataset, Mapping) and dataset:
+        return next(iter(dataset.values()))
+    raise ValueError(f"dataset: expected a Dataset, DatasetDict or dataset name, got {type(dataset).__name__}")
+
+
+def preprocessing_info(dataset: Any) -> Dict[str, Any]:
+    """The preprocessing record of a built dataset (preset name + parameters, frames, splits, seeds).
+
+    Raises:
+        ValueError: the dataset was not built by :func:`load` (no record in its info).
+    """
+    ds = _first(dataset)
+    try:
+        record = json.loads(ds.info.description or "")
+    except json.JSONDecodeError:
+        record = None
+    if not isinstance(record, dict) or record.get("format", "").split("/")[0] != "arl_hf.data" \
+            or not record.get("modalities"):
+        raise ValueError("dataset.info.description: expected the arl_hf preprocessing record (JSON); "
+                         "this dataset was not built by arl_hf.data.load / load_prepared")
+    return record
+
+
+def _encoder_only(spec: Mapping[str, Any]) -> Dict[str, Any]:
+    return {k: v for k, v in spec.items() if k in ("encoder", "in_chans", "input_dim", "hidden_dims")}
+
+
+def modality_spec(dataset_or_name: Any) -> Dict[str, Dict[str, Any]]:
+    """Encoder suggestion per modality, ready for ``MultimodalConfig(modalities=...)``.
+
+    From a built dataset the values come from its record (MOSI's ``input_dim`` is the
+    feature dimension found in the files); from a name they are the static defaults
+    (MOSI's ``input_dim`` then is unknown and omitted).
+    """
+    if isinstance(dataset_or_name, str):
+        cls = builder_class(dataset_or_name)
+        return {k: _encoder_only(v) for k, v in cls.MODALITIES.items()}
+    record = preprocessing_info(dataset_or_name)
+    return {k: _encoder_only(v) for k, v in record["modalities"].items()}
+
+
+def modality_kinds(dataset_or_name: Any) -> Dict[str, str]:
+    """Modality name -> storage kind (``spectrogram``, ``frames``, ``flow``, ``sequence``, ``image``)."""
+    if isinstance(dataset_or_name, str):
+        return {k: v["kind"] for k, v in builder_class(dataset_or_name).MODALITIES.items()}
+    return {k: v["kind"] for k, v in preprocessing_info(dataset_or_name)["modalities"].items()}
+
+
+def label_names(dataset: Any) -> List[str]:
+    """Class names (the ``ClassLabel`` feature of ``labels``)."""
+    return list(_first(dataset).features["labels"].names)
+
+
+def num_labels(dataset: Any) -> int:
+    """Number of classes."""
+    return len(label_names(dataset))
