@@ -107,6 +107,55 @@ class ARLConfig(TrainingArguments):
             "(one host sync per step on GPU; disable for peak throughput once the data is trusted)."
         },
     )
+    # ---- comparison methods (arl_hf/strategies/<name>.py; defaults from the papers, see docs_strategies.md) ----
+    ogm_alpha: float = field(
+        default=0.8, metadata={"help": "OGM-GE: alpha of k = 1 - tanh(alpha * rho) for the dominant modality (>= 0)."}
+    )
+    ogm_start_epoch: int = field(default=0, metadata={"help": "OGM-GE: first epoch (0-based) of modulation."})
+    ogm_end_epoch: int = field(default=50, metadata={"help": "OGM-GE: last epoch (inclusive) of modulation."})
+    ogm_noise: bool = field(
+        default=True, metadata={"help": "OGM-GE: add the generalisation-enhancement Gaussian noise (False: plain OGM)."}
+    )
+    ogm_conv_only: bool = field(
+        default=False,
+        metadata={"help": "OGM-GE: modulate only 4-D (conv kernel) gradients, as the released CNN code; "
+                  "default False modulates every parameter of each encoder."},
+    )
+    agm_alpha: float = field(default=1.5, metadata={"help": "AGM: alpha of coeff = exp(alpha * min(target - ratio, 10))."})
+    pmr_alpha: float = field(
+        default=1.0, metadata={"help": "PMR: weight of the prototypical cross-entropy of the weaker modality (>= 0)."}
+    )
+    pmr_momentum: float = field(
+        default=0.2,
+        metadata={"help": "PMR: weight of the new class means in c <- (1 - m) * c_old + m * c_new (in [0, 1])."},
+    )
+    pmr_proto_fraction: float = field(
+        default=0.1, metadata={"help": "PMR: fraction of the training set used to compute prototypes (in (0, 1])."}
+    )
+    pmr_interval_epochs: int = field(default=1, metadata={"help": "PMR: recompute prototypes every N epochs."})
+    gblending_interval_epochs: int = field(
+        default=10,
+        metadata={"help": "G-Blending: re-estimate the blending weights on the validation split every N epochs."},
+    )
+    mmpareto_gamma: float = field(
+        default=1.5, metadata={"help": "MMPareto: gamma scaling the Pareto-combined encoder gradients (> 0)."}
+    )
+    mla_alpha: float = field(
+        default=0.1,
+        metadata={"help": "MLA: base of the projector's regulariser alpha = mla_alpha ** (1 + batch / batches)."},
+    )
+    mla_dynamic_fusion: bool = field(
+        default=True,
+        metadata={"help": "MLA: fuse the shared head's outputs with entropy-based weights (False: equal weights)."},
+    )
+    dr_interval_epochs: int = field(default=20, metadata={"help": "D&R: diagnose and re-initialise every N epochs."})
+    dr_lambda: float = field(default=3.0, metadata={"help": "D&R: lambda of w = tanh(lambda * |purity gap|) (>= 0)."})
+    dr_max_times: int = field(default=3, metadata={"help": "D&R: at most this many re-initialisations."})
+    fixed_multipliers: Optional[List[float]] = field(
+        default=None,
+        metadata={"help": "fixed: constant gradient multiplier per modality, in modality order "
+                  "(e.g. '5 1' = audio x5, Fig. 1(b)); default all 1."},
+    )
     max_grad_norm: float = field(
         default=0.0,
         metadata={
@@ -132,6 +181,9 @@ class ARLConfig(TrainingArguments):
             raise ValueError(f"arl_variant: expected 'paper' or 'official', got {self.arl_variant!r}")
         if self.arl_warmup_epochs < 0:
             raise ValueError(f"arl_warmup_epochs: expected an int >= 0, got {self.arl_warmup_epochs!r}")
+        from .strategies.common import check_peer_fields
+
+        check_peer_fields(self)
 
 
 def model_modalities(model: nn.Module) -> List[str]:

@@ -35,3 +35,6 @@ __all__ = [
     "coefficients_from_statistics",
     "modality_shares",
 ]
+
+# the comparison methods register themselves on import
+from . import agm, dr, fixed, gblending, mla, mmpareto, ogm_ge, pmr  # noqa: E402,F401

@@ -1,0 +1,101 @@
+"""AGM: Adaptive Gradient Modulation (Li et al., ICCV 2023).
+
+Per micro-batch, Shapley-style mono-modal contributions of the fused output
+``f = f(all)`` are formed from the unimodal outputs ``u_m`` (the fusion path with the other
+modalities absent) and combined as ``m_i = u_i + (f - sum_j u_j) / M``; for two modalities
+this is AGM's ``m_a = (f(a,v) - f(0,v) + f(a,0)) / 2``, and ``sum_i m_i = f``. The loss is
+``CE(sum_i m_i)`` where each ``m_i`` passes through an identity whose backward multiplies by
+``coeff_i``. With ``s_i`` = mean CE of ``m_i`` (all-reduced over ranks) and ``s̄_i`` its
+running mean over all training iterations (this one included),
+
+    ratio_i  = exp(mean_{j != i} s_j - s_i),      target_i = exp(mean_{j != i} s̄_j - s̄_i),
+    coeff_i  = exp(agm_alpha * min(target_i - ratio_i, 10)),
+
+which for M = 2 is AGM's rule. For a ``concat`` head this scales encoder ``i``'s gradient
+by exactly ``coeff_i``.
+
+Deviations from the released code (documented in docs_strategies.md):
+* a modality is made absent by zeroing its *features* (the harness's unimodal logits, one
+  forward, DDP-safe) rather than by re-running the model on zeroed inputs in eval mode
+  (two extra forwards); for ``concat`` this gives ``m_a = W_a z_a + b/2``, the peers'
+  unimodal output;
+* the code's global-norm clipping when the fusion gradients leave [-1, 1] is not applied
+  (set ``max_grad_norm`` if wanted);
+* the running mean is over micro-batches (iterations of the accumulation window).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List
+
+import torch
+import torch.nn.functional as F
+
+from ..distributed import all_reduce_sum
+from .base import StrategyOutput, register_strategy
+from .common import StatefulStrategy, grad_scale
+
+RATIO_CLAMP = 10.0  #: AGM's clamp of ``target - ratio`` inside the exponential
+
+
+def shapley_contributions(fused: torch.Tensor, unimodal: List[torch.Tensor]) -> List[torch.Tensor]:
+    """``m_i = u_i + (f - sum_j u_j) / M`` (``= (f - u_other + u_i) / 2`` for M = 2)."""
+    m = len(unimodal)
+    rest = (fused - torch.stack(unimodal).sum(0)) / m
+    return [u + rest for u in unimodal]
+
+
+def agm_coefficients(scores: torch.Tensor, running: torch.Tensor, alpha: float) -> torch.Tensor:
+    """``(M,)`` AGM coefficients from this step's scores ``s`` and their running means ``s̄``."""
+    m = scores.shape[0]
+    other = (scores.sum() - scores) / max(m - 1, 1)
+    other_bar = (running.sum() - running) / max(m - 1, 1)
+    ratio = torch.exp(other - scores)
+    target = torch.exp(other_bar - running)
+    return torch.exp(alpha * torch.clamp(target - ratio, max=RATIO_CLAMP))
+
+
+@register_strategy("agm")
+class AGM(StatefulStrategy):
+    """AGM (see module docstring). Hyper-parameter: ``agm_alpha``. State: the running
+    score sums and iteration count (saved with every checkpoint)."""
+
+    requires_unimodal_logits = True
+
+    def __init__(self, args, modalities):
+        super().__init__(args, modalities)
+        self.score_sum = torch.zeros(len(self.modalities), dtype=torch.float64)
+        self.iterations = 0
+
+    def compute_loss(self, model, inputs: Dict[str, torch.Tensor], context) -> StrategyOutput:
+        labels = inputs["labels"]
+        out = self.forward(model, inputs, unimodal=True)
+        uni = [out.unimodal_logits[m].float() for m in self.modalities]
+        contrib = shapley_contributions(out.logits.float(), uni)
+        fused_loss = F.cross_entropy(out.logits.float(), labels)
+        logs: Dict[str, torch.Tensor] = {"loss_fused": fused_loss.detach()}
+        if not context.training:
+            return StrategyOutput(loss=fused_loss, outputs=out, logs=logs)
+        with torch.no_grad():
+            ce_sums = torch.stack([F.cross_entropy(c, labels, reduction="sum") for c in contrib])
+            count = torch.tensor([float(labels.shape[0])], device=ce_sums.device)
+            reduced = all_reduce_sum(torch.cat([ce_sums, count]))
+            scores = (reduced[:-1] / reduced[-1]).double().cpu()
+            self.score_sum = self.score_sum + scores
+            self.iterations += 1
+            running = self.score_sum / self.iterations
+            coeff = agm_coefficients(scores, running, self.args.agm_alpha).float()
+        dev = out.logits.device
+        total = sum(grad_scale(c, coeff[i].to(dev)) for i, c in enumerate(contrib))
+        loss = F.cross_entropy(total, labels)
+        for i, m in enumerate(self.modalities):
+            logs[f"coeff_{m}"] = coeff[i]
+            logs[f"score_{m}"] = scores[i].float()
+        return StrategyOutput(loss=loss, outputs=out, logs=logs)
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"score_sum": self.score_sum.clone(), "iterations": self.iterations}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        self.score_sum = state["score_sum"].double().cpu().clone()
+        self.iterations = int(state["iterations"])
