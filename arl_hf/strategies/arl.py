@@ -163,7 +163,8 @@ def arl_statistics(
             dependency_sum = p.gather(-1, idx).squeeze(-1).to(acc).sum(dim=-1)
         else:
             dependency_sum = stacked.abs().to(acc).sum(dim=(-1, -2))
-        count = torch.tensor(float(batch), device=stacked.device, dtype=acc)
+        # torch.full launches a fill; torch.tensor(..., device=cuda) would copy from the host and sync
+        count = torch.full((), float(batch), device=stacked.device, dtype=acc)
     return ARLStatistics(neg_entropy_sum, dependency_sum, count)
 
 

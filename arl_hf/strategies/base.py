@@ -128,7 +128,9 @@ class GradientModulator:
                 return output
             return _map_tensors(output, lambda t: _ScaleGrad.apply(t, self, index) if t.requires_grad else t)
 
-        return hook
+        # Run eagerly under torch.compile: traced, the backward would bake in the scales
+        # held at trace time (measured: modulation silently lost) and `fired` would not update.
+        return torch.compiler.disable(hook)
 
     def _param_hook(self, index: int):
         def hook(grad):
