@@ -1,0 +1,219 @@
+"""Model cards of trained runs: ``README.md`` with ``model-index`` eval results (huggingface_hub).
+
+The card is rendered from ``model_cards/template.md`` with :class:`huggingface_hub.ModelCard`
+and :class:`~huggingface_hub.ModelCardData`; every metric (accuracy and macro-F1 of the
+fused head and of each unimodal head, per split) is one :class:`~huggingface_hub.EvalResult`
+so that the Hub and ``ModelCard.load(...).data.eval_results`` read them back.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+from transformers.utils import logging
+
+from .trainer import ARL_PAPER
+
+logger = logging.get_logger(__name__)
+
+__all__ = ["RunSummary", "eval_results", "build_model_card", "write_model_card", "template_path"]
+
+TASK_TYPE = "multimodal-classification"
+TASK_NAME = "Multimodal classification"
+
+_MINIMAL_TEMPLATE = """---
+{{ card_data }}
+---
+
+# {{ model_name }}
+
+{{ results_table }}
+
+```bibtex
+{{ citation }}
+```
+"""
+
+
+@dataclass
+class RunSummary:
+    """What a model card says about a run.
+
+    Attributes:
+        model_name: card title and ``model-index`` name.
+        dataset: dataset identifier (``arl_hf.data`` name, Hub id or local path).
+        modalities: modality -> encoder spec (``MultimodalConfig.modalities``), in order.
+        metrics: split -> metric dict (keys ``accuracy``, ``macro_f1``,
+            ``accuracy_<m>``, ``macro_f1_<m>``), e.g. ``{"validation": ..., "test": ...}``.
+        strategy: training strategy name (``"arl"``, ``"none"``, ...).
+        preset: preset name the run started from, if any.
+        fusion: fusion module name.
+        preprocessing: ``config.preprocessing`` record.
+        hyperparameters: option -> value shown in the hyper-parameter table.
+        plots: ``(relative path, caption)`` pairs of images embedded in the card.
+        selection: how the checkpoint was selected (free text).
+        load_path: what to pass to ``from_pretrained`` (Hub id or directory).
+        reproduce_command: the command that reproduces the run.
+        tags: extra card tags.
+    """
+
+    model_name: str
+    dataset: str
+    modalities: Mapping[str, Mapping[str, Any]]
+    metrics: Mapping[str, Mapping[str, float]]
+    strategy: str = "arl"
+    preset: Optional[str] = None
+    fusion: str = "concat"
+    preprocessing: Optional[Mapping[str, Any]] = None
+    hyperparameters: Mapping[str, Any] = field(default_factory=dict)
+    plots: Sequence[tuple] = ()
+    selection: str = ""
+    load_path: str = "path/to/checkpoint"
+    reproduce_command: str = "python examples/run_arl.py"
+    tags: Sequence[str] = ()
+
+
+def template_path() -> Optional[str]:
+    """Path of the card template (``model_cards/template.md``), or ``None`` if not installed."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    for candidate in (
+        os.path.join(here, "templates", "model_card.md"),
+        os.path.join(os.path.dirname(here), "model_cards", "template.md"),
+    ):
+        if os.path.isfile(candidate):
+            return candidate
+    return None
+
+
+def _heads(modalities: Sequence[str]) -> List[tuple]:
+    return [("fused", "")] + [(m, f"_{m}") for m in modalities]
+
+
+def eval_results(summary: RunSummary) -> list:
+    """One :class:`~huggingface_hub.EvalResult` per split, head and metric."""
+    from huggingface_hub import EvalResult
+
+    config = _preprocessing_name(summary.preprocessing)
+    results = []
+    for split, metrics in summary.metrics.items():
+        for head, suffix in _heads(list(summary.modalities)):
+            for key, metric_type, label in (("accuracy", "accuracy", "Accuracy"), ("macro_f1", "f1", "Macro-F1")):
+                value = metrics.get(f"{key}{suffix}")
+                if value is None:
+                    continue
+                results.append(
+                    EvalResult(
+                        task_type=TASK_TYPE,
+                        task_name=TASK_NAME,
+                        dataset_type=summary.dataset,
+                        dataset_name=summary.dataset,
+                        dataset_config=config,
+                        dataset_split=split,
+                        metric_type=metric_type,
+                        metric_name=f"{label} ({head}, {split})",
+                        metric_config="macro" if metric_type == "f1" else None,
+                        metric_value=round(float(value), 6),
+                    )
+                )
+    return results
+
+
+def _preprocessing_name(preprocessing: Optional[Mapping[str, Any]]) -> Optional[str]:
+    if not preprocessing:
+        return None
+    for key in ("preset", "preprocessing", "name", "audio"):
+        value = preprocessing.get(key)
+        if isinstance(value, str):
+            return value
+        if isinstance(value, Mapping) and isinstance(value.get("name"), str):
+            return value["name"]
+    return None
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_fmt(v) for v in value)
+    return str(value)
+
+
+def results_table(metrics: Mapping[str, Mapping[str, float]], modalities: Sequence[str]) -> str:
+    """Markdown table: one row per split and head, accuracy and macro-F1 in percent."""
+    lines = ["| split | head | accuracy (%) | macro-F1 (%) |", "|---|---|---:|---:|"]
+    for split, m in metrics.items():
+        for head, suffix in _heads(modalities):
+            acc, f1 = m.get(f"accuracy{suffix}"), m.get(f"macro_f1{suffix}")
+            if acc is None and f1 is None:
+                continue
+            acc_s = f"{100 * acc:.2f}" if acc is not None else "-"
+            f1_s = f"{100 * f1:.2f}" if f1 is not None else "-"
+            lines.append(f"| {split} | {head} | {acc_s} | {f1_s} |")
+    return "\n".join(lines)
+
+
+def _kv_table(values: Mapping[str, Any], header=("option", "value")) -> str:
+    lines = [f"| {header[0]} | {header[1]} |", "|---|---|"]
+    for k, v in values.items():
+        lines.append(f"| `{k}` | {_fmt(v).replace('|', '/')} |")
+    return "\n".join(lines)
+
+
+def build_model_card(summary: RunSummary) -> "ModelCard":  # noqa: F821
+    """Render the card (metadata + text) of a run."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    modalities = list(summary.modalities)
+    tags = ["arl-hf", "multimodal", "modality-imbalance", f"strategy-{summary.strategy}"]
+    if summary.strategy == "arl":
+        tags.append("arl")
+    tags += [t for t in summary.tags if t not in tags]
+    card_data = ModelCardData(
+        model_name=summary.model_name,
+        datasets=[summary.dataset],
+        library_name="transformers",
+        tags=tags,
+        metrics=["accuracy", "f1"],
+        eval_results=eval_results(summary),
+    )
+    encoders = ", ".join(f"{m}: `{spec.get('encoder')}`" for m, spec in summary.modalities.items())
+    preprocessing_text = ""
+    if summary.preprocessing:
+        shown = {k: v for k, v in summary.preprocessing.items() if not isinstance(v, Mapping)}
+        preprocessing_text = ", ".join(f"{k}={_fmt(v)}" for k, v in shown.items())
+    kwargs = dict(
+        model_name=summary.model_name,
+        modalities_text=", ".join(modalities),
+        dataset_name=summary.dataset,
+        dataset_id=summary.dataset,
+        strategy=summary.strategy,
+        paper_title=ARL_PAPER["title"],
+        paper_venue=ARL_PAPER["venue"],
+        citation=ARL_PAPER["citation"],
+        preset=f"`{summary.preset}`" if summary.preset else "none (options given explicitly)",
+        preprocessing_text=preprocessing_text,
+        model_text=f"{encoders}; fusion `{summary.fusion}`",
+        selection_text=summary.selection or "final checkpoint",
+        results_table=results_table(summary.metrics, modalities),
+        hyperparameters_table=_kv_table(summary.hyperparameters),
+        plots=[{"path": p, "caption": c} for p, c in summary.plots],
+        load_path=summary.load_path,
+        inputs_text=", ".join(f"{m}=..." for m in modalities),
+        reproduce_command=summary.reproduce_command,
+    )
+    path = template_path()
+    if path is None:
+        logger.warning("model card template model_cards/template.md not found; writing a minimal card")
+        return ModelCard.from_template(card_data, template_str=_MINIMAL_TEMPLATE, **kwargs)
+    return ModelCard.from_template(card_data, template_path=path, **kwargs)
+
+
+def write_model_card(summary: RunSummary, output_dir: str) -> str:
+    """Render the card and write ``<output_dir>/README.md``; returns its path."""
+    card = build_model_card(summary)
+    os.makedirs(output_dir, exist_ok=True)
+    path = os.path.join(output_dir, "README.md")
+    card.save(path)
+    return path

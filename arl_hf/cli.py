@@ -1,0 +1,160 @@
+"""Command line: ``arl-hf train|evaluate|plot`` (and the example scripts that call the same code).
+
+User errors (unknown preset, dataset or option, a config file with an unknown key, an
+output directory holding another run, a missing checkpoint...) print one ``error:`` line
+and exit with status 2, without a traceback; set ``ARL_HF_DEBUG=1`` to see the traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from typing import Iterator, List, Optional, Sequence
+
+__all__ = ["main", "train_main", "evaluate_main", "plot_main", "UserErrorExit"]
+
+USAGE = """usage: arl-hf {train,evaluate,plot} [options]
+
+  train      train a model (same options as examples/run_arl.py; `arl-hf train --help`)
+  evaluate   evaluate a saved checkpoint on a dataset split (`arl-hf evaluate --help`)
+  plot       redraw the plots of a run directory (`arl-hf plot --help`)
+"""
+
+EXIT_USER_ERROR = 2
+
+
+class UserErrorExit(SystemExit):
+    """Raised (as ``SystemExit(2)``) after a user error was reported."""
+
+
+@contextlib.contextmanager
+def user_errors(prog: str) -> Iterator[None]:
+    """Turn ``ValueError`` / ``OSError`` into one ``error:`` line on stderr and exit status 2."""
+    try:
+        yield
+    except (ValueError, OSError) as e:
+        if os.environ.get("ARL_HF_DEBUG"):
+            raise
+        message = str(e).strip() or type(e).__name__
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        print(f"{prog}: (set ARL_HF_DEBUG=1 to see the traceback)", file=sys.stderr)
+        raise UserErrorExit(EXIT_USER_ERROR) from None
+
+
+def _is_main_process() -> bool:
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) or 0) == 0
+
+
+def train_main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> int:
+    """``examples/run_arl.py`` / ``arl-hf train``: parse, train, print the results."""
+    from . import runner
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    prog = prog or os.path.basename(sys.argv[0]) or "run_arl.py"
+    if any(a in ("-h", "--help") for a in argv):
+        runner.build_parser(prog=prog).print_help()
+        return 0
+    with user_errors(prog):
+        training_args, model_args, data_args, run_args = runner.parse_args(argv)
+        metrics = runner.train_and_evaluate(training_args, model_args, data_args, run_args, argv=argv)
+        if training_args.process_index == 0:
+            print("\nResults (checkpoint selected on the validation split; test evaluated once):")
+            print(runner.format_results(metrics))
+            print(f"\nOutputs in {training_args.output_dir}: checkpoint, README.md model card, plots/, results.json")
+    return 0
+
+
+def evaluate_main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> int:
+    """``examples/evaluate_arl.py`` / ``arl-hf evaluate``: metrics of a checkpoint on a split."""
+    from transformers import HfArgumentParser
+
+    from . import runner
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    prog = prog or os.path.basename(sys.argv[0]) or "evaluate_arl.py"
+    parser = runner._ArgumentParser(
+        runner.EvalArguments, prog=prog, allow_abbrev=False,
+        description="Evaluate a saved arl-hf checkpoint on a dataset split: accuracy and macro-F1, fused and per "
+        "modality.",
+    )
+    (eval_args,) = parser.parse_args_into_dataclasses(args=argv)
+    with user_errors(prog):
+        metrics = runner.evaluate_checkpoint(eval_args)
+        if _is_main_process():
+            print(f"{eval_args.model_name_or_path} on the {eval_args.split} split:")
+            print(runner.format_results({eval_args.split: metrics}))
+    return 0
+
+
+def plot_main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> int:
+    """``arl-hf plot RUN_DIR``: redraw the plots from ``trainer_state.json`` and ``config.json``."""
+    import argparse
+
+    from .plots import make_run_plots
+
+    prog = prog or "arl-hf plot"
+    parser = argparse.ArgumentParser(prog=prog, description="Draw the plots (Fig. 3 dynamics, accuracy curves) of "
+                                     "a run directory or checkpoint directory.")
+    parser.add_argument("run_dir", help="output_dir of a run (or a checkpoint-* directory)")
+    parser.add_argument("--plots_dir", default=None, help="where to write the PNGs (default: RUN_DIR/plots)")
+    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    with user_errors(prog):
+        state_path = os.path.join(args.run_dir, "trainer_state.json")
+        config_path = os.path.join(args.run_dir, "config.json")
+        for path in (state_path, config_path):
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"run_dir: {path!r} does not exist (not a run or checkpoint directory)")
+        with open(state_path, encoding="utf-8") as f:
+            history = json.load(f).get("log_history", [])
+        with open(config_path, encoding="utf-8") as f:
+            modalities = list((json.load(f).get("modalities") or {}).keys())
+        if not modalities:
+            raise ValueError(f"run_dir: {config_path!r} records no modalities")
+        written = make_run_plots(history, modalities, args.plots_dir or os.path.join(args.run_dir, "plots"))
+        if not written:
+            raise ValueError(f"run_dir: {state_path!r} has no logged metrics to plot")
+        for path in written:
+            print(path)
+    return 0
+
+
+def _compare_main(argv: Sequence[str]) -> int:
+    """``arl-hf compare``: runs ``examples/compare.py`` when it is present in the checkout."""
+    import runpy
+
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    script = os.path.join(here, "examples", "compare.py")
+    if not os.path.isfile(script):
+        print("arl-hf: error: 'compare' needs examples/compare.py (not found in this installation)", file=sys.stderr)
+        return EXIT_USER_ERROR
+    sys.argv = [script] + list(argv)
+    runpy.run_path(script, run_name="__main__")
+    return 0
+
+
+COMMANDS = {"train": train_main, "evaluate": evaluate_main, "plot": plot_main}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the ``arl-hf`` console script."""
+    argv: List[str] = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else EXIT_USER_ERROR
+    command, rest = argv[0], argv[1:]
+    if command == "compare":
+        return _compare_main(rest)
+    if command not in COMMANDS:
+        import difflib
+
+        close = difflib.get_close_matches(command, list(COMMANDS) + ["compare"], n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        print(f"arl-hf: error: unknown command {command!r}{hint}\n\n{USAGE}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    return COMMANDS[command](rest, prog=f"arl-hf {command}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,210 @@
+"""Option parsing: presets, precedence (preset < config file < flags), --help, bad input."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+
+import pytest
+
+from arl_hf import ARLConfig
+from arl_hf.cli import main, train_main
+from arl_hf.presets import PRESETS, get_preset, preset_names
+from arl_hf.runner import DataArguments, ModelArguments, RunArguments, parse_args, prepare_output_dir
+from cli_helpers import PYTHON, REPO, script_env
+
+
+def test_no_arguments_is_the_avdigits_default():
+    args, model_args, data_args, run_args = parse_args([])
+    assert run_args.preset == "avdigits"
+    assert data_args.dataset == "avdigits"
+    assert model_args.encoder == "timm:resnet18"
+    assert args.strategy == "arl"
+    # model selection on validation, one evaluation + checkpoint per epoch
+    assert args.load_best_model_at_end is True
+    assert args.metric_for_best_model == "accuracy"
+    assert args.greater_is_better is True
+    assert str(args.eval_strategy.value) == "epoch" and str(args.save_strategy.value) == "epoch"
+    assert args.num_train_epochs == PRESETS["avdigits"]["num_train_epochs"]
+    assert args.learning_rate == PRESETS["avdigits"]["learning_rate"]
+    assert args.output_dir == os.path.join("outputs", "avdigits-arl")
+
+
+@pytest.mark.parametrize("name,temperature,frames,duration", [
+    ("cremad", 8.0, 1, 3.0), ("ave", 4.0, 3, 10.0), ("kinetics_sounds", 4.0, 3, 10.0),
+    ("mosi", 4.0, None, None), ("ucf101", 4.0, 3, None),
+])
+def test_paper_presets(name, temperature, frames, duration):
+    args, model_args, data_args, run_args = parse_args(["--preset", name])
+    assert data_args.dataset == name
+    assert model_args.encoder == "timm:resnet18" and model_args.init == "authors" and model_args.fusion == "concat"
+    assert str(args.optim.value) == "sgd" and args.optim_args == "momentum=0.9"
+    assert args.learning_rate == 1e-3 and args.weight_decay == 1e-4
+    assert args.per_device_train_batch_size == 64 and args.num_train_epochs == 100
+    assert args.arl_gamma == 4.0 and args.arl_temperature == temperature
+    assert args.arl_variant == "paper" and args.arl_warmup_epochs == 0 and args.max_grad_norm == 0.0
+    assert run_args.lr_decay_epochs is None
+    assert data_args.num_frames == frames and data_args.audio_duration == duration
+    if name == "cremad":
+        assert data_args.preprocessing == "scipy"  # 257x299 at 3 s
+
+
+@pytest.mark.parametrize("name,temperature,gamma", [
+    ("cremad_official", 8.0, 4.0), ("ave_official", 4.0, 5.0), ("kinetics_sounds_official", 4.0, 3.0),
+])
+def test_official_presets(name, temperature, gamma):
+    args, _, data_args, run_args = parse_args(["--preset", name])
+    assert args.arl_variant == "official"
+    assert args.arl_temperature == temperature and args.arl_gamma == gamma
+    assert args.arl_warmup_epochs == 6
+    assert args.max_grad_norm == 40.0
+    assert run_args.lr_decay_epochs == [70] and run_args.lr_decay_factor == 0.1
+    assert args.seed == 0
+    assert data_args.dataset == name[: -len("_official")]
+
+
+def test_flags_override_a_preset_one_by_one():
+    args, model_args, data_args, run_args = parse_args([
+        "--preset", "cremad_official",
+        "--arl_temperature", "2.5",
+        "--init", "timm",             # equal to the dataclass default: must still beat the preset
+        "--max_grad_norm", "0",       # idem
+        "--no_arl_all_reduce",
+        "--lr_decay_epochs", "30", "60",
+        "--num_frames", "2",
+    ])
+    assert args.arl_temperature == 2.5
+    assert model_args.init == "timm"
+    assert args.max_grad_norm == 0.0
+    assert args.arl_all_reduce is False
+    assert run_args.lr_decay_epochs == [30, 60]
+    assert data_args.num_frames == 2
+    # untouched options keep the preset's values
+    assert args.arl_gamma == 4.0 and args.arl_warmup_epochs == 6 and args.arl_variant == "official"
+    assert args.output_dir == os.path.join("outputs", "cremad_official-arl")
+
+
+def test_other_dataset_without_preset_uses_plain_defaults():
+    args, model_args, data_args, run_args = parse_args(["--dataset", "cremad", "--data_dir", "/x"])
+    assert run_args.preset is None
+    assert args.learning_rate == ARLConfig.__dataclass_fields__["learning_rate"].default
+    assert model_args.init == "timm"
+
+
+@pytest.mark.parametrize("suffix", [".json", ".yaml"])
+def test_config_file_between_preset_and_flags(tmp_path, suffix):
+    values = {"preset": "ave", "arl_temperature": 3.0, "learning_rate": 0.02, "strategy": "none"}
+    path = tmp_path / f"run{suffix}"
+    if suffix == ".json":
+        path.write_text(json.dumps(values))
+    else:
+        import yaml
+
+        path.write_text(yaml.safe_dump(values))
+    args, _, data_args, run_args = parse_args(["--config", str(path), "--learning_rate", "0.5"])
+    assert run_args.preset == "ave" and data_args.dataset == "ave"
+    assert args.arl_temperature == 3.0          # file beats preset (4.0)
+    assert args.learning_rate == 0.5            # flag beats file
+    assert args.strategy == "none"
+    assert args.per_device_train_batch_size == 64  # preset value kept
+    # a lone positional config path works too, as in the transformers examples
+    args2, *_ = parse_args([str(path)])
+    assert args2.learning_rate == 0.02
+
+
+def test_config_file_with_typo_is_rejected(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("learning_rat: 0.1\npreset: cremad\n")
+    with pytest.raises(ValueError, match=r"learning_rat.*did you mean 'learning_rate'"):
+        parse_args(["--config", str(path)])
+
+
+def test_unknown_preset_is_a_clear_value_error():
+    with pytest.raises(ValueError, match=r"unknown preset 'cremadd'.*did you mean 'cremad'"):
+        get_preset("cremadd")
+    with pytest.raises(ValueError, match="preset"):
+        parse_args(["--preset", "nosuch"])
+
+
+def test_help_documents_every_option_and_lists_presets(capsys):
+    assert train_main(["--help"], prog="run_arl.py") == 0
+    text = capsys.readouterr().out
+    for dtype in (ARLConfig, ModelArguments, DataArguments, RunArguments):
+        for f in dataclasses.fields(dtype):
+            if f.init:
+                assert f"--{f.name}" in text, f.name
+    for name in preset_names():
+        assert name in text
+    # our own options carry their help text
+    text = " ".join(text.split())
+    assert "Continue the run in output_dir from its last checkpoint" in text
+    assert "ARL temperature T" in text
+
+
+def test_unknown_option_exits_2_with_a_suggestion(capsys):
+    with pytest.raises(SystemExit) as e:
+        parse_args(["--arl_temprature", "3"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "unrecognized arguments: --arl_temprature" in err and "--arl_temperature" in err
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--preset", "nosuch"], "unknown preset 'nosuch'"),
+    (["--dataset", "nosuch_dataset"], "nosuch_dataset"),
+    (["--strategy", "nosuch"], "unknown strategy 'nosuch'"),
+])
+def test_user_errors_exit_2_without_traceback(tmp_path, capsys, argv, needle):
+    with pytest.raises(SystemExit) as e:
+        train_main(argv + ["--output_dir", str(tmp_path / "o")], prog="run_arl.py")
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert needle in err and "error:" in err and "Traceback" not in err
+
+
+def test_output_dir_holding_a_run_is_refused_unless_asked(tmp_path, capsys):
+    out = tmp_path / "run"
+    (out / "checkpoint-3").mkdir(parents=True)
+    (out / "model.safetensors").write_bytes(b"x")
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(SystemExit) as e:
+        train_main(["--output_dir", str(out)], prog="run_arl.py")
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "already holds a run" in err and "--overwrite_output_dir" in err and "--resume" in err
+    # --resume picks the last checkpoint; --overwrite_output_dir clears the run's files only
+    args, _, _, run_args = parse_args(["--output_dir", str(out), "--resume"])
+    assert prepare_output_dir(args, run_args) == str(out / "checkpoint-3")
+    args, _, _, run_args = parse_args(["--output_dir", str(out), "--overwrite_output_dir"])
+    assert prepare_output_dir(args, run_args) is None
+    assert sorted(os.listdir(out)) == ["notes.txt"]
+    # nothing to resume from, and the two flags together, are errors too
+    with pytest.raises(FileNotFoundError, match="no checkpoint-"):
+        prepare_output_dir(*[parse_args(["--output_dir", str(out), "--resume"])[i] for i in (0, 3)])
+    with pytest.raises(ValueError, match="cannot be combined"):
+        prepare_output_dir(*[parse_args(["--output_dir", str(out), "--resume", "--overwrite_output_dir"])[i]
+                             for i in (0, 3)])
+
+
+def test_console_entry_point_dispatch(capsys):
+    assert main([]) == 2
+    assert main(["trian"]) == 2
+    assert "did you mean 'train'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--preset", "nosuch"])
+    assert e.value.code == 2
+
+
+def test_script_user_error_in_a_fresh_process(tmp_path):
+    """The real script: exit status 2, one error line, no traceback."""
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"num_train_epoch": 3}))
+    proc = subprocess.run(
+        [PYTHON, os.path.join(REPO, "examples", "run_arl.py"), str(cfg), "--output_dir", str(tmp_path / "o")],
+        capture_output=True, text=True, env=script_env(), timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "num_train_epoch" in proc.stderr and "did you mean 'num_train_epochs'" in proc.stderr

@@ -1,0 +1,245 @@
+"""End to end on tiny data: selection on validation, test once, checkpoint, card, plots, evaluation, Hub folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+import arl_hf
+from arl_hf.cards import template_path
+from arl_hf.cli import evaluate_main, plot_main
+from arl_hf.plots import arl_series
+from arl_hf.runner import format_results, parse_args, train_and_evaluate
+from arl_hf.trainer import ARL_PAPER
+from cli_helpers import LABELS, tiny_flags
+
+MODALITIES = ["audio", "visual"]
+
+
+def _state(out):
+    with open(os.path.join(out, "trainer_state.json")) as f:
+        return json.load(f)
+
+
+def test_outputs_written(trained_run):
+    out = trained_run["output_dir"]
+    for name in ("model.safetensors", "config.json", "README.md", "results.json", "trainer_state.json",
+                 "plots/arl_dynamics.png", "plots/accuracy.png"):
+        assert os.path.isfile(os.path.join(out, name)), name
+    with open(os.path.join(out, "config.json")) as f:
+        config = json.load(f)
+    assert config["model_type"] == "arl_multimodal"
+    assert list(config["modalities"]) == MODALITIES
+    assert config["modalities"]["audio"]["in_chans"] == 1 and config["modalities"]["visual"]["in_chans"] == 3
+    assert config["preprocessing"]["dataset"] == "tiny_av"
+    assert config["preprocessing"]["preset"] == "avdigits"
+    assert [config["id2label"][str(i)] for i in range(3)] == LABELS
+
+
+def test_selection_on_validation_and_test_once(trained_run):
+    out, metrics = trained_run["output_dir"], trained_run["metrics"]
+    state = _state(out)
+    evals = [e for e in state["log_history"] if "eval_accuracy" in e]
+    assert len(evals) == 2  # one validation pass per epoch
+    # the reported validation accuracy is the one of the selected (best) checkpoint
+    assert metrics["validation"]["accuracy"] == pytest.approx(max(e["eval_accuracy"] for e in evals))
+    assert metrics["validation"]["accuracy"] == pytest.approx(state["best_metric"])
+    # the test split was evaluated exactly once, after training
+    test_logs = [e for e in state["log_history"] if any(k.startswith("test_") for k in e)]
+    assert len(test_logs) == 1
+    assert set(metrics) == {"validation", "test"}
+    for split in metrics:
+        for key in ("accuracy", "macro_f1", "accuracy_audio", "macro_f1_audio", "accuracy_visual",
+                    "macro_f1_visual"):
+            assert 0.0 <= metrics[split][key] <= 1.0
+    # the tiny task is learnable: far above chance (1/3) after two epochs
+    assert metrics["validation"]["accuracy"] > 0.5
+    with open(os.path.join(out, "results.json")) as f:
+        results = json.load(f)
+    assert results["metrics"]["test"]["accuracy"] == pytest.approx(metrics["test"]["accuracy"])
+    assert results["selection_split"] == "validation"
+    assert os.path.basename(results["best_model_checkpoint"]).startswith("checkpoint-")
+    table = format_results(metrics)
+    assert "[validation split]" in table and "[test split]" in table and "visual: acc" in table
+
+
+def test_checkpoint_loads_with_automodel_and_reproduces_test_metrics(trained_run, tiny_dataset_dir):
+    import datasets
+    from sklearn.metrics import f1_score
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(trained_run["output_dir"])
+    assert isinstance(model, arl_hf.MultimodalModel)
+    model.eval()
+    test = datasets.load_from_disk(tiny_dataset_dir)["test"].with_format("torch")[:]
+    with torch.no_grad():
+        out = model(audio=test["audio"], visual=test["visual"], return_unimodal_logits=True)
+    labels = test["labels"].numpy()
+    m = trained_run["metrics"]["test"]
+    assert (out.logits.argmax(-1).numpy() == labels).mean() == pytest.approx(m["accuracy"])
+    assert f1_score(labels, out.logits.argmax(-1).numpy(), average="macro") == pytest.approx(m["macro_f1"])
+    for mod in MODALITIES:
+        pred = out.unimodal_logits[mod].argmax(-1).numpy()
+        assert (pred == labels).mean() == pytest.approx(m[f"accuracy_{mod}"])
+
+
+def test_model_card_metadata_and_text(trained_run):
+    from huggingface_hub import ModelCard
+
+    out, metrics = trained_run["output_dir"], trained_run["metrics"]
+    assert template_path() is not None and template_path().endswith(os.path.join("model_cards", "template.md"))
+    card = ModelCard.load(os.path.join(out, "README.md"))
+    results = card.data.eval_results
+    assert len(results) == 2 * 3 * 2  # splits x heads x (accuracy, macro-F1)
+    seen = {}
+    for r in results:
+        assert r.dataset_name == "tiny_av" and r.dataset_split in ("validation", "test")
+        seen[(r.dataset_split, r.metric_name)] = r.metric_value
+    assert seen[("test", "Accuracy (fused, test)")] == pytest.approx(metrics["test"]["accuracy"], abs=1e-6)
+    assert seen[("validation", "Macro-F1 (visual, validation)")] == pytest.approx(
+        metrics["validation"]["macro_f1_visual"], abs=1e-6)
+    assert {r.metric_type for r in results} == {"accuracy", "f1"}
+    assert "arl" in card.data.tags and card.data.library_name == "transformers"
+    text = card.text
+    assert ARL_PAPER["citation"].splitlines()[0] in text and "Improving Multimodal Learning" in text
+    assert "![" in text and "(plots/arl_dynamics.png)" in text and "(plots/accuracy.png)" in text
+    assert "`avdigits`" in text  # the preset
+    assert "arl_temperature (T)" in text and "| 2 |" in text  # hyper-parameters, T from the flag
+    assert "AutoModel.from_pretrained" in text and "import arl_hf" in text
+    assert "--arl_temperature 2" in text  # the command that reproduces the run
+    assert f"{100 * metrics['test']['accuracy']:.2f}" in text
+
+
+def _decode(path):
+    import matplotlib.image as mpimg
+
+    img = mpimg.imread(path)
+    assert img.ndim == 3 and img.shape[0] > 200 and img.shape[1] > 400
+    return img
+
+
+def test_plots_decode_and_are_not_blank(trained_run):
+    out = trained_run["output_dir"]
+    for name in ("arl_dynamics.png", "accuracy.png"):
+        img = _decode(os.path.join(out, "plots", name))
+        assert float(img[..., :3].std()) > 0.01
+        # curves are drawn in colour (matplotlib's C0 blue / C1 orange), not only black axes
+        rgb = img[..., :3]
+        assert ((rgb[..., 2] - rgb[..., 0]) > 0.3).sum() > 100
+
+
+def test_fig3_series_are_the_logged_shares(trained_run):
+    history = _state(trained_run["output_dir"])["log_history"]
+    s = arl_series(history, MODALITIES)
+    logged = [e for e in history if "a_audio" in e]
+    assert len(s["epoch"]) == len(logged) == 6  # 48 examples / batch 16 x 2 epochs, logged every step
+    e = logged[-1]
+    assert s["dependency_ratio"][-1] == pytest.approx(e["dependency_share_audio"] / e["dependency_share_visual"])
+    assert s["inverse_variance_ratio"][-1] == pytest.approx(
+        e["inverse_variance_share_audio"] / e["inverse_variance_share_visual"])
+    assert np.allclose(s["a_audio"] + s["a_visual"], 1.0, atol=1e-4)
+
+
+def test_plot_command_redraws_from_run_dir(trained_run, tmp_path, capsys):
+    assert plot_main([trained_run["output_dir"], "--plots_dir", str(tmp_path)]) == 0
+    assert sorted(os.listdir(tmp_path)) == ["accuracy.png", "arl_dynamics.png"]
+    _decode(str(tmp_path / "arl_dynamics.png"))
+    with pytest.raises(SystemExit) as e:
+        plot_main([str(tmp_path / "nope")])
+    assert e.value.code == 2
+
+
+def test_evaluate_script_matches_training_report(trained_run, tiny_dataset_dir, tmp_path, capsys):
+    out_json = tmp_path / "m.json"
+    assert evaluate_main(["--model_name_or_path", trained_run["output_dir"], "--dataset", tiny_dataset_dir,
+                          "--split", "test", "--use_cpu", "--output_json", str(out_json)]) == 0
+    printed = capsys.readouterr().out
+    assert "[test split]" in printed and "audio: acc" in printed
+    got = json.loads(out_json.read_text())["metrics"]
+    want = trained_run["metrics"]["test"]
+    for key in ("accuracy", "macro_f1", "accuracy_audio", "macro_f1_visual"):
+        assert got[key] == pytest.approx(want[key])
+    # a missing checkpoint is a user error
+    with pytest.raises(SystemExit) as e:
+        evaluate_main(["--model_name_or_path", str(tmp_path / "missing"), "--dataset", tiny_dataset_dir])
+    assert e.value.code == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_resume_continues_from_the_last_checkpoint(trained_run, tiny_dataset_dir, tmp_path):
+    out = str(tmp_path / "resumed")
+    shutil.copytree(trained_run["output_dir"], out)
+    argv = tiny_flags(tiny_dataset_dir, out, "--preset", "avdigits", "--arl_temperature", "2", "--num_train_epochs", "3",
+                      "--resume")
+    metrics = train_and_evaluate(*parse_args(argv), argv=argv)
+    state = _state(out)
+    assert state["global_step"] == 9 and state["epoch"] == pytest.approx(3.0)
+    evals = [e for e in state["log_history"] if "eval_accuracy" in e]
+    assert [round(e["epoch"]) for e in evals] == [1, 2, 3]  # history carried over from the first run
+    assert metrics["validation"]["accuracy"] == pytest.approx(max(e["eval_accuracy"] for e in evals))
+
+
+class _FakeHub:
+    """Stands in for ``huggingface_hub.HfApi``: records what the Trainer would push."""
+
+    def __init__(self):
+        self.created, self.uploads = [], []
+
+    def create_repo(self, repo_id, token=None, private=None, exist_ok=False, **kw):
+        from types import SimpleNamespace
+
+        self.created.append(repo_id)
+        return SimpleNamespace(repo_id=repo_id)
+
+    def upload_folder(self, repo_id, folder_path, ignore_patterns=(), run_as_future=False, **kw):
+        import fnmatch
+
+        files = []
+        for root, _, names in os.walk(folder_path):
+            for n in names:
+                rel = os.path.relpath(os.path.join(root, n), folder_path)
+                if not any(fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(rel.split(os.sep)[0], p)
+                           for p in ignore_patterns):
+                    files.append(rel)
+        # snapshot the card as it is at push time
+        card = open(os.path.join(folder_path, "README.md")).read() if "README.md" in files else None
+        self.uploads.append({"repo_id": repo_id, "files": sorted(files), "card": card, "folder": folder_path})
+        if run_as_future:
+            from concurrent.futures import Future
+
+            fut = Future()
+            fut.set_result(None)
+            return fut
+        return None
+
+
+def test_baseline_through_the_same_pipeline_and_push_to_hub_folder(tiny_dataset_dir, tmp_path, monkeypatch):
+    """--strategy none runs the identical pipeline; --push_to_hub pushes checkpoint + card via Trainer."""
+    from huggingface_hub import ModelCard
+
+    fake = _FakeHub()
+    monkeypatch.setattr("transformers.trainer.hf_api", lambda: fake)
+    out = str(tmp_path / "baseline")
+    argv = tiny_flags(tiny_dataset_dir, out, "--strategy", "none", "--push_to_hub",
+                      "--hub_model_id", "someone/tiny-baseline", "--hub_strategy", "end")
+    metrics = train_and_evaluate(*parse_args(argv), argv=argv)
+    assert set(metrics) == {"validation", "test"} and "accuracy_visual" in metrics["test"]
+    assert fake.created == ["someone/tiny-baseline"]
+    final = fake.uploads[-1]
+    assert final["repo_id"] == "someone/tiny-baseline" and os.path.samefile(final["folder"], out)
+    for name in ("README.md", "config.json", "model.safetensors", "plots/accuracy.png", "results.json"):
+        assert name in final["files"], name
+    assert not any(f.startswith("checkpoint-") for f in final["files"])
+    # no ARL statistics with the baseline: no Fig. 3 plot, but accuracy curves
+    assert "plots/arl_dynamics.png" not in final["files"]
+    # the pushed card is ours (not the generic Trainer draft) and carries the eval results
+    card = ModelCard(final["card"])
+    assert card.data.model_name if hasattr(card.data, "model_name") else True
+    assert len(card.data.eval_results) == 12
+    assert "strategy-none" in card.data.tags
+    assert "someone/tiny-baseline" in card.text and "with the `none` strategy" in card.text
