@@ -218,12 +218,22 @@ def gather_rows(t: torch.Tensor) -> torch.Tensor:
 
 
 # ---- state across `load_best_model_at_end` --------------------------------------------------
-class _RestoreBestStrategyState(TrainerCallback):
-    """With ``load_best_model_at_end``, the Trainer reloads the best checkpoint's model weights;
-    this reloads the strategy state saved beside them (heads, prototypes, running statistics)."""
+class _StrategyStateCallback(TrainerCallback):
+    """Keeps strategy-owned parameters and state in step with the Trainer.
+
+    * After each optimizer step the Trainer zeroes the *model's* gradients only; the
+      gradients of the strategy's own parameters (heads) are cleared here.
+    * With ``load_best_model_at_end`` the Trainer reloads the best checkpoint's model
+      weights; the strategy state saved beside them (heads, prototypes, running
+      statistics) is reloaded here.
+    """
 
     def __init__(self, strategy: Strategy):
         self.strategy = strategy
+
+    def on_step_end(self, args, state, control, **kwargs):
+        for p in self.strategy.extra_parameters():
+            p.grad = None
 
     def on_train_end(self, args, state, control, **kwargs):
         best = state.best_model_checkpoint
@@ -238,14 +248,15 @@ class _RestoreBestStrategyState(TrainerCallback):
 
 
 class StatefulStrategy(Strategy):
-    """A strategy with state worth checkpointing: keeps the trainer and restores its state
-    from the best checkpoint when the Trainer reloads the best model."""
+    """A strategy with state worth checkpointing: keeps the trainer, clears its own parameters'
+    gradients after each optimizer step and restores its state from the best checkpoint when
+    the Trainer reloads the best model (:class:`_StrategyStateCallback`)."""
 
     def setup(self, trainer, model) -> None:
         super().setup(trainer, model)
         self._trainer = trainer
         if trainer is not None:
-            trainer.add_callback(_RestoreBestStrategyState(self))
+            trainer.add_callback(_StrategyStateCallback(self))
 
 
 def module_state(module: nn.Module) -> Dict[str, torch.Tensor]:
