@@ -1,0 +1,133 @@
+"""Step overhead of ARL: ``ARLTrainer`` step time / plain ``transformers.Trainer`` step time.
+
+Issue 7, targets 1 and 2. Same :class:`~arl_hf.MultimodalModel` (two identical copies),
+SGD, the default: ResNet-18 encoders, concat fusion, batch 16, audio 1x128x96, visual one
+frame 3x112x112. The plain Trainer computes the fused loss only (no unimodal logits); ARL
+adds the unimodal logits, Eq. 22's loss, the statistics, the coefficients and the
+in-graph gradient scaling. Runs interleave (ABBA) and the ratio is the median of per-pair
+ratios. ``ARLConfig.validate_inputs`` (one host sync per step by design) is measured on
+and off.
+
+Targets: <= 1.03 for late fusion (concat), <= 2.1 for intermediate fusion
+(``--fusion mmtm`` / ``--fusion cross_attention``, once registered in
+:mod:`arl_hf.modeling.fusion`).
+
+    python benchmarks/step_overhead.py                       # the issue's setting
+    python benchmarks/step_overhead.py --fusion mmtm
+    python benchmarks/step_overhead.py --tiny --pairs 2      # smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any, Dict, List, Optional
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import _common as C  # noqa: E402
+import torch  # noqa: E402
+
+LATE_FUSIONS = ("concat", "sum", "share")
+
+
+def parse_shape(text: str) -> List[int]:
+    try:
+        shape = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated ints, got {text!r}")
+    if not shape or any(s < 1 for s in shape):
+        raise argparse.ArgumentTypeError(f"expected positive sizes, got {text!r}")
+    return shape
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--encoder", default="resnet18", help="timm encoder for both modalities, or 'mlp'")
+    p.add_argument("--fusion", default="concat", help="fusion name (concat; mmtm, cross_attention: target 2)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--audio-shape", type=parse_shape, default=[1, 128, 96], help="C,H,W of the spectrogram")
+    p.add_argument("--visual-shape", type=parse_shape, default=[1, 3, 112, 112], help="T,C,H,W of the frames")
+    p.add_argument("--num-labels", type=int, default=6)
+    p.add_argument("--pairs", type=int, default=6, help="interleaved rounds (each runs every variant once)")
+    p.add_argument("--steps", type=int, default=3, help="timed steps per block")
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps at the start of each block")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    p.add_argument("--target", type=float, default=None, help="default: 1.03 late fusion, 2.1 intermediate")
+    p.add_argument("--json", default=None, help="write the results here")
+    p.add_argument("--tiny", action="store_true", help="MLP encoders on 8-d inputs, batch 4 (smoke test)")
+    return p
+
+
+def run(args: argparse.Namespace) -> Dict[str, Any]:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.tiny:
+        args.encoder, args.batch_size = "mlp", 4
+        args.audio_shape, args.visual_shape = [8], [8]
+    mlp_dims = (args.audio_shape[-1], args.visual_shape[-1]) if args.encoder == "mlp" else None
+    shapes = {"audio": args.audio_shape, "visual": args.visual_shape}
+    target = args.target if args.target is not None else (1.03 if args.fusion in LATE_FUSIONS else 2.1)
+
+    def factory():
+        return C.build_model(args.encoder, args.fusion, args.num_labels, mlp_dims=mlp_dims)
+
+    models = C.twin_models(factory, 3)
+    batches = C.synthetic_batches(4, args.batch_size, shapes, args.num_labels, device=args.device)
+    common = dict(device=args.device, precision=args.precision, warmup=args.warmup, steps=args.steps)
+    benches = [
+        C.make_bench("plain", models[0], batches, strategy=None, **common),
+        C.make_bench("arl", models[1], batches, strategy="arl", **common),
+        C.make_bench("arl_no_validate", models[2], batches, strategy="arl", arl_overrides={"validate_inputs": False}, **common),
+    ]
+    res = C.interleave(benches, args.pairs, reference="plain")
+    return {
+        "benchmark": "step_overhead",
+        "setting": {
+            "encoder": args.encoder,
+            "fusion": args.fusion,
+            "batch_size": args.batch_size,
+            "audio_shape": args.audio_shape,
+            "visual_shape": args.visual_shape,
+            "optimizer": "SGD(lr=1e-3, momentum=0.9, weight_decay=1e-4)",
+            "precision": args.precision,
+            "device": args.device,
+            "pairs": args.pairs,
+            "steps_per_block": args.steps,
+            "warmup_steps_per_block": args.warmup,
+        },
+        "machine": C.machine_info(),
+        "target": target,
+        **res,
+    }
+
+
+def report(r: Dict[str, Any]) -> str:
+    s = r["setting"]
+    lines = [
+        f"step_overhead: {s['encoder']} encoders, {s['fusion']} fusion, batch {s['batch_size']}, "
+        f"audio {s['audio_shape']}, visual {s['visual_shape']}, {s['precision']} on {s['device']} "
+        f"({r['machine'].get('cpu_count')} CPUs, {r['machine'].get('torch_threads')} torch threads)",
+        f"  median step: plain {r['median_step_s']['plain'] * 1e3:.1f} ms | ARL {r['median_step_s']['arl'] * 1e3:.1f} ms "
+        f"| ARL validate_inputs=False {r['median_step_s']['arl_no_validate'] * 1e3:.1f} ms",
+        "  per-pair ratios ARL/plain: " + " ".join(f"{x:.3f}" for x in r["ratios"]["arl"]),
+    ]
+    for name, label in (("arl", "validate_inputs=True "), ("arl_no_validate", "validate_inputs=False")):
+        v = r["median_ratio"][name]
+        lines.append(f"  ARL/plain ({label}): {v:.3f}  {C.verdict(v, r['target'])}")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
+    args = build_parser().parse_args(argv)
+    r = run(args)
+    print(report(r))
+    C.write_json(args.json, r)
+    return r
+
+
+if __name__ == "__main__":
+    main()
