@@ -160,3 +160,18 @@ def test_arl_asymmetric_switch_removes_the_coefficients(tmp_path):
     for m in MODS:
         for g, r in zip(grads_of(model.encoders[m]), enc[m]):
             assert torch.allclose(g, r, atol=1e-6)
+
+
+def test_the_documented_one_file_strategy_trains(tmp_path):
+    """The 'add your own strategy' example of docs_strategies.md, executed as written."""
+    import re
+
+    text = open(os.path.join(os.path.dirname(__file__), "..", "..", "docs_strategies.md")).read()
+    code = re.search(r"```python\n(# my_strategy.py.*?)```", text, re.S).group(1)
+    exec(compile(code, "my_strategy.py", "exec"), {})
+    model = mlp_model()
+    ref = mlp_model()
+    t = ARLTrainer(model=model, args=cfg(tmp_path, strategy="louder_visual"), train_dataset=ROWS[:8])
+    t.train()
+    assert any("loss_audio" in h for h in t.state.log_history)
+    assert not torch.allclose(model.encoders["visual"].net[0].weight, ref.encoders["visual"].net[0].weight)
