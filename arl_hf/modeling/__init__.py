@@ -3,7 +3,13 @@
 from .configuration import MultimodalConfig
 from .encoders import ENCODERS, build_encoder, register_encoder
 from .fusion import FUSIONS, Fusion, build_fusion, register_fusion
-from .model import MultimodalModel, MultimodalOutput, MultimodalPreTrainedModel, load_backbone_weights
+from .model import (
+    MultimodalModel,
+    MultimodalOutput,
+    MultimodalPreTrainedModel,
+    load_backbone_weights,
+    load_pretrained_backbones,
+)
 
 __all__ = [
     "MultimodalConfig",
@@ -11,6 +17,7 @@ __all__ = [
     "MultimodalOutput",
     "MultimodalPreTrainedModel",
     "load_backbone_weights",
+    "load_pretrained_backbones",
     "ENCODERS",
     "FUSIONS",
     "Fusion",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from transformers import PreTrainedConfig
 
@@ -43,6 +43,8 @@ class MultimodalConfig(PreTrainedConfig):
     fusion_kwargs: Optional[Dict[str, Any]] = None
     init: str = "timm"
     preprocessing: Optional[Dict[str, Any]] = None
+    #: the modality order, kept as a list because ``config.json`` is written with sorted keys
+    modality_order: Optional[List[str]] = None
 
     def __post_init__(self, **kwargs):
         from .encoders import validate_encoder_spec
@@ -58,6 +60,14 @@ class MultimodalConfig(PreTrainedConfig):
                 f"modalities: expected a non-empty dict modality -> encoder spec, got {self.modalities!r}"
             )
         self.modalities = {str(k): dict(v) for k, v in copy.deepcopy(self.modalities).items()}
+        if self.modality_order is not None:
+            if sorted(map(str, self.modality_order)) != sorted(self.modalities):
+                raise ValueError(
+                    f"modality_order: expected the modality names {list(self.modalities)} in some order, "
+                    f"got {self.modality_order!r}"
+                )
+            self.modalities = {str(m): self.modalities[str(m)] for m in self.modality_order}
+        self.modality_order = list(self.modalities)
         for name, spec in self.modalities.items():
             validate_encoder_spec(name, spec)
         if self.fusion not in FUSIONS:

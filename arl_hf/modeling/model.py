@@ -90,12 +90,21 @@ class MultimodalModel(MultimodalPreTrainedModel):
         super().__init__(config)
         self.encoders = nn.ModuleDict({m: build_encoder(m, spec) for m, spec in config.modalities.items()})
         dims = {m: enc.out_dim for m, enc in self.encoders.items()}
-        self.fusion = build_fusion(config.fusion, dims, config.num_labels, **(config.fusion_kwargs or {}))
+        self.fusion = build_fusion(
+            config.fusion, dims, config.num_labels, encoders=self.encoders, **(config.fusion_kwargs or {})
+        )
         self.post_init()
 
     @property
     def modalities(self) -> list:
         return list(self.encoders.keys())
+
+    @property
+    def arl_gradient_modulation(self) -> Optional[str]:
+        """``"parameters"`` for intermediate fusion (the encoders feed the fusion from inside,
+        so ARL scales each encoder's parameter gradients), ``None`` (the strategy's
+        default, scaling at the encoder outputs) for late fusion."""
+        return "parameters" if self.fusion.intermediate else None
 
     def _check_inputs(self, inputs: Dict[str, torch.Tensor], labels: Optional[torch.Tensor]) -> int:
         missing = [m for m in self.encoders if m not in inputs]
@@ -132,38 +141,51 @@ class MultimodalModel(MultimodalPreTrainedModel):
         for k in _IGNORED_KWARGS:
             inputs.pop(k, None)
         self._check_inputs(inputs, labels)
-        features = {m: self.encoders[m](inputs[m]) for m in self.encoders}
-        logits = self.fusion(features)
-        unimodal = self.fusion.unimodal_logits(features) if return_unimodal_logits else None
+        if self.fusion.intermediate:
+            logits, features, unimodal = self.fusion.run(self.encoders, inputs, return_unimodal_logits)
+        else:
+            features = {m: self.encoders[m](inputs[m]) for m in self.encoders}
+            logits = self.fusion(features)
+            unimodal = self.fusion.unimodal_logits(features) if return_unimodal_logits else None
         loss = F.cross_entropy(logits.float(), labels) if labels is not None else None
         return MultimodalOutput(loss=loss, logits=logits, features=features, unimodal_logits=unimodal)
 
 
-def load_backbone_weights(model: MultimodalModel, modality: str, path: str) -> MultimodalModel:
-    """Load pretrained timm weights from a local file into ``model.encoders[modality]``.
+def load_backbone_weights(
+    model: MultimodalModel, modality: str, path: Optional[str] = None, cache_dir: Optional[str] = None
+) -> MultimodalModel:
+    """Load pretrained timm weights into ``model.encoders[modality]``, offline.
 
-    Uses timm's own loader (classifier dropped, ``in_chans`` adapted by summing), offline.
-    Raises ``FileNotFoundError`` naming the path when it does not exist.
+    ``path``: a local weights file (``.safetensors``/``.pth``); without it the weights
+    are taken from the local Hugging Face cache (``cache_dir`` or ``HF_HUB_CACHE``) under
+    the timm model's Hub id. Uses timm's own loader (classifier dropped, ``in_chans``
+    adapted by summing). Raises ``FileNotFoundError`` saying where to put the weights
+    when they are not available locally, ``ValueError`` for a non-timm encoder.
     """
     import os
 
-    if not os.path.isfile(path):
+    from .encoders import load_timm_weights
+
+    if modality not in model.encoders:
+        raise ValueError(f"modality: {modality!r} is not a modality of this model; expected one of {model.modalities}")
+    if path is not None and not os.path.isfile(path):
         raise FileNotFoundError(f"{modality}: pretrained weights file {path!r} does not exist")
     enc = model.encoders[modality]
     if not hasattr(enc, "backbone"):
         raise ValueError(f"{modality}: encoder {type(enc).__name__} has no timm backbone to load weights into")
-    import timm
+    load_timm_weights(enc, path, cache_dir)
+    return model
 
-    spec = model.config.modalities[modality]
-    name = spec["encoder"][len("timm:") :]
-    kwargs = {k: v for k, v in spec.items() if k not in ("encoder", "in_chans")}
-    loaded = timm.create_model(
-        name,
-        pretrained=True,
-        num_classes=0,
-        in_chans=enc.in_chans,
-        pretrained_cfg_overlay=dict(file=path),
-        **kwargs,
-    )
-    enc.backbone.load_state_dict(loaded.state_dict())
+
+def load_pretrained_backbones(model: MultimodalModel, cache_dir: Optional[str] = None) -> MultimodalModel:
+    """Load the weights named by each modality spec's ``"pretrained"`` key, offline.
+
+    ``"pretrained": "/path/model.safetensors"`` loads that file; ``"pretrained": True``
+    loads from the local Hugging Face cache. Call after construction (``from_pretrained``
+    of a fine-tuned model needs no backbone weights).
+    """
+    for m, spec in model.config.modalities.items():
+        pretrained = spec.get("pretrained", False)
+        if pretrained:
+            load_backbone_weights(model, m, pretrained if isinstance(pretrained, str) else None, cache_dir)
     return model
