@@ -671,7 +671,10 @@ class RunTrainer(ARLTrainer):
 
 
 # ------------------------------------------------------------------------------- run
-def _hyperparameters(args: ARLConfig, model_args: ModelArguments, run_args: RunArguments) -> Dict[str, Any]:
+def _hyperparameters(args: ARLConfig, model_args: ModelArguments, run_args: RunArguments,
+                     mixed_precision: Optional[str] = None) -> Dict[str, Any]:
+    if mixed_precision is None:
+        mixed_precision = "bf16" if args.bf16 else ("fp16" if args.fp16 else "no")
     hp: Dict[str, Any] = {
         "strategy": args.strategy,
         "optimizer": f"{args.optim}" + (f" ({args.optim_args})" if args.optim_args else ""),
@@ -686,7 +689,7 @@ def _hyperparameters(args: ARLConfig, model_args: ModelArguments, run_args: RunA
         "world_size": args.world_size,
         "num_train_epochs": args.num_train_epochs,
         "max_grad_norm": args.max_grad_norm,
-        "mixed_precision": "bf16" if args.bf16 else ("fp16" if args.fp16 else "no"),
+        "mixed_precision": mixed_precision,
         "seed": args.seed,
         "encoder_init": model_args.init,
     }
@@ -779,7 +782,9 @@ def write_run_outputs(
             preset=run_args.preset,
             fusion=getattr(config, "fusion", "concat"),
             preprocessing=config.preprocessing,
-            hyperparameters=_hyperparameters(args, model_args, run_args),
+            # what the Accelerator actually ran with (also set by `accelerate launch --mixed_precision`)
+            hyperparameters=_hyperparameters(args, model_args, run_args,
+                                             str(getattr(trainer.accelerator, "mixed_precision", None) or "no")),
             plots=plots,
             selection=selection,
             load_path=args.hub_model_id or out,
