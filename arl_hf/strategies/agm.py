@@ -89,8 +89,8 @@ class AGM(StatefulStrategy):
         total = sum(grad_scale(c, coeff[i].to(dev)) for i, c in enumerate(contrib))
         loss = F.cross_entropy(total, labels)
         for i, m in enumerate(self.modalities):
-            logs[f"coeff_{m}"] = coeff[i]
-            logs[f"score_{m}"] = scores[i].float()
+            logs[f"coeff_{m}"] = coeff[i].to(dev)
+            logs[f"score_{m}"] = scores[i].float().to(dev)
         return StrategyOutput(loss=loss, outputs=out, logs=logs)
 
     def state_dict(self) -> Dict[str, Any]:

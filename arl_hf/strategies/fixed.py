@@ -54,5 +54,5 @@ class FixedMultipliers(Strategy):
             self.set_gradient_scales(self.multipliers.to(out.logits.device))
         logs = {"loss_fused": loss.detach()}
         for i, m in enumerate(self.modalities):
-            logs[f"grad_scale_{m}"] = self.multipliers[i]
+            logs[f"grad_scale_{m}"] = self.multipliers[i].to(loss.device)
         return StrategyOutput(loss=loss, outputs=out, logs=logs)

@@ -155,7 +155,7 @@ class MLA(StatefulStrategy):
                 r = all_reduce_mean(z.detach().float().mean(0))
                 self.projector = owm_update(self.projector, r, alpha)
         self.batch_in_epoch += 1
-        logs["owm_alpha"] = torch.tensor(alpha)
+        logs["owm_alpha"] = torch.tensor(alpha, device=loss.device)
         return StrategyOutput(loss=loss, outputs=out, logs=logs)
 
     def predict(self, model, inputs):

@@ -127,10 +127,11 @@ class MMPareto(StatefulStrategy):
                 delta = (float(c_mm) - 1.0) * a + (float(c_u) - 1.0) * b
                 extra = extra + (p * delta.detach()).sum()
             cos = grams[i, 2] / (grams[i, 0].sqrt() * grams[i, 1].sqrt()).clamp_min(1e-20)
-            logs[f"cos_{m}"] = cos.float()
-            logs[f"w_fused_{m}"] = w0.float()
-            logs[f"c_fused_{m}"] = torch.as_tensor(c_mm).float()
-            logs[f"c_uni_{m}"] = torch.as_tensor(c_u).float()
+            dev = fused.device  # every logged value on the loss device (the trainer stacks them)
+            logs[f"cos_{m}"] = cos.float().to(dev)
+            logs[f"w_fused_{m}"] = w0.float().to(dev)
+            logs[f"c_fused_{m}"] = torch.as_tensor(c_mm).float().to(dev)
+            logs[f"c_uni_{m}"] = torch.as_tensor(c_u).float().to(dev)
         # value unchanged, gradient gains the Pareto correction
         loss = loss + (extra - extra.detach())
         return StrategyOutput(loss=loss, outputs=out, logs=logs)

@@ -104,7 +104,7 @@ class PMR(StatefulStrategy):
                 loss = loss + self.args.pmr_alpha * pce
             logs[f"loss_proto_{m}"] = pce.detach()
             logs[f"rho_{m}"] = rho[i]
-            logs[f"weak_{m}"] = torch.tensor(float(weak))
+            logs[f"weak_{m}"] = torch.tensor(float(weak), device=fused.device)
         return StrategyOutput(loss=loss, outputs=out, logs=logs)
 
     def state_dict(self) -> Dict[str, Any]:
