@@ -44,6 +44,7 @@ _PAPER_COMMON: Dict[str, Any] = {
     "per_device_eval_batch_size": 64,
     "num_train_epochs": 100,
     "max_grad_norm": 0.0,
+    "decay_all_parameters": True,
     "image_size": 224,
 }
 

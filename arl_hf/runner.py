@@ -158,6 +158,12 @@ class RunArguments:
                   "as the authors' code: 70). Replaces lr_scheduler_type when given."},
     )
     lr_decay_factor: float = field(default=0.1, metadata={"help": "Factor of lr_decay_epochs."})
+    decay_all_parameters: bool = field(
+        default=False,
+        metadata={"help": "Apply weight decay to every parameter, biases and norm layers included, as "
+                  "torch.optim.SGD(weight_decay=...) in the authors' code (Trainer's default exempts biases "
+                  "and LayerNorm)."},
+    )
     plots: bool = field(default=True, metadata={"help": "Write the training plots into output_dir/plots."})
     model_card: bool = field(default=True, metadata={"help": "Write the README.md model card into output_dir."})
 
@@ -382,6 +388,15 @@ def load_data(data_args: DataArguments, seed: int = 0) -> Tuple[Any, Callable, D
         if not isinstance(ds, datasets.DatasetDict):
             raise ValueError(f"dataset: {name!r} holds a single Dataset; expected a DatasetDict with splits")
         record["dataset"] = os.path.basename(os.path.normpath(name))
+        info = _dataset_record(ds)
+        if info and str(info.get("format", "")).startswith("arl_hf.data"):
+            # a dataset prepared by arl_hf.data and saved to disk: same transforms and collator
+            from .data import MultimodalCollator, attach_transforms
+
+            record["dataset"] = str(info.get("dataset") or record["dataset"])
+            record["data"] = info
+            ds = attach_transforms(ds, num_frames=data_args.num_frames, image_size=data_args.image_size, seed=seed)
+            return ds, MultimodalCollator.from_dataset(ds), record
         ds.set_format("torch")
         return ds, default_data_collator, record
     try:
@@ -636,11 +651,20 @@ class RunTrainer(ARLTrainer):
     (``lr_decay_epochs``) and the arl-hf model card for ``push_to_hub``."""
 
     def __init__(self, *args, lr_decay_epochs: Optional[Sequence[int]] = None, lr_decay_factor: float = 0.1,
-                 card_writer: Optional[Callable[[], Optional[str]]] = None, **kwargs):
+                 decay_all_parameters: bool = False, card_writer: Optional[Callable[[], Optional[str]]] = None,
+                 **kwargs):
         super().__init__(*args, **kwargs)
         self.lr_decay_epochs = sorted(int(e) for e in (lr_decay_epochs or []))
+        if any(e < 1 for e in self.lr_decay_epochs):
+            raise ValueError(f"lr_decay_epochs: expected epochs >= 1, got {list(lr_decay_epochs)}")
         self.lr_decay_factor = float(lr_decay_factor)
+        self.decay_all_parameters = bool(decay_all_parameters)
         self.card_writer = card_writer
+
+    def get_decay_parameter_names(self, model) -> List[str]:
+        if self.decay_all_parameters:
+            return [n for n, p in model.named_parameters() if p.requires_grad]
+        return super().get_decay_parameter_names(model)
 
     def steps_per_epoch(self) -> int:
         """Optimizer steps per epoch on this process (as the Trainer counts them)."""
@@ -677,9 +701,9 @@ def _hyperparameters(args: ARLConfig, model_args: ModelArguments, run_args: RunA
         mixed_precision = "bf16" if args.bf16 else ("fp16" if args.fp16 else "no")
     hp: Dict[str, Any] = {
         "strategy": args.strategy,
-        "optimizer": f"{args.optim}" + (f" ({args.optim_args})" if args.optim_args else ""),
+        "optimizer": str(getattr(args.optim, "value", args.optim)) + (f" ({args.optim_args})" if args.optim_args else ""),
         "learning_rate": args.learning_rate,
-        "weight_decay": args.weight_decay,
+        "weight_decay": f"{args.weight_decay}" + (" (all parameters)" if run_args.decay_all_parameters else ""),
         "lr_scheduler": (
             f"x{run_args.lr_decay_factor} at epochs {run_args.lr_decay_epochs}" if run_args.lr_decay_epochs
             else str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type))
@@ -856,6 +880,7 @@ def train_and_evaluate(
         data_collator=collator,
         lr_decay_epochs=run_args.lr_decay_epochs,
         lr_decay_factor=run_args.lr_decay_factor,
+        decay_all_parameters=run_args.decay_all_parameters,
         card_writer=lambda: holder.get("write", lambda: None)(),
     )
     train_result = trainer.train(resume_from_checkpoint=resume_from)

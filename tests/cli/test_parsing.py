@@ -8,6 +8,7 @@ import os
 import subprocess
 
 import pytest
+import torch
 
 from arl_hf import ARLConfig
 from arl_hf.cli import main, train_main
@@ -208,3 +209,26 @@ def test_script_user_error_in_a_fresh_process(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     assert "num_train_epoch" in proc.stderr and "did you mean 'num_train_epochs'" in proc.stderr
+
+
+@pytest.mark.parametrize("decay_all", [True, False])
+def test_decay_all_parameters_puts_biases_under_weight_decay(tmp_path, decay_all):
+    from arl_hf import MultimodalConfig, MultimodalModel
+    from arl_hf.runner import RunTrainer
+
+    argv = ["--preset", "cremad", "--output_dir", str(tmp_path), "--use_cpu", "--eval_strategy", "no",
+            "--save_strategy", "no", "--load_best_model_at_end", "false"]
+    if not decay_all:
+        argv += ["--decay_all_parameters", "false"]
+    args, _, _, run_args = parse_args(argv)
+    assert run_args.decay_all_parameters is decay_all
+    model = MultimodalModel(MultimodalConfig(
+        modalities={"a": {"encoder": "mlp", "input_dim": 4, "hidden_dims": [8]},
+                    "b": {"encoder": "mlp", "input_dim": 4, "hidden_dims": [8]}}, num_labels=3))
+    trainer = RunTrainer(model=model, args=args, decay_all_parameters=run_args.decay_all_parameters)
+    opt = trainer.create_optimizer()
+    decayed = {id(p) for g in opt.param_groups if g["weight_decay"] == 1e-4 for p in g["params"]}
+    biases = [p for n, p in model.named_parameters() if n.endswith("bias")]
+    assert biases and all((id(p) in decayed) is decay_all for p in biases)
+    assert all(id(p) in decayed for n, p in model.named_parameters() if n.endswith("weight"))
+    assert isinstance(opt, torch.optim.SGD) and opt.param_groups[0]["momentum"] == 0.9
