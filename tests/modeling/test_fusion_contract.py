@@ -127,8 +127,10 @@ def test_arl_gradient_rule(case_name, build_case, case_inputs, arl_args):
     for name, g in g1.items():
         owner = name.split(".")[1] if name.startswith("encoders.") else None
         expected = g0[name] * scales[owner] if owner else g0[name]
-        scale = float(g0[name].abs().max())
-        torch.testing.assert_close(g, expected, rtol=1e-4, atol=1e-5 * scale + 1e-9, msg=name)
+        # relative error of the whole tensor: float32 rounding (cancellation in BatchNorm
+        # biases reaches 1e-7 absolute) stays far below the 1e-4 bound, a wrong scale does not
+        err = float((g - expected).norm() / expected.norm().clamp_min(1e-30))
+        assert err < 1e-4 or float(g.abs().max()) == float(expected.abs().max()) == 0.0, (name, err)
         if g0[name].abs().max() > 0:
             checked["encoder" if owner else "fusion"] += 1
     assert checked["encoder"] > 0 and checked["fusion"] > 0
@@ -151,8 +153,8 @@ def test_save_load_round_trip(case_name, build_case, case_inputs, tmp_path):
     x = case_inputs(case_name)
     with torch.no_grad():
         a, b = model(**x, return_unimodal_logits=True), loaded(**x, return_unimodal_logits=True)
-    assert torch.equal(a.logits, b.logits)
+    # same weights bit for bit (above); vectorised kernels may still round differently on
+    # tensors that safetensors maps at other memory alignments (seen: 1 ulp)
+    torch.testing.assert_close(a.logits, b.logits, rtol=1e-6, atol=1e-7)
     for m in model.modalities:
-        # same weights bit for bit; vectorised kernels may still round differently on
-        # tensors that safetensors maps at other memory alignments (seen: 1 ulp)
         torch.testing.assert_close(a.unimodal_logits[m], b.unimodal_logits[m], rtol=1e-6, atol=1e-7)
