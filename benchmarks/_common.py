@@ -169,24 +169,40 @@ class StepTimer(TrainerCallback):
     def reset(self) -> None:
         self.count = 0
         self.t0: Optional[float] = None
+        self.c0: Optional[float] = None
         self.elapsed: Optional[float] = None
+        self.cpu_elapsed: Optional[float] = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if torch.cuda.is_available() and args.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
 
     def on_step_begin(self, args, state, control, **kwargs):
         if self.count == self.warmup:
             self.sync()
             self.t0 = time.perf_counter()
+            self.c0 = time.process_time()
 
     def on_step_end(self, args, state, control, **kwargs):
         self.count += 1
         if self.count == self.warmup + self.steps:
             self.sync()
             self.elapsed = time.perf_counter() - self.t0
+            self.cpu_elapsed = time.process_time() - self.c0
 
     @property
     def step_time(self) -> float:
+        """Wall-clock seconds per step of the last block."""
         if self.elapsed is None:
             raise RuntimeError("StepTimer: the block did not run to its last step")
         return self.elapsed / self.steps
+
+    @property
+    def step_cpu_time(self) -> float:
+        """Process CPU seconds per step of the last block (all threads of this process)."""
+        if self.cpu_elapsed is None:
+            raise RuntimeError("StepTimer: the block did not run to its last step")
+        return self.cpu_elapsed / self.steps
 
 
 def _sync_fn(device: str) -> Callable[[], None]:
@@ -201,6 +217,8 @@ class Bench:
     def __init__(self, name: str, trainer: Trainer, timer: StepTimer):
         self.name, self.trainer, self.timer = name, trainer, timer
         self.times: List[float] = []
+        self.cpu_times: List[float] = []
+        self.peak_bytes: List[int] = []  #: peak CUDA memory allocated per block (CUDA only)
 
     def run_block(self) -> float:
         self.timer.reset()
@@ -208,6 +226,9 @@ class Bench:
         self.trainer.train()
         t = self.timer.step_time
         self.times.append(t)
+        self.cpu_times.append(self.timer.step_cpu_time)
+        if torch.cuda.is_available() and self.trainer.args.device.type == "cuda":
+            self.peak_bytes.append(int(torch.cuda.max_memory_allocated()))
         return t
 
 
@@ -247,36 +268,57 @@ def make_bench(
     return Bench(name, trainer, timer)
 
 
+def to_channels_last(model: torch.nn.Module) -> torch.nn.Module:
+    """Convolution weights in channels_last (NHWC) memory format."""
+    return model.to(memory_format=torch.channels_last)
+
+
 def twin_models(factory: Callable[[], torch.nn.Module], n: int = 2) -> List[torch.nn.Module]:
     """``n`` identical copies (same weights) of ``factory()``."""
     first = factory()
     return [first] + [copy.deepcopy(first) for _ in range(n - 1)]
 
 
-def interleave(benches: Sequence[Bench], pairs: int, reference: str) -> Dict[str, Any]:
+def interleave(benches: Sequence[Bench], pairs: int, reference: str, clock: str = "wall") -> Dict[str, Any]:
     """Run ``pairs`` rounds, ABBA order, and ratio every bench to ``reference`` per round.
 
-    Returns ``{"step_s": {name: [..]}, "ratios": {name: [..]}, "median_ratio": {name: r},
-    "median_step_s": {name: t}}``.
+    ``clock="wall"`` ranks by wall-clock step time (the GPU measure); ``"cpu"`` by the
+    process's CPU time per step, which other processes competing for a shared CPU disturb
+    far less (use one torch thread so that no time is spent spinning). Both are returned.
+
+    Returns ``{"clock", "step_s": {name: [..]}, "ratios": {name: [..]}, "median_ratio":
+    {name: r}, "median_step_s": {name: t}, "wall": {...}, "cpu": {...}, "peak_bytes"}``
+    where the top-level figures use ``clock``.
     """
+    if clock not in ("wall", "cpu"):
+        raise ValueError(f"clock: expected 'wall' or 'cpu', got {clock!r}")
     names = [b.name for b in benches]
     if reference not in names:
         raise ValueError(f"reference: {reference!r} is not one of {names}")
     for b in benches:  # one untimed block each: compile, allocator, caches
         b.run_block()
         b.times.clear()
+        b.cpu_times.clear()
+        b.peak_bytes.clear()
     for r in range(pairs):
         order = list(benches) if r % 2 == 0 else list(reversed(benches))
         for b in order:
             b.run_block()
     ref = next(b for b in benches if b.name == reference)
-    ratios = {b.name: [t / t_ref for t, t_ref in zip(b.times, ref.times)] for b in benches if b is not ref}
-    return {
-        "step_s": {b.name: list(b.times) for b in benches},
-        "median_step_s": {b.name: statistics.median(b.times) for b in benches},
-        "ratios": ratios,
-        "median_ratio": {k: statistics.median(v) for k, v in ratios.items()},
-    }
+
+    def figures(attr: str) -> Dict[str, Any]:
+        ratios = {b.name: [t / t_ref for t, t_ref in zip(getattr(b, attr), getattr(ref, attr))]
+                  for b in benches if b is not ref}
+        return {
+            "step_s": {b.name: list(getattr(b, attr)) for b in benches},
+            "median_step_s": {b.name: statistics.median(getattr(b, attr)) for b in benches},
+            "ratios": ratios,
+            "median_ratio": {k: statistics.median(v) for k, v in ratios.items()},
+        }
+
+    wall, cpu = figures("times"), figures("cpu_times")
+    return {"clock": clock, **(wall if clock == "wall" else cpu), "wall": wall, "cpu": cpu,
+            "peak_bytes": {b.name: max(b.peak_bytes) for b in benches if b.peak_bytes}}
 
 
 # -------------------------------------------------------------------------------- output

@@ -171,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=2, help="profiled steps")
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1: stable on a shared CPU)")
     p.add_argument("--top", type=int, default=15)
     p.add_argument("--json", default=None)
     p.add_argument("--tiny", action="store_true")

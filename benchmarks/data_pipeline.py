@@ -1,0 +1,415 @@
+"""Data pipeline throughput: the cached dataset versus the common on-the-fly pipeline.
+
+Issue 7, target 4 (>= 5x). Both pipelines read the same generated clips (CREMA-D's
+pre-extracted layout: 16 kHz mono WAVs, a folder of 480x360 JPEG frames per clip,
+``train.csv`` / ``test.csv``) and deliver the same training batches (audio ``(B, 1, 257,
+188)``, one frame ``(B, 1, 3, 224, 224)``, labels):
+
+* **cached** (``arl_hf.data``): ``load("cremad", preprocessing="ogm")`` precomputes the
+  spectrograms into Arrow once; at training time the DataLoader workers read them and
+  decode + transform the frames (``MultimodalTransform``) and ``MultimodalCollator`` stacks.
+* **on-the-fly** (the ARL/OGM-GE code's ``Dataset.__getitem__``): ``librosa.load(sr=22050)``,
+  tile to 3 s, clip, ``librosa.stft(n_fft=512, hop_length=353)``, ``log(|S| + 1e-7)``; one
+  frame opened with PIL, ``RandomResizedCrop(224)`` + flip + ImageNet normalisation.
+
+Measured: samples/s with ``--workers`` DataLoader workers, and samples/s on one core
+(``num_workers=0``, one torch thread), interleaved (ABBA), median of per-pair ratios;
+the one-time build of the cache; and how many cores the cached pipeline needs to feed
+the GPU step rate (``--gpu-samples-per-s``, from ``gpu_check.sh``).
+
+    python benchmarks/data_pipeline.py
+    python benchmarks/data_pipeline.py --tiny      # smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import os
+import statistics
+import sys
+import tempfile
+import time
+from typing import Any, Dict, List, Optional
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import numpy as np  # noqa: E402
+
+#: GPU training rate (samples/s) used for the cores estimate when --gpu-samples-per-s is
+#: not given: None until gpu_check.sh has been run on the device; then fill in its
+#: "samples_per_s" (ARL, best precision) so the default reflects a measurement.
+MEASURED_GPU_SAMPLES_PER_S: Optional[float] = None
+
+EMOTIONS = ("NEU", "HAP", "SAD", "FEA", "DIS", "ANG")
+SAMPLE_RATE = 16000
+OGM = dict(sr=22050, seconds=3.0, n_fft=512, hop=353)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+# ----------------------------------------------------------------------------- clips
+def make_clips(root: str, num_clips: int, frames_per_clip: int = 3, seconds: float = 2.5,
+               frame_size=(480, 360), seed: int = 0) -> List[str]:
+    """Write ``num_clips`` CREMA-D-like clips under ``root`` (extracted layout); returns clip ids."""
+    import soundfile as sf
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    os.makedirs(os.path.join(root, "AudioWAV"), exist_ok=True)
+    frames_root = os.path.join(root, "Image-01-FPS")
+    w, h = frame_size
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    ids = []
+    for i in range(num_clips):
+        emo = EMOTIONS[i % len(EMOTIONS)]
+        clip = f"{1001 + i // 12:04d}_{['DFA', 'IEO', 'ITH', 'TAI'][i % 4]}_{emo}_XX"
+        if clip in ids:
+            clip = f"{1001 + i:04d}_DFA_{emo}_XX"
+        ids.append(clip)
+        n = int(seconds * SAMPLE_RATE * rng.uniform(0.8, 1.2))
+        t = np.arange(n) / SAMPLE_RATE
+        f0 = rng.uniform(100, 300)
+        y = 0.3 * np.sin(2 * np.pi * f0 * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t)) + 0.05 * rng.standard_normal(n)
+        sf.write(os.path.join(root, "AudioWAV", clip + ".wav"), y.astype(np.float32), SAMPLE_RATE, subtype="PCM_16")
+        d = os.path.join(frames_root, clip)
+        os.makedirs(d, exist_ok=True)
+        for k in range(frames_per_clip):
+            phase = rng.uniform(0, 255)
+            img = np.stack([xx * 255 / w, yy * 255 / h, (xx + yy + phase) % 256], -1)
+            img += rng.normal(0, 8, img.shape)
+            Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(os.path.join(d, f"{k + 1:05d}.jpg"), quality=90)
+    n_test = max(1, num_clips // 10)
+    for name, part in (("train.csv", ids[n_test:]), ("test.csv", ids[:n_test])):
+        with open(os.path.join(root, name), "w", newline="") as f:
+            wr = csv.writer(f)
+            wr.writerow(["clip", "emotion"])
+            for c in part:
+                wr.writerow([c, c.split("_")[2]])
+    return ids
+
+
+# ----------------------------------------------------------------------- on-the-fly
+class OnTheFlyDataset:
+    """The common pipeline: every sample loads its WAV and runs the STFT in ``__getitem__``."""
+
+    def __init__(self, root: str, clips: List[str], image_size: int = 224):
+        import torchvision.transforms as T
+
+        self.root, self.clips = root, list(clips)
+        self.transform = T.Compose([
+            T.RandomResizedCrop(image_size), T.RandomHorizontalFlip(), T.ToTensor(),
+            T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    @staticmethod
+    def spectrogram(path: str) -> np.ndarray:
+        import librosa
+
+        y, _ = librosa.load(path, sr=OGM["sr"])
+        n = int(OGM["sr"] * OGM["seconds"])
+        y = np.tile(y, int(math.ceil(n / y.size)))[:n]
+        y = np.clip(y, -1.0, 1.0)
+        s = librosa.stft(y, n_fft=OGM["n_fft"], hop_length=OGM["hop"])
+        return np.log(np.abs(s) + 1e-7).astype(np.float32)
+
+    def __getitem__(self, i: int) -> Dict[str, Any]:
+        import torch
+        from PIL import Image
+
+        clip = self.clips[i]
+        spec = self.spectrogram(os.path.join(self.root, "AudioWAV", clip + ".wav"))
+        d = os.path.join(self.root, "Image-01-FPS", clip)
+        frames = sorted(os.listdir(d))
+        pick = frames[np.random.randint(len(frames))]
+        img = Image.open(os.path.join(d, pick)).convert("RGB")
+        visual = self.transform(img).unsqueeze(0)
+        return {"audio": torch.from_numpy(spec).unsqueeze(0), "visual": visual,
+                "labels": EMOTIONS.index(clip.split("_")[2])}
+
+
+# --------------------------------------------------------------------------- cached
+def build_cached(root: str, cache_dir: str, image_size: int = 224):
+    """``arl_hf.data.load`` of the clips (ogm preset, one frame): ``(train split, collator, build seconds)``."""
+    from arl_hf import data
+
+    t = time.perf_counter()
+    dsd = data.load("cremad", data_dir=root, preprocessing="ogm", cache_dir=cache_dir, num_frames=1,
+                    image_size=image_size, validation_fraction=0.1)
+    built = time.perf_counter() - t
+    return dsd["train"], data.MultimodalCollator.from_dataset(dsd), built
+
+
+class FastCachedReader:
+    """A leaner reader of the *same* Arrow cache (a prototype for ``arl_hf.data``, measured
+    alongside): the spectrogram column read as NumPy (no Python lists), the frames kept as
+    JPEG bytes and only the chosen one decoded, crop + resize on the uint8 PIL image before
+    the float conversion. Same output shapes and augmentation family as the library path."""
+
+    def __init__(self, cached_split, image_size: int = 224):
+        import datasets
+        import torchvision.transforms as T
+
+        base = cached_split.with_format(None)
+        frames_feature = datasets.List(datasets.Image(decode=False))
+        self.ds = base.cast_column("visual", frames_feature).with_format(
+            "numpy", columns=["audio", "labels"], output_all_columns=True)
+        self.crop = T.RandomResizedCrop(image_size)
+        self.flip = T.RandomHorizontalFlip()
+        self.mean = np.asarray(IMAGENET_MEAN, dtype=np.float32).reshape(3, 1, 1)
+        self.std = np.asarray(IMAGENET_STD, dtype=np.float32).reshape(3, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int) -> Dict[str, Any]:
+        import io
+
+        import torch
+        from PIL import Image
+
+        row = self.ds[int(i)]
+        frames = row["visual"]
+        data = frames[np.random.randint(len(frames))]["bytes"]
+        img = self.flip(self.crop(Image.open(io.BytesIO(data)).convert("RGB")))
+        x = torch.from_numpy(np.asarray(img, dtype=np.uint8)).permute(2, 0, 1).float().div_(255.0)
+        x = (x - torch.from_numpy(self.mean)) / torch.from_numpy(self.std)
+        audio = torch.from_numpy(np.ascontiguousarray(row["audio"], dtype=np.float32)).unsqueeze(0)
+        return {"audio": audio, "visual": x.unsqueeze(0), "labels": int(row["labels"])}
+
+
+class _Only:
+    """One modality of a pipeline (for the per-modality breakdown)."""
+
+    def __init__(self, fn, n: int):
+        self.fn, self.n = fn, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int):
+        return self.fn(i)
+
+
+def per_sample_ms(fn, n: int, repeats: int) -> float:
+    """Median-free mean milliseconds of ``fn(i)`` over ``repeats`` samples (one core)."""
+    fn(0)
+    t = time.perf_counter()
+    for k in range(repeats):
+        fn(k % n)
+    return (time.perf_counter() - t) / repeats * 1e3
+
+
+def breakdown(train, fly: OnTheFlyDataset, fast: "FastCachedReader", image_size: int, repeats: int) -> Dict[str, float]:
+    """Milliseconds per sample on one core, per modality and pipeline."""
+    from arl_hf.data import MultimodalTransform
+
+    raw = train.with_format(None)
+    lib_audio = raw.select_columns(["audio", "labels"]).with_transform(
+        MultimodalTransform({"audio": {"kind": "spectrogram"}}, train=True))
+    lib_visual = raw.select_columns(["visual", "labels"]).with_transform(
+        MultimodalTransform({"visual": {"kind": "frames"}}, train=True, num_frames=1, image_size=image_size))
+    n = len(fly)
+    wav = lambda i: os.path.join(fly.root, "AudioWAV", fly.clips[i] + ".wav")  # noqa: E731
+
+    def fly_visual(i):
+        from PIL import Image
+
+        d = os.path.join(fly.root, "Image-01-FPS", fly.clips[i])
+        names = sorted(os.listdir(d))
+        return fly.transform(Image.open(os.path.join(d, names[np.random.randint(len(names))])).convert("RGB"))
+
+    return {
+        "on_the_fly_audio_ms": per_sample_ms(lambda i: fly.spectrogram(wav(i)), n, repeats),
+        "on_the_fly_visual_ms": per_sample_ms(fly_visual, n, repeats),
+        "cached_audio_ms": per_sample_ms(lambda i: lib_audio[i], n, repeats),
+        "cached_visual_ms": per_sample_ms(lambda i: lib_visual[i], n, repeats),
+        "fast_reader_sample_ms": per_sample_ms(lambda i: fast[i], n, repeats),
+    }
+
+
+# ------------------------------------------------------------------------- measuring
+def _loader(dataset, batch_size: int, workers: int, collate_fn=None):
+    import torch
+
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers,
+                                       collate_fn=collate_fn, drop_last=True,
+                                       persistent_workers=False, multiprocessing_context="fork" if workers else None)
+
+
+def samples_per_s(dataset, collate_fn, batch_size: int, workers: int, batches: int) -> float:
+    """Samples/s over ``batches`` batches, after the first batch (worker start-up excluded)."""
+    loader = _loader(dataset, batch_size, workers, collate_fn)
+    n, it = 0, iter(loader)
+    first = next(it)
+    _check_batch(first)
+    t = time.perf_counter()
+    for _ in range(batches):
+        try:
+            b = next(it)
+        except StopIteration:
+            it = iter(loader)
+            b = next(it)
+        n += b["labels"].shape[0]
+    dt = time.perf_counter() - t
+    del it
+    return n / dt
+
+
+def _check_batch(b: Dict[str, Any]) -> None:
+    a, v = b["audio"], b["visual"]
+    if a.dim() != 4 or tuple(a.shape[1:]) != (1, 257, 188):
+        raise ValueError(f"audio: expected (B, 1, 257, 188), got {tuple(a.shape)}")
+    if v.dim() != 5 or tuple(v.shape[1:3]) != (1, 3):
+        raise ValueError(f"visual: expected (B, 1, 3, H, W), got {tuple(v.shape)}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--clips", type=int, default=96, help="generated clips (10%% go to test)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batches", type=int, default=8, help="timed batches per measurement")
+    p.add_argument("--workers", type=int, default=2, help="DataLoader workers of the multi-core measurement")
+    p.add_argument("--pairs", type=int, default=2)
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--gpu-samples-per-s", type=float, default=MEASURED_GPU_SAMPLES_PER_S,
+                   help="GPU training rate to feed (gpu_check.sh's ARL samples/s)")
+    p.add_argument("--target", type=float, default=5.0)
+    p.add_argument("--keep-dir", default=None, help="generate the clips and cache here (default: a temp dir)")
+    p.add_argument("--json", default=None)
+    p.add_argument("--tiny", action="store_true", help="24 clips, batch 4, 2 batches, 0 workers")
+    return p
+
+
+def run(args: argparse.Namespace) -> Dict[str, Any]:
+    import torch
+
+    import _common as C
+
+    if args.tiny:
+        args.clips, args.batch_size, args.batches, args.workers, args.pairs = 24, 4, 2, 0, 1
+    root = args.keep_dir or tempfile.mkdtemp(prefix="arl_data_bench_")
+    t = time.perf_counter()
+    make_clips(os.path.join(root, "raw"), args.clips)
+    gen_s = time.perf_counter() - t
+    train, collator, build_s = build_cached(os.path.join(root, "raw"), os.path.join(root, "cache"), args.image_size)
+    raw = train.with_format(None)  # the stored columns, without the training transform
+    if "id" not in raw.column_names:
+        raise ValueError(f"cached dataset: expected an 'id' column naming the clips, got {raw.column_names}")
+    train_ids = list(raw["id"])
+    fly = OnTheFlyDataset(os.path.join(root, "raw"), train_ids, args.image_size)
+
+    # same clips, same audio features (within resampler/float tolerance)
+    spec_cached = np.asarray(raw[0]["audio"], dtype=np.float32)
+    spec_fly = fly.spectrogram(os.path.join(root, "raw", "AudioWAV", train_ids[0] + ".wav"))
+    spec_diff = float(np.abs(spec_cached - spec_fly).max())
+
+    fast = FastCachedReader(train, args.image_size)
+    pipes = {"cached": (train, collator), "on_the_fly": (fly, None), "cached_fast_reader": (fast, None)}
+    bs = min(args.batch_size, len(train_ids))
+    res: Dict[str, Dict[str, List[float]]] = {"multi": {k: [] for k in pipes}, "one_core": {k: [] for k in pipes}}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        parts = breakdown(train, fly, fast, args.image_size, repeats=max(4, min(len(train_ids), 2 * args.batch_size)))
+    finally:
+        torch.set_num_threads(threads)
+    for r in range(args.pairs):
+        order = list(pipes) if r % 2 == 0 else list(reversed(list(pipes)))
+        for name in order:
+            ds, coll = pipes[name]
+            if args.workers > 0:
+                res["multi"][name].append(samples_per_s(ds, coll, bs, args.workers, args.batches))
+            torch.set_num_threads(1)
+            try:
+                res["one_core"][name].append(samples_per_s(ds, coll, bs, 0, args.batches))
+            finally:
+                torch.set_num_threads(threads)
+    out: Dict[str, Any] = {
+        "benchmark": "data_pipeline",
+        "setting": {"clips": args.clips, "train_clips": len(train_ids), "batch_size": bs, "batches": args.batches,
+                    "workers": args.workers, "pairs": args.pairs, "image_size": args.image_size,
+                    "audio": "ogm preset 257x188 (librosa 22.05 kHz, 3 s, STFT 512/353)",
+                    "frames": "480x360 JPEG, 3 per clip, one used"},
+        "machine": C.machine_info(),
+        "target": args.target,
+        "generate_s": gen_s,
+        "cache_build_s": build_s,
+        "cache_build_clips_per_s": args.clips / build_s,
+        "spectrogram_max_abs_diff": spec_diff,
+        "samples_per_s": res,
+        "one_core_ms_per_sample": parts,
+    }
+    for mode in ("multi", "one_core"):
+        for name, key in (("cached", ""), ("cached_fast_reader", "fast_reader_")):
+            c, f = res[mode][name], res[mode]["on_the_fly"]
+            if c:
+                ratios = [a / b for a, b in zip(c, f)]
+                out[f"{mode}_{key}ratios"] = ratios
+                out[f"{mode}_{key}median_ratio"] = statistics.median(ratios)
+    out["audio_only_ratio"] = parts["on_the_fly_audio_ms"] / parts["cached_audio_ms"]
+    per_core = statistics.median(res["one_core"]["cached"])
+    out["cached_samples_per_s_per_core"] = per_core
+    out["on_the_fly_samples_per_s_per_core"] = statistics.median(res["one_core"]["on_the_fly"])
+    out["gpu_samples_per_s"] = args.gpu_samples_per_s
+    out["cores_to_feed_gpu"] = (args.gpu_samples_per_s / per_core) if args.gpu_samples_per_s else None
+    out["on_the_fly_cores_to_feed_gpu"] = (
+        args.gpu_samples_per_s / out["on_the_fly_samples_per_s_per_core"] if args.gpu_samples_per_s else None)
+    headline = out.get("multi_median_ratio", out["one_core_median_ratio"])
+    out["median_ratio"] = headline
+    return out
+
+
+def report(r: Dict[str, Any]) -> str:
+    import _common as C
+
+    s, sp = r["setting"], r["samples_per_s"]
+    med = lambda xs: statistics.median(xs) if xs else float("nan")  # noqa: E731
+    lines = [
+        f"data_pipeline: {s['train_clips']} training clips, batch {s['batch_size']}, audio {s['audio']}, {s['frames']}",
+        f"  cache build (one time): {r['cache_build_s']:.1f} s for {s['clips']} clips "
+        f"({r['cache_build_clips_per_s']:.1f} clips/s); spectrograms cached vs on-the-fly: max |diff| "
+        f"{r['spectrogram_max_abs_diff']:.2g}",
+    ]
+    if sp["multi"]["cached"]:
+        lines.append(f"  {s['workers']} workers: cached {med(sp['multi']['cached']):.1f} samples/s | on-the-fly "
+                     f"{med(sp['multi']['on_the_fly']):.1f} samples/s | ratio {r['multi_median_ratio']:.2f}  "
+                     f"{C.verdict(r['multi_median_ratio'], r['target'], higher_is_better=True)}")
+    lines.append(f"  one core (num_workers=0, 1 thread): cached {r['cached_samples_per_s_per_core']:.1f} samples/s | "
+                 f"on-the-fly {r['on_the_fly_samples_per_s_per_core']:.1f} samples/s | ratio "
+                 f"{r['one_core_median_ratio']:.2f}")
+    if sp["multi"]["cached_fast_reader"]:
+        lines.append(f"  {s['workers']} workers, lean reader of the same cache (benchmark prototype): "
+                     f"{med(sp['multi']['cached_fast_reader']):.1f} samples/s | ratio {r['multi_fast_reader_median_ratio']:.2f}")
+    lines.append(f"  one core, lean reader of the same cache: {med(sp['one_core']['cached_fast_reader']):.1f} samples/s | "
+                 f"ratio {r['one_core_fast_reader_median_ratio']:.2f}")
+    b = r["one_core_ms_per_sample"]
+    lines.append(f"  ms per sample on one core: audio on-the-fly {b['on_the_fly_audio_ms']:.1f} vs cached "
+                 f"{b['cached_audio_ms']:.1f} (audio-only ratio {r['audio_only_ratio']:.1f}x) | frame on-the-fly "
+                 f"{b['on_the_fly_visual_ms']:.1f} vs cached {b['cached_visual_ms']:.1f} | lean reader whole sample "
+                 f"{b['fast_reader_sample_ms']:.1f}")
+    if r["gpu_samples_per_s"]:
+        lines.append(f"  to feed {r['gpu_samples_per_s']:.0f} samples/s on the GPU: {r['cores_to_feed_gpu']:.1f} cores "
+                     f"(cached), {r['on_the_fly_cores_to_feed_gpu']:.1f} cores (on-the-fly)")
+    else:
+        lines.append("  cores to feed the GPU: pass --gpu-samples-per-s (gpu_check.sh's ARL samples/s); "
+                     f"cores = GPU samples/s / {r['cached_samples_per_s_per_core']:.1f}")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
+    args = build_parser().parse_args(argv)
+    r = run(args)
+    print(report(r))
+    import _common as C
+
+    C.write_json(args.json, r)
+    return r
+
+
+if __name__ == "__main__":
+    main()
