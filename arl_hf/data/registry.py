@@ -92,7 +92,7 @@ def load(
     frame_pool: Optional[int] = None,
     frame_max_side: int = 0,
     split_seed: int = 0,
-    validation_fraction: float = 0.1,
+    validation_fraction: Optional[float] = None,
     on_error: str = "raise",
     cache_dir: Optional[str] = None,
     transform: bool = True,
@@ -122,7 +122,8 @@ def load(
         frame_pool: frames kept per clip in the cache (default: 3 CREMA-D, 6 AVE/KS, 8 UCF-101).
         frame_max_side: shrink decoded video frames so the shorter side is at most this.
         split_seed, validation_fraction: the seeded held-out validation split (and seeded
-            test split where the dataset has none).
+            test split where the dataset has none); the fraction is the share of *train*
+            held out (default 0.1; AV-Digits 0.15/0.85, i.e. 70/15/15 overall).
         on_error: ``"raise"`` (default) or ``"skip"`` bad raw files (the count is logged).
         cache_dir: Arrow cache root (default: the HF datasets cache).
         transform: attach :class:`MultimodalTransform` (train augmentation on ``train``,
@@ -174,9 +175,10 @@ def load(
         frame_pool=int(entry.frame_pool if frame_pool is None else frame_pool),
         frame_max_side=int(frame_max_side),
         split_seed=int(split_seed),
-        validation_fraction=float(validation_fraction),
         on_error=on_error,
     )
+    if validation_fraction is not None:
+        kwargs["validation_fraction"] = float(validation_fraction)
     kwargs.update(options)
     builder = cls(cache_dir=cache_dir, dataset_name=f"arl_hf_{name}", config_name=config_name,
                   data_dir=data_dir, **kwargs)

@@ -1,88 +1,31 @@
 """Fixtures for the data tests: tiny raw datasets generated on the fly in each real layout.
 
-Wav files via soundfile, jpg frames via PIL, short videos encoded with PyAV, feature
-pickles via pickle. Everything is small so the whole suite runs in well under 3 minutes.
+The writers live in ``datagen_arl.py`` (wav via soundfile, jpg via PIL, videos via PyAV,
+feature pickles). Everything is small so the whole suite runs in well under 3 minutes.
 """
 
 from __future__ import annotations
 
-import fractions
 import os
 import pickle
-from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pytest
+from datagen_arl import (
+    MOSI_SIZES,
+    cremad_clips,
+    mosi_split,
+    write_ave,
+    write_jpg,
+    write_kinetics_sounds,
+    write_ucf101,
+    write_video,
+    write_wav,
+)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
-
-
-# ----------------------------------------------------------------------------- writers
-
-
-def write_wav(path: str, seconds: float = 0.5, sr: int = 16000, freq: float = 440.0, seed: int = 0) -> str:
-    import soundfile as sf
-
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    t = np.arange(int(seconds * sr)) / sr
-    rng = np.random.default_rng(seed)
-    y = 0.3 * np.sin(2 * np.pi * freq * t) + 0.01 * rng.standard_normal(t.size)
-    sf.write(path, y.astype(np.float32), sr, subtype="PCM_16")
-    return path
-
-
-def write_jpg(path: str, value: int, size: Tuple[int, int] = (40, 30), mode: str = "RGB") -> str:
-    from PIL import Image
-
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    color = (value % 256, (value * 7) % 256, (value * 13) % 256) if mode == "RGB" else value % 256
-    Image.new(mode, size, color).save(path, format="JPEG", quality=95)
-    return path
-
-
-def write_video(path: str, seconds: float = 1.0, fps: int = 10, size: Tuple[int, int] = (32, 24),
-                audio_rate: Optional[int] = 16000, freq: float = 440.0, vcodec: str = "libx264",
-                fmt: Optional[str] = None, base: int = 0) -> str:
-    """Encode a tiny video whose frame i has grey level ``base + 20 * i`` (so frame choice is checkable)."""
-    import av
-
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with av.open(path, "w", format=fmt) as c:
-        vs = c.add_stream(vcodec, rate=fps)
-        vs.width, vs.height = size
-        vs.pix_fmt = "yuv420p"
-        if audio_rate:
-            a = c.add_stream("aac", rate=audio_rate)
-            a.layout = "mono"
-        for i in range(int(round(seconds * fps))):
-            img = np.full((size[1], size[0], 3), (base + 20 * i) % 256, np.uint8)
-            for p in vs.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                c.mux(p)
-        for p in vs.encode():
-            c.mux(p)
-        if audio_rate:
-            t = np.arange(int(seconds * audio_rate)) / audio_rate
-            y = (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
-            for k in range(0, y.size, 1024):
-                fr = av.AudioFrame.from_ndarray(y[None, k:k + 1024].copy(), format="fltp", layout="mono")
-                fr.sample_rate, fr.pts, fr.time_base = audio_rate, k, fractions.Fraction(1, audio_rate)
-                for p in a.encode(fr):
-                    c.mux(p)
-            for p in a.encode():
-                c.mux(p)
-    return path
-
-
-# ----------------------------------------------------------------------------- CREMA-D
-
-CREMAD_CODES = ("NEU", "HAP", "SAD", "FEA", "DIS", "ANG")
-CREMAD_ACTORS = (1001, 1002, 1003, 1004, 1005)
-
-
-def cremad_clips() -> List[str]:
-    return [f"{a}_DFA_{e}_XX" for a in CREMAD_ACTORS for e in CREMAD_CODES]
 
 
 @pytest.fixture(scope="session")
@@ -120,3 +63,45 @@ def cremad_extracted(tmp_path_factory) -> str:
 @pytest.fixture
 def cache_dir(tmp_path) -> str:
     return str(tmp_path / "hf_cache")
+
+
+@pytest.fixture(scope="session")
+def ave_root(tmp_path_factory) -> str:
+    return write_ave(str(tmp_path_factory.mktemp("ave")))
+
+
+@pytest.fixture(scope="session")
+def ks_root(tmp_path_factory) -> str:
+    return write_kinetics_sounds(str(tmp_path_factory.mktemp("ks")))
+
+
+@pytest.fixture(scope="session")
+def ucf_root(tmp_path_factory) -> str:
+    return write_ucf101(str(tmp_path_factory.mktemp("ucf_videos")), rgb="videos", flow="uv")
+
+
+@pytest.fixture(scope="session")
+def ucf_frames_root(tmp_path_factory) -> str:
+    return write_ucf101(str(tmp_path_factory.mktemp("ucf_frames")), rgb="frames", flow="tsn")
+
+
+@pytest.fixture(scope="session")
+def mosi_single(tmp_path_factory) -> str:
+    """MMSA-style single pickle aligned_50.pkl with train/valid/test (one -inf audio value)."""
+    root = str(tmp_path_factory.mktemp("mosi_single"))
+    data = {split: mosi_split(n, seed) for seed, (split, n) in enumerate(MOSI_SIZES.items())}
+    data["train"]["audio"][2, 0, 0] = -np.inf
+    with open(os.path.join(root, "aligned_50.pkl"), "wb") as fh:
+        pickle.dump(data, fh)
+    return root
+
+
+@pytest.fixture(scope="session")
+def mosi_per_split(tmp_path_factory) -> str:
+    """MulT-style per-split pickles train.pkl / dev.pkl / test.pkl with 'labels' of shape (N, 1, 1)."""
+    root = str(tmp_path_factory.mktemp("mosi_split"))
+    for seed, (split, n) in enumerate(MOSI_SIZES.items()):
+        name = "dev" if split == "valid" else split
+        with open(os.path.join(root, f"{name}.pkl"), "wb") as fh:
+            pickle.dump(mosi_split(n, seed, label_key="labels"), fh)
+    return root
