@@ -121,15 +121,37 @@ def eval_results(summary: RunSummary) -> list:
 
 
 def _preprocessing_name(preprocessing: Optional[Mapping[str, Any]]) -> Optional[str]:
+    """The audio preset name (the dataset "config" of the eval results), if recorded."""
     if not preprocessing:
         return None
-    for key in ("preset", "preprocessing", "name", "audio"):
-        value = preprocessing.get(key)
-        if isinstance(value, str):
-            return value
-        if isinstance(value, Mapping) and isinstance(value.get("name"), str):
-            return value["name"]
-    return None
+    data = preprocessing.get("data") or {}
+    audio = data.get("audio_preset") if isinstance(data, Mapping) else None
+    if isinstance(audio, Mapping) and isinstance(audio.get("name"), str):
+        return audio["name"]
+    value = preprocessing.get("preprocessing")
+    return value if isinstance(value, str) else None
+
+
+def preprocessing_text(preprocessing: Optional[Mapping[str, Any]]) -> str:
+    """One line on the inputs: audio preset, each modality's kind and shape, frames."""
+    if not preprocessing:
+        return ""
+    parts = []
+    data = preprocessing.get("data") if isinstance(preprocessing.get("data"), Mapping) else {}
+    audio = data.get("audio_preset")
+    if isinstance(audio, Mapping) and audio.get("name"):
+        shape = "x".join(str(d) for d in audio.get("output_shape") or [])
+        parts.append(f"audio preset `{audio['name']}` v{audio.get('version', '?')}" + (f" ({shape})" if shape else ""))
+    elif preprocessing.get("preprocessing"):
+        parts.append(f"audio preset `{preprocessing['preprocessing']}`")
+    for m, spec in (data.get("modalities") or {}).items():
+        if isinstance(spec, Mapping):
+            shape = "x".join(str(d) for d in spec.get("shape") or [])
+            parts.append(f"{m}: {spec.get('kind', '?')}" + (f" {shape}" if shape else ""))
+    for key in ("audio_duration", "num_frames", "image_size"):
+        if preprocessing.get(key) is not None:
+            parts.append(f"{key}={_fmt(preprocessing[key])}")
+    return "; ".join(parts)
 
 
 def _fmt(value: Any) -> str:
@@ -179,10 +201,6 @@ def build_model_card(summary: RunSummary) -> "ModelCard":  # noqa: F821
         eval_results=eval_results(summary),
     )
     encoders = ", ".join(f"{m}: `{spec.get('encoder')}`" for m, spec in summary.modalities.items())
-    preprocessing_text = ""
-    if summary.preprocessing:
-        shown = {k: v for k, v in summary.preprocessing.items() if not isinstance(v, Mapping)}
-        preprocessing_text = ", ".join(f"{k}={_fmt(v)}" for k, v in shown.items())
     kwargs = dict(
         model_name=summary.model_name,
         modalities_text=", ".join(modalities),
@@ -193,7 +211,7 @@ def build_model_card(summary: RunSummary) -> "ModelCard":  # noqa: F821
         paper_venue=ARL_PAPER["venue"],
         citation=ARL_PAPER["citation"],
         preset=f"`{summary.preset}`" if summary.preset else "none (options given explicitly)",
-        preprocessing_text=preprocessing_text,
+        preprocessing_text=preprocessing_text(summary.preprocessing),
         model_text=f"{encoders}; fusion `{summary.fusion}`",
         selection_text=summary.selection or "final checkpoint",
         results_table=results_table(summary.metrics, modalities),

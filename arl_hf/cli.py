@@ -1,4 +1,4 @@
-"""Command line: ``arl-hf train|evaluate|plot`` (and the example scripts that call the same code).
+"""Command line: ``arl-hf train|evaluate|plot|compare`` (and the example scripts that call the same code).
 
 User errors (unknown preset, dataset or option, a config file with an unknown key, an
 output directory holding another run, a missing checkpoint...) print one ``error:`` line
@@ -15,11 +15,12 @@ from typing import Iterator, List, Optional, Sequence
 
 __all__ = ["main", "train_main", "evaluate_main", "plot_main", "UserErrorExit"]
 
-USAGE = """usage: arl-hf {train,evaluate,plot} [options]
+USAGE = """usage: arl-hf {train,evaluate,plot,compare} [options]
 
   train      train a model (same options as examples/run_arl.py; `arl-hf train --help`)
   evaluate   evaluate a saved checkpoint on a dataset split (`arl-hf evaluate --help`)
   plot       redraw the plots of a run directory (`arl-hf plot --help`)
+  compare    run examples/compare.py (strategies x seeds, Table-1-style results; `arl-hf compare --help`)
 """
 
 EXIT_USER_ERROR = 2
@@ -120,18 +121,20 @@ def plot_main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) 
     return 0
 
 
-def _compare_main(argv: Sequence[str]) -> int:
-    """``arl-hf compare``: runs ``examples/compare.py`` when it is present in the checkout."""
-    import runpy
+def _compare_main(argv: Sequence[str], prog: str = "arl-hf compare") -> int:
+    """``arl-hf compare``: a thin hook onto ``examples/compare.py`` (when present in the checkout)."""
+    import importlib.util
 
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     script = os.path.join(here, "examples", "compare.py")
     if not os.path.isfile(script):
-        print("arl-hf: error: 'compare' needs examples/compare.py (not found in this installation)", file=sys.stderr)
+        print(f"{prog}: error: needs examples/compare.py (not found next to this installation)", file=sys.stderr)
         return EXIT_USER_ERROR
-    sys.argv = [script] + list(argv)
-    runpy.run_path(script, run_name="__main__")
-    return 0
+    spec = importlib.util.spec_from_file_location("arl_hf_examples_compare", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with user_errors(prog):
+        return int(module.main(list(argv)) or 0)
 
 
 COMMANDS = {"train": train_main, "evaluate": evaluate_main, "plot": plot_main}

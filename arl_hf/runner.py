@@ -481,6 +481,7 @@ def _check_splits(ds: Any, need_test: bool = False) -> None:
 
 
 def _truncate(ds: Any, data_args: DataArguments) -> Any:
+    ds = type(ds)({k: v for k, v in ds.items()})  # never shorten the caller's DatasetDict in place
     limits = {"train": data_args.max_train_samples, "validation": data_args.max_eval_samples,
               "test": data_args.max_test_samples}
     for split, n in limits.items():

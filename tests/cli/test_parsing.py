@@ -232,3 +232,11 @@ def test_decay_all_parameters_puts_biases_under_weight_decay(tmp_path, decay_all
     assert biases and all((id(p) in decayed) is decay_all for p in biases)
     assert all(id(p) in decayed for n, p in model.named_parameters() if n.endswith("weight"))
     assert isinstance(opt, torch.optim.SGD) and opt.param_groups[0]["momentum"] == 0.9
+
+
+def test_compare_subcommand_is_a_thin_hook_onto_examples_compare(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["compare", "--strategies", "nosuch"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "arl-hf compare: error:" in err and "nosuch" in err and "Traceback" not in err

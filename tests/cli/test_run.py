@@ -16,7 +16,7 @@ from arl_hf.cli import evaluate_main, plot_main
 from arl_hf.plots import arl_series
 from arl_hf.runner import format_results, parse_args, train_and_evaluate
 from arl_hf.trainer import ARL_PAPER
-from cli_helpers import LABELS, tiny_flags
+from cli_helpers import LABELS, TINY_ENCODER, tiny_flags
 
 MODALITIES = ["audio", "visual"]
 
@@ -244,3 +244,41 @@ def test_baseline_through_the_same_pipeline_and_push_to_hub_folder(tiny_dataset_
     assert len(card.data.eval_results) == 12
     assert "strategy-none" in card.data.tags
     assert "someone/tiny-baseline" in card.text and "with the `none` strategy" in card.text
+
+
+def test_saved_arl_dataset_keeps_its_transforms_and_record(tmp_path):
+    """A dataset prepared by arl_hf.data and saved to disk loads with its transform and collator."""
+    import datasets
+
+    from arl_hf.runner import DataArguments, load_data, modality_specs, ModelArguments, sample_batch
+
+    record = {"format": "arl_hf.data/1", "dataset": "fakeav", "label_names": LABELS,
+              "audio_preset": {"name": "avdigits", "version": "1.0.0", "output_shape": [16, 16]},
+              "modalities": {"audio": {"kind": "spectrogram", "shape": [16, 16]},
+                             "visual": {"kind": "image", "shape": [3, 16, 16]}}}
+    features = datasets.Features({"audio": datasets.Array2D((16, 16), "float32"),
+                                  "visual": datasets.Array3D((3, 16, 16), "float32"),
+                                  "labels": datasets.ClassLabel(names=LABELS)})
+    rng = np.random.default_rng(0)
+    split = lambda n: datasets.Dataset.from_dict(  # noqa: E731
+        {"audio": rng.normal(size=(n, 16, 16)).astype("float32"),
+         "visual": rng.normal(size=(n, 3, 16, 16)).astype("float32"), "labels": np.arange(n) % 3},
+        features=features, info=datasets.DatasetInfo(description=json.dumps(record), features=features))
+    datasets.DatasetDict({"train": split(6), "validation": split(3), "test": split(3)}).save_to_disk(
+        str(tmp_path / "saved"))
+    ds, collator, rec = load_data(DataArguments(dataset=str(tmp_path / "saved")))
+    assert rec["dataset"] == "fakeav" and rec["data"]["format"] == "arl_hf.data/1"
+    batch = sample_batch(ds["train"], collator, 4)
+    assert tuple(batch["audio"].shape) == (4, 1, 16, 16)  # the spectrogram transform added the channel
+    assert tuple(batch["visual"].shape) == (4, 3, 16, 16) and sorted(batch) == ["audio", "labels", "visual"]
+    specs = modality_specs(batch, ModelArguments(encoder=TINY_ENCODER))
+    assert specs == {"audio": {"encoder": TINY_ENCODER, "in_chans": 1},
+                     "visual": {"encoder": TINY_ENCODER, "in_chans": 3}}
+    # the card's preprocessing line and eval-result config come from that record
+    from arl_hf.cards import RunSummary, eval_results, preprocessing_text
+
+    text = preprocessing_text({"dataset": "fakeav", "data": record, "num_frames": 1})
+    assert text == "audio preset `avdigits` v1.0.0 (16x16); audio: spectrogram 16x16; visual: image 3x16x16; num_frames=1"
+    results = eval_results(RunSummary(model_name="m", dataset="fakeav", modalities=specs,
+                                      metrics={"test": {"accuracy": 0.5}}, preprocessing={"data": record}))
+    assert len(results) == 1 and results[0].dataset_config == "avdigits" and results[0].dataset_split == "test"
