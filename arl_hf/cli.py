@@ -69,8 +69,6 @@ def train_main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None)
 
 def evaluate_main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> int:
     """``examples/evaluate_arl.py`` / ``arl-hf evaluate``: metrics of a checkpoint on a split."""
-    from transformers import HfArgumentParser
-
     from . import runner
 
     argv = list(sys.argv[1:] if argv is None else argv)

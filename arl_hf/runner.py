@@ -467,7 +467,7 @@ def _num_labels(ds: Any) -> int:
     return int(max(int(x) for x in labels)) + 1
 
 
-def _check_splits(ds: Any, need_test: bool = False) -> None:
+def _check_splits(ds: Any) -> None:
     if "train" not in ds:
         raise ValueError(f"dataset: no 'train' split (splits: {sorted(ds)})")
     if "validation" not in ds:

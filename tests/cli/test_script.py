@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from cli_helpers import PYTHON, REPO, script_env, tiny_flags
+from cli_helpers import REPO, script_env, tiny_flags
 
 
 @pytest.mark.skipif(shutil.which("accelerate") is None, reason="accelerate CLI not on PATH")
