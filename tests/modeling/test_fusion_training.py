@@ -46,6 +46,7 @@ def _train(model, train, test, tmp_path, epochs: int, lr: float = 1e-2, logging_
         disable_tqdm=True,
         seed=0,
         dataloader_num_workers=0,
+        dataloader_pin_memory=False,
     )
     trainer = ARLTrainer(model=model, args=args, train_dataset=train, eval_dataset=test)
     trainer.train()
