@@ -406,6 +406,14 @@ def load_data(data_args: DataArguments, seed: int = 0) -> Tuple[Any, Callable, D
     load = getattr(data_module, "load", None)
     if load is None:
         raise ValueError(f"dataset: arl_hf.data has no load(); pass a save_to_disk directory instead of {name!r}")
+    available = list(getattr(data_module, "available_datasets", lambda: [])())
+    if available and name not in available:
+        close = difflib.get_close_matches(name, available, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(
+            f"dataset: unknown dataset {name!r}{hint}; expected one of {available} or a directory written by "
+            "DatasetDict.save_to_disk"
+        )
     import inspect
 
     params = inspect.signature(load).parameters

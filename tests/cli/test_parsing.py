@@ -154,7 +154,7 @@ def test_unknown_option_exits_2_with_a_suggestion(capsys):
 
 @pytest.mark.parametrize("argv,needle", [
     (["--preset", "nosuch"], "unknown preset 'nosuch'"),
-    (["--dataset", "nosuch_dataset"], "nosuch_dataset"),
+    (["--dataset", "cremadd"], "dataset: unknown dataset 'cremadd' (did you mean 'cremad'?)"),
     (["--strategy", "nosuch"], "unknown strategy 'nosuch'"),
 ])
 def test_user_errors_exit_2_without_traceback(tmp_path, capsys, argv, needle):
