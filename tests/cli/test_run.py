@@ -282,3 +282,27 @@ def test_saved_arl_dataset_keeps_its_transforms_and_record(tmp_path):
     results = eval_results(RunSummary(model_name="m", dataset="fakeav", modalities=specs,
                                       metrics={"test": {"accuracy": 0.5}}, preprocessing={"data": record}))
     assert len(results) == 1 and results[0].dataset_config == "avdigits" and results[0].dataset_split == "test"
+
+
+def test_fig3_with_three_modalities_plots_shares(tmp_path):
+    from arl_hf.plots import plot_arl_dynamics
+
+    mods = ["audio", "visual", "text"]
+    history = []
+    for step in range(1, 9):
+        d = np.array([0.5, 0.3, 0.2]) + 0.01 * step * np.array([-1, 0.5, 0.5])
+        k = np.array([0.2, 0.3, 0.5])
+        a = np.exp(k / d) / np.exp(k / d).sum()
+        entry = {"epoch": step / 4}
+        for i, m in enumerate(mods):
+            entry.update({f"dependency_share_{m}": d[i], f"inverse_variance_share_{m}": k[i], f"a_{m}": a[i]})
+        history.append(entry)
+    history.append({"epoch": 2.0, "eval_accuracy": 0.5})  # other entries are ignored
+    s = arl_series(history, mods)
+    assert "dependency_ratio" not in s and len(s["epoch"]) == 8
+    assert s["dependency_share_text"][-1] == pytest.approx(0.2 + 0.04)
+    path = plot_arl_dynamics(history, mods, str(tmp_path / "fig3.png"))
+    img = _decode(path)
+    assert float(img[..., :3].std()) > 0.01
+    assert plot_arl_dynamics([{"epoch": 1.0, "loss": 1.0}], mods, str(tmp_path / "none.png")) is None
+    assert not (tmp_path / "none.png").exists()
