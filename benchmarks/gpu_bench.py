@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cuda")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--image-size", type=int, default=224)
-    p.add_argument("--audio-shapes", default="257x188,257x299", help="comma-separated FxT spectrogram sizes")
+    p.add_argument("--audio-shapes", default=None,
+                   help="comma-separated FxT spectrogram sizes (default 257x188,257x299; --tiny 33x24,33x36)")
     p.add_argument("--precisions", default="bf16,fp16")
     p.add_argument("--encoder", default="resnet18")
     p.add_argument("--num-labels", type=int, default=6)
@@ -212,7 +213,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         raise SystemExit("gpu_bench: --device cuda but torch.cuda.is_available() is False")
     if args.tiny:
         args.batch_size, args.image_size, args.steps, args.warmup, args.pairs = 2, 32, 1, 0, 1
-        args.audio_shapes = "33x24,33x36"
+    if args.audio_shapes is None:
+        args.audio_shapes = "33x24,33x36" if args.tiny else "257x188,257x299"
     if not args.device.startswith("cuda"):
         torch.set_num_threads(1)  # CPU smoke runs: no thread spinning on a shared machine
     if args.device.startswith("cuda"):
