@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as C  # noqa: E402
 import torch  # noqa: E402
 
-LATE_FUSIONS = ("concat", "sum", "share")
+LATE_FUSIONS = ("concat", "sum", "share", "film", "gated")
 
 
 def parse_shape(text: str) -> List[int]:
@@ -48,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fusion", default="concat", help="fusion name (concat; mmtm, cross_attention: target 2)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--audio-shape", type=parse_shape, default=[1, 128, 96], help="C,H,W of the spectrogram")
-    p.add_argument("--visual-shape", type=parse_shape, default=[1, 3, 112, 112], help="T,C,H,W of the frames")
+    p.add_argument("--visual-shape", type=parse_shape, default=None,
+                   help="[T,]C,H,W of the frames (default 1,3,112,112; 3,112,112 for intermediate fusion, "
+                        "which takes one frame as (B, C, H, W))")
     p.add_argument("--num-labels", type=int, default=6)
     p.add_argument("--pairs", type=int, default=6, help="interleaved rounds (each runs every variant once)")
     p.add_argument("--steps", type=int, default=3, help="timed steps per block")
@@ -73,6 +75,8 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     clock = args.clock if args.clock != "auto" else ("wall" if cuda else "cpu")
+    if args.visual_shape is None:
+        args.visual_shape = [1, 3, 112, 112] if args.fusion in LATE_FUSIONS else [3, 112, 112]
     if args.tiny:
         args.encoder, args.batch_size = "mlp", 4
         args.audio_shape, args.visual_shape = [8], [8]
