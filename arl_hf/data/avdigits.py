@@ -36,7 +36,7 @@ class AVDigitsConfig(ARLBuilderConfig):
     """AV-Digits generation parameters (all recorded in the dataset info).
 
     Attributes:
-        seed: generation seed (voices, rates, pitches, noise, occlusions).
+        generation_seed: seed of the generation (voices, rates, pitches, noise, occlusions).
         num_samples: use the first N digit images (0: all 1,797).
         image_size: side of the upsampled digit image.
         test_fraction: share of all samples in the test split (stratified, ``split_seed``).
@@ -48,7 +48,7 @@ class AVDigitsConfig(ARLBuilderConfig):
     """
 
     validation_fraction: float = 0.15 / 0.85  # 70 / 15 / 15 overall
-    seed: int = 0
+    generation_seed: int = 0
     num_samples: int = 0
     image_size: int = 32
     test_fraction: float = 0.15
@@ -66,7 +66,7 @@ class AVDigitsConfig(ARLBuilderConfig):
 
 def generation_params(cfg: AVDigitsConfig) -> Dict[str, Any]:
     """The config fields that determine the generated data."""
-    keys = ("seed", "num_samples", "image_size", "snr_db_min", "snr_db_max", "pixel_noise_min",
+    keys = ("generation_seed", "num_samples", "image_size", "snr_db_min", "snr_db_max", "pixel_noise_min",
             "pixel_noise_max", "occlusion_prob", "occlusion_size", "rate_min", "rate_max", "pitch_min", "pitch_max")
     return {k: getattr(cfg, k) for k in keys}
 
@@ -127,7 +127,7 @@ def generate(cfg: AVDigitsConfig) -> Dict[str, Any]:
     _check(cfg)
     digits = load_digits()
     n = len(digits.target) if not cfg.num_samples else min(int(cfg.num_samples), len(digits.target))
-    rngs = [np.random.default_rng([int(cfg.seed), i]) for i in range(n)]
+    rngs = [np.random.default_rng([int(cfg.generation_seed), i]) for i in range(n)]
     jobs, meta = [], []
     for i in range(n):
         rng = rngs[i]
