@@ -93,3 +93,22 @@ def test_frame_folder_natural_sort_and_empty(tmp_path):
     (tmp_path / "none").mkdir()
     with pytest.raises(ValueError, match="none: clip has no frames"):
         list_frame_files(str(tmp_path / "none"))
+
+
+def test_selection_invariants_property():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=150, deadline=None)
+    @given(st.integers(1, 300), st.integers(1, 16), st.integers(0, 2**31))
+    def check(available, wanted, seed):
+        ev = select_frame_indices(available, wanted)
+        assert len(ev) == wanted and ev == sorted(ev) and 0 <= ev[0] and ev[-1] < available
+        if available >= wanted:
+            assert len(set(ev)) == wanted  # no repeats when there are enough frames
+        tr = select_frame_indices(available, wanted, train=True, rng=np.random.default_rng(seed))
+        assert len(tr) == wanted and tr == sorted(tr) and tr[-1] < available
+        pool = pool_indices(available, wanted)
+        assert len(pool) == min(available, wanted) and len(set(pool)) == len(pool)
+
+    check()
