@@ -14,7 +14,25 @@ Usage::
 The default run builds the dataset through ``arl_hf.data.load("avdigits")`` into a
 temporary cache (timing the build) and trains on its Arrow splits; ``--grid`` generates
 each candidate setting in memory with the same code (``arl_hf.data.avdigits.generate``)
-and the same split, so the numbers carry over.
+and the same split, so the numbers carry over (``--save-npz`` / ``--from-npz`` move the
+generated arrays to a machine without librosa / eSpeak NG, e.g. a GPU box).
+
+Measured (test accuracy, mean over seeds, at epoch 5 / epoch 10):
+
+Round 1, H200, SGD (2 seeds) | Adam lr 1e-3 (1 seed):
+  audio SNR [-14, 6] dB     .19 / .31 | .50 / .47     visual noise [.3, 1.2], occl .5/.5  .24 / .45 | .60 / .56
+  audio SNR [-10, 10] dB    .23 / .43 | .62 / .65     visual noise [.6, 1.8], occl .6/.55 .11 / .20 | .32 / .38
+  audio SNR [-6, 14] dB     .34 / .56 | .73 / .78     visual noise [1., 2.5], occl .5/.5  .10 / .18 | .26 / .24
+  audio SNR [-18, 2] dB     .16 / .23 | .30 / .34     visual noise [.2, .8], occl .5/.5   .48 / .64 | .69 / .69
+Round 2 (the GRID below), H200, SGD (2 seeds):
+  audio SNR [0, 20] dB      .41 / .78                 visual noise [.1, .5], occl .5/.5   .76 / .81
+  audio SNR [-4, 16] dB     .39 / .66                 visual noise [.2, .8], occl .3/.5   .60 / .74
+  audio SNR [4, 24] dB      .52 / .87                 visual noise [.1, .6], occl .7/.55  .58 / .70
+  audio SNR [-2, 18] dB     .39 / .69                 visual noise [.3, 1.], occl .4/.45  .37 / .58
+Chosen defaults: audio SNR [4, 24] dB, visual noise [0.1, 0.5], occlusion 0.5 / 0.5.
+Defaults through ``load("avdigits")``, 2 shared CPU cores, SGD, 5 epochs, seed 0:
+  audio .474, visual .785 (gap 31 points); build 18.7 s, cache hit 0.02 s.
+With SGD, audio is still rising at epoch 5 and overtakes visual after about 7 epochs.
 """
 
 from __future__ import annotations

@@ -8,9 +8,12 @@ trimmed, resampled to 16 kHz, placed at a random offset in a 1 s window, white n
 at a per-sample SNR, then the ``avdigits`` preset: 64-mel log spectrogram, per-clip z-norm
 -> 64x64. Each digit image is paired with a spoken digit of the same label.
 
-The noise ranges are calibrated (``benchmarks/avdigits_calibration.py``) so that, with
-ResNet-18 encoders, each modality alone reaches 40-90 % test accuracy and audio leads
-visual by more than 10 points: a modality imbalance in miniature.
+The noise ranges are calibrated (``benchmarks/avdigits_calibration.py``) for the default
+model and optimiser (ResNet-18 per modality from scratch, SGD lr 1e-2, momentum 0.9, batch
+32, 5 epochs): each modality alone reaches 40-90 % test accuracy and visual, learned fast,
+leads audio, learned slowly, by more than 10 points (measured: visual 78.5 %, audio 47.4 %).
+With longer training audio catches up (about 7 epochs with that optimiser), so the
+imbalance is one of learning speed, as in the audio-visual benchmarks.
 """
 
 from __future__ import annotations
