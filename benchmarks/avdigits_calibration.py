@@ -38,7 +38,6 @@ With SGD, audio is still rising at epoch 5 and overtakes visual after about 7 ep
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import tempfile

@@ -19,8 +19,7 @@ imbalance is one of learning speed, as in the audio-visual benchmarks.
 from __future__ import annotations
 
 import dataclasses
-import json
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict
 
 import datasets
 import numpy as np

@@ -18,7 +18,7 @@ import csv
 import dataclasses
 import os
 import re
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Tuple
 
 import datasets
 

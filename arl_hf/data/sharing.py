@@ -15,7 +15,7 @@ import json
 import os
 import re
 import tempfile
-from typing import Any, Dict, Optional
+from typing import Any, Optional
 
 from transformers.utils import logging
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import os
 import re
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Tuple
 
 import numpy as np
 

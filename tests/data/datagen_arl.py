@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import fractions
 import os
-import pickle
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
