@@ -75,3 +75,16 @@ def test_bad_generation_parameters(tmp_path):
         load("avdigits", cache_dir=str(tmp_path), num_samples=30, snr_db_min=10.0, snr_db_max=0.0)
     with pytest.raises(ValueError, match="avdigits has a fixed preset"):
         load("avdigits", cache_dir=str(tmp_path), preprocessing="ogm")
+
+
+def test_full_default_build(tmp_path):
+    import time
+
+    t = time.time()
+    dsd = load("avdigits", cache_dir=str(tmp_path), transform=False)
+    seconds = time.time() - t
+    assert [len(dsd[s]) for s in ("train", "validation", "test")] == [1258, 269, 270]  # all 1,797 digits
+    for split in dsd:
+        counts = np.bincount(np.asarray(dsd[split]["labels"]), minlength=10)
+        assert counts.min() >= 0.8 * counts.mean()  # stratified
+    assert seconds < 180, f"AV-Digits default build took {seconds:.0f} s"  # ~20 s on 2 cores; generous for CI
