@@ -166,3 +166,13 @@ def test_corrupt_video(tmp_path, cremad_official):
         fh.write(b"FLV garbage" * 20)
     with pytest.raises(ValueError, match="1001_DFA_ANG_XX.flv: corrupt"):
         load("cremad", root, cache_dir=str(tmp_path / "c"))
+
+
+def test_fbank_preset_through_the_builder(cremad_extracted, cache_dir):
+    dsd = load("cremad", cremad_extracted, cache_dir=cache_dir, preprocessing="fbank", transform=False)
+    assert np.asarray(dsd["test"][0]["audio"]).shape == (128, 1024)
+    assert dsd["test"].info.config_name == "fbank-v1.0.0"
+    rec = preprocessing_info(dsd)["audio_preset"]
+    assert rec["num_mel_bins"] == 128 and rec["norm_mean"] == -4.5 and rec["norm_std"] == 5.14
+    with pytest.raises(ValueError, match="has no 'duration'"):
+        load("cremad", cremad_extracted, cache_dir=cache_dir, preprocessing="fbank", audio_duration=3.0)
