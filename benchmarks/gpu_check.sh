@@ -12,7 +12,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export PYTHONPATH="${ROOT}${PYTHONPATH:+:${PYTHONPATH}}"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 PY="${PYTHON:-python3}"
-LIMIT_S="${GPU_CHECK_LIMIT_S:-285}"   # hard stop for the benchmark (the whole check must stay < 5 min)
+LIMIT_S="${GPU_CHECK_LIMIT_S:-265}"   # hard stop for the benchmark (the whole check must stay < 5 min)
 ENV_TXT=/dev/null
 if [ -n "${OUT:-}" ]; then mkdir -p "$OUT"; ENV_TXT="$OUT/env.txt"; fi
 
