@@ -170,11 +170,20 @@ class StepTimer(TrainerCallback):
         self.count = 0
         self.t0: Optional[float] = None
         self.c0: Optional[float] = None
+        self.foreign_bytes = 0
         self.elapsed: Optional[float] = None
         self.cpu_elapsed: Optional[float] = None
 
-    def on_train_begin(self, args, state, control, **kwargs):
+    def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
+        self.foreign_bytes = 0
         if torch.cuda.is_available() and args.device.type == "cuda":
+            torch.cuda.synchronize()
+            # memory held by everything else on the device (the other trainers of an
+            # interleaved comparison, the shared batches): subtracted from the peak
+            try:
+                self.foreign_bytes = max(0, torch.cuda.memory_allocated() - _own_bytes(model, optimizer))
+            except Exception:  # accounting must never break a timing run
+                self.foreign_bytes = 0
             torch.cuda.reset_peak_memory_stats()
 
     def on_step_begin(self, args, state, control, **kwargs):
@@ -205,6 +214,28 @@ class StepTimer(TrainerCallback):
         return self.cpu_elapsed / self.steps
 
 
+def _own_bytes(model: Optional[torch.nn.Module], optimizer: Any) -> int:
+    """Device bytes of a model's parameters and gradients and of the optimizer's state."""
+    seen, total = set(), 0
+
+    def add(t: Any) -> None:
+        nonlocal total
+        if isinstance(t, torch.Tensor) and t.is_cuda and t.data_ptr() not in seen:
+            seen.add(t.data_ptr())
+            total += t.untyped_storage().nbytes()
+
+    if model is not None:
+        for p in model.parameters():
+            add(p)
+            add(p.grad)
+        for b in model.buffers():
+            add(b)
+    for st in (getattr(optimizer, "state", None) or {}).values():
+        for v in st.values():
+            add(v)
+    return total
+
+
 def _sync_fn(device: str) -> Callable[[], None]:
     if device.startswith("cuda"):
         return torch.cuda.synchronize
@@ -218,7 +249,9 @@ class Bench:
         self.name, self.trainer, self.timer = name, trainer, timer
         self.times: List[float] = []
         self.cpu_times: List[float] = []
-        self.peak_bytes: List[int] = []  #: peak CUDA memory allocated per block (CUDA only)
+        #: per block (CUDA only): peak memory allocated by this trainer's model, optimizer state
+        #: and steps (everything already on the device for other reasons is subtracted)
+        self.peak_bytes: List[int] = []
 
     def run_block(self) -> float:
         self.timer.reset()
@@ -228,7 +261,7 @@ class Bench:
         self.times.append(t)
         self.cpu_times.append(self.timer.step_cpu_time)
         if torch.cuda.is_available() and self.trainer.args.device.type == "cuda":
-            self.peak_bytes.append(int(torch.cuda.max_memory_allocated()))
+            self.peak_bytes.append(int(torch.cuda.max_memory_allocated()) - self.timer.foreign_bytes)
         return t
 
 
