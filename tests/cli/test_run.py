@@ -92,7 +92,7 @@ def test_model_card_metadata_and_text(trained_run):
     from huggingface_hub import ModelCard
 
     out, metrics = trained_run["output_dir"], trained_run["metrics"]
-    assert template_path() is not None and template_path().endswith(os.path.join("model_cards", "template.md"))
+    assert template_path() is not None and os.path.realpath(template_path()).endswith(os.path.join("model_cards", "template.md"))
     card = ModelCard.load(os.path.join(out, "README.md"))
     results = card.data.eval_results
     assert len(results) == 2 * 3 * 2  # splits x heads x (accuracy, macro-F1)
