@@ -167,7 +167,7 @@ def load(
     if data_dir is not None:
         data_dir = os.path.abspath(os.path.expanduser(str(data_dir)))
     elif name != "avdigits":
-        raise ValueError(f"data_dir: {name} needs the folder of the raw download (see docs_data.md)")
+        raise ValueError(f"data_dir: {name} needs the folder of the raw download (see README.md, section Data)")
 
     config_name = f"{preset.name}-v{preset.version}" if preset is not None else "features"
     kwargs: Dict[str, Any] = dict(
