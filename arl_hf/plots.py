@@ -118,12 +118,7 @@ def plot_arl_dynamics(
     ax_b.set_title("(b) modulation coefficients $a_m$ (Eq. 18)")
     ax_b.legend(fontsize=8)
     ax_b.grid(alpha=0.3)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
-    return path
+    return _finish(plt, fig, path, title)
 
 
 def plot_accuracy_curves(
@@ -152,6 +147,11 @@ def plot_accuracy_curves(
     ax_loss.set_ylabel("loss")
     ax_loss.set_title("training loss")
     ax_loss.grid(alpha=0.3)
+    return _finish(plt, fig, path, title)
+
+
+def _finish(plt, fig, path: str, title: Optional[str]) -> str:
+    """Title, layout, write and close ``fig``; returns ``path``."""
     if title:
         fig.suptitle(title)
     fig.tight_layout()

@@ -324,6 +324,13 @@ class _SequenceEncoder(nn.Module):
 
     channel_axis = -1
     stages: nn.ModuleList
+    DEFAULTS: Dict[str, Any] = {}
+
+    def _setup(self, modality: str, spec: Dict[str, Any]) -> Dict[str, Any]:
+        """Record modality and ``input_dim``; return the spec's options over :attr:`DEFAULTS`."""
+        self.modality = modality
+        self.input_dim = int(spec["input_dim"])
+        return {**self.DEFAULTS, **{k: v for k, v in spec.items() if k in self.DEFAULTS}}
 
     def check_input(self, x: torch.Tensor, field: str) -> None:
         if x.dim() != 3 or x.shape[-1] != self.input_dim or x.shape[1] < 1:
@@ -352,9 +359,7 @@ class TransformerSequenceEncoder(_SequenceEncoder):
 
     def __init__(self, modality: str, spec: Dict[str, Any]):
         super().__init__()
-        opts = {**self.DEFAULTS, **{k: v for k, v in spec.items() if k in self.DEFAULTS}}
-        self.modality = modality
-        self.input_dim = int(spec["input_dim"])
+        opts = self._setup(modality, spec)
         d = int(opts["d_model"])
         self.max_len = int(opts["max_len"])
         self.proj = nn.Linear(self.input_dim, d)
@@ -398,9 +403,7 @@ class LSTMSequenceEncoder(_SequenceEncoder):
 
     def __init__(self, modality: str, spec: Dict[str, Any]):
         super().__init__()
-        opts = {**self.DEFAULTS, **{k: v for k, v in spec.items() if k in self.DEFAULTS}}
-        self.modality = modality
-        self.input_dim = int(spec["input_dim"])
+        opts = self._setup(modality, spec)
         hidden, bi = int(opts["hidden_dim"]), bool(opts["bidirectional"])
         width = hidden * (2 if bi else 1)
         self.stages = nn.ModuleList(

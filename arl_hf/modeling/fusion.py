@@ -20,18 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..registry import registrar
+
 FUSIONS: Dict[str, type] = {}
 
-
-def register_fusion(name: str):
-    """Decorator registering a :class:`Fusion` subclass under ``name``."""
-
-    def deco(cls):
-        FUSIONS[name] = cls
-        cls.fusion_name = name
-        return cls
-
-    return deco
+register_fusion = registrar(FUSIONS, "fusion_name", ":class:`Fusion`")
 
 
 class Fusion(nn.Module):

@@ -28,21 +28,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..registry import registrar
+
 if TYPE_CHECKING:  # pragma: no cover
     from ..trainer import ARLConfig, ARLTrainer
 
 STRATEGIES: Dict[str, type] = {}
 
 
-def register_strategy(name: str):
-    """Decorator registering a :class:`Strategy` subclass under ``name``."""
-
-    def deco(cls):
-        STRATEGIES[name] = cls
-        cls.name = name
-        return cls
-
-    return deco
+register_strategy = registrar(STRATEGIES, "name", ":class:`Strategy`")
 
 
 def build_strategy(name: str, args: "ARLConfig", modalities: Sequence[str]) -> "Strategy":
