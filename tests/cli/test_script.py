@@ -43,3 +43,28 @@ def test_accelerate_launch_bf16_cpu_run_of_the_script(tiny_dataset_dir, tmp_path
     with open(os.path.join(out, "results.json")) as f:
         results = json.load(f)
     assert results["metrics"]["test"]["accuracy"] > 0.5  # learnt something in bf16
+
+
+@pytest.mark.skipif(shutil.which("accelerate") is None, reason="accelerate CLI not on PATH")
+def test_accelerate_launch_two_cpu_processes_run_of_the_script(tiny_dataset_dir, tmp_path):
+    """`accelerate launch --multi_gpu --num_processes 2 ... --use_cpu`: a real 2-process gloo run."""
+    out = str(tmp_path / "ddp")
+    cmd = [
+        "accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--dynamo_backend", "no", "--mixed_precision", "no", "--main_process_port", str(29600 + os.getpid() % 300),
+        os.path.join(REPO, "examples", "run_arl.py"),
+        *tiny_flags(tiny_dataset_dir, out, "--preset", "avdigits"),
+    ]
+    env = script_env()
+    env["OMP_NUM_THREADS"] = "1"
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # the report is printed once (main process only), naming the split of every number
+    assert proc.stdout.count("[test split] fused: acc") == 1
+    with open(os.path.join(out, "README.md")) as f:
+        assert "| `world_size` | 2 |" in f.read()
+    with open(os.path.join(out, "trainer_state.json")) as f:
+        logs = [e for e in json.load(f)["log_history"] if "a_audio" in e]
+    assert logs and all(abs(e["a_audio"] + e["a_visual"] - 1) < 1e-5 for e in logs)
+    with open(os.path.join(out, "results.json")) as f:
+        assert json.load(f)["metrics"]["test"]["accuracy"] > 0.3
