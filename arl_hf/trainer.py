@@ -258,10 +258,10 @@ class ARLTrainer(Trainer):
             self._signature_columns = list(self.modalities) + ["labels", "label", "label_ids"]
 
     def _remove_unused_columns(self, dataset, description: Optional[str] = None):
-        # A dataset with an on-the-fly transform (`with_transform`) needs its raw columns:
-        # filter keys in the collator instead.
+        # A dataset with an on-the-fly transform (`with_transform`, or the `arl_hf` format of
+        # arl_hf.data) needs its raw columns: filter keys in the collator instead.
         fmt = getattr(dataset, "format", None) or {}
-        if fmt.get("type") == "custom":
+        if fmt.get("type") in ("custom", "arl_hf"):
             return dataset
         return super()._remove_unused_columns(dataset, description)
 

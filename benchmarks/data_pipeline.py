@@ -6,8 +6,12 @@ pre-extracted layout: 16 kHz mono WAVs, a folder of 480x360 JPEG frames per clip
 188)``, one frame ``(B, 1, 3, 224, 224)``, labels):
 
 * **cached** (``arl_hf.data``): ``load("cremad", preprocessing="ogm")`` precomputes the
-  spectrograms into Arrow once; at training time the DataLoader workers read them and
-  decode + transform the frames (``MultimodalTransform``) and ``MultimodalCollator`` stacks.
+  spectrograms into Arrow once; at training time the DataLoader workers read them (the
+  ``arl_hf`` format: NumPy views, no Python lists) and decode + transform the one frame
+  used (``MultimodalTransform``, crop/resize on uint8), and ``MultimodalCollator`` stacks.
+  Measured twice: frame files stored as they are (the default, 480x360 JPEG), and shrunk
+  at build time to a shorter side of ``--frame-max-side`` (256: ``load(...,
+  frame_max_side=256)``), which makes each training-time decode ~3x cheaper.
 * **on-the-fly** (the ARL/OGM-GE code's ``Dataset.__getitem__``): ``librosa.load(sr=22050)``,
   tile to 3 s, clip, ``librosa.stft(n_fft=512, hop_length=353)``, ``log(|S| + 1e-7)``; one
   frame opened with PIL, ``RandomResizedCrop(224)`` + flip + ImageNet normalisation.
@@ -133,53 +137,15 @@ class OnTheFlyDataset:
 
 
 # --------------------------------------------------------------------------- cached
-def build_cached(root: str, cache_dir: str, image_size: int = 224):
+def build_cached(root: str, cache_dir: str, image_size: int = 224, frame_max_side: int = 0):
     """``arl_hf.data.load`` of the clips (ogm preset, one frame): ``(train split, collator, build seconds)``."""
     from arl_hf import data
 
     t = time.perf_counter()
     dsd = data.load("cremad", data_dir=root, preprocessing="ogm", cache_dir=cache_dir, num_frames=1,
-                    image_size=image_size, validation_fraction=0.1)
+                    image_size=image_size, validation_fraction=0.1, frame_max_side=frame_max_side)
     built = time.perf_counter() - t
     return dsd["train"], data.MultimodalCollator.from_dataset(dsd), built
-
-
-class FastCachedReader:
-    """A leaner reader of the *same* Arrow cache (a prototype for ``arl_hf.data``, measured
-    alongside): the spectrogram column read as NumPy (no Python lists), the frames kept as
-    JPEG bytes and only the chosen one decoded, crop + resize on the uint8 PIL image before
-    the float conversion. Same output shapes and augmentation family as the library path."""
-
-    def __init__(self, cached_split, image_size: int = 224):
-        import datasets
-        import torchvision.transforms as T
-
-        base = cached_split.with_format(None)
-        frames_feature = datasets.List(datasets.Image(decode=False))
-        self.ds = base.cast_column("visual", frames_feature).with_format(
-            "numpy", columns=["audio", "labels"], output_all_columns=True)
-        self.crop = T.RandomResizedCrop(image_size)
-        self.flip = T.RandomHorizontalFlip()
-        self.mean = np.asarray(IMAGENET_MEAN, dtype=np.float32).reshape(3, 1, 1)
-        self.std = np.asarray(IMAGENET_STD, dtype=np.float32).reshape(3, 1, 1)
-
-    def __len__(self) -> int:
-        return len(self.ds)
-
-    def __getitem__(self, i: int) -> Dict[str, Any]:
-        import io
-
-        import torch
-        from PIL import Image
-
-        row = self.ds[int(i)]
-        frames = row["visual"]
-        data = frames[np.random.randint(len(frames))]["bytes"]
-        img = self.flip(self.crop(Image.open(io.BytesIO(data)).convert("RGB")))
-        x = torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1).float().div_(255.0)
-        x = (x - torch.from_numpy(self.mean)) / torch.from_numpy(self.std)
-        audio = torch.from_numpy(np.ascontiguousarray(row["audio"], dtype=np.float32)).unsqueeze(0)
-        return {"audio": audio, "visual": x.unsqueeze(0), "labels": int(row["labels"])}
 
 
 class _Only:
@@ -204,16 +170,18 @@ def per_sample_ms(fn, n: int, repeats: int) -> float:
     return (time.perf_counter() - t) / repeats * 1e3
 
 
-def breakdown(train, fly: OnTheFlyDataset, fast: "FastCachedReader", image_size: int, repeats: int) -> Dict[str, float]:
-    """Milliseconds per sample on one core, per modality and pipeline."""
+def breakdown(train, small, fly: OnTheFlyDataset, image_size: int, repeats: int) -> Dict[str, float]:
+    """Milliseconds per sample on one core, per modality and pipeline (``small``: the shrunk-frame cache)."""
     from arl_hf.data import MultimodalTransform
+    from arl_hf.data.formatting import FORMAT_TYPE
 
-    raw = train.with_format(None)
-    lib_audio = raw.select_columns(["audio", "labels"]).with_transform(
-        MultimodalTransform({"audio": {"kind": "spectrogram"}}, train=True))
-    lib_visual = raw.select_columns(["visual", "labels"]).with_transform(
-        MultimodalTransform({"visual": {"kind": "frames"}}, train=True, num_frames=1, image_size=image_size))
-    audio_np = raw.select_columns(["audio"]).with_format("numpy")
+    def only(ds, name, spec, **kw):
+        return ds.with_format(None).select_columns([name, "labels"]).with_format(
+            FORMAT_TYPE, transform=MultimodalTransform({name: spec}, train=True, **kw))
+
+    lib_audio = only(train, "audio", {"kind": "spectrogram"})
+    lib_visual = only(train, "visual", {"kind": "frames"}, num_frames=1, image_size=image_size)
+    small_visual = only(small, "visual", {"kind": "frames"}, num_frames=1, image_size=image_size)
     n = len(fly)
     wav = lambda i: os.path.join(fly.root, "AudioWAV", fly.clips[i] + ".wav")  # noqa: E731
 
@@ -229,9 +197,20 @@ def breakdown(train, fly: OnTheFlyDataset, fast: "FastCachedReader", image_size:
         "on_the_fly_visual_ms": per_sample_ms(fly_visual, n, repeats),
         "cached_audio_ms": per_sample_ms(lambda i: lib_audio[i], n, repeats),
         "cached_visual_ms": per_sample_ms(lambda i: lib_visual[i], n, repeats),
-        "fast_reader_audio_ms": per_sample_ms(lambda i: audio_np[i]["audio"], n, repeats),
-        "fast_reader_sample_ms": per_sample_ms(lambda i: fast[i], n, repeats),
+        "cached_small_frames_visual_ms": per_sample_ms(lambda i: small_visual[i], n, repeats),
     }
+
+
+def frame_fidelity(train, small, image_size: int, n: int = 8) -> float:
+    """Mean |difference| (normalised units) of eval-mode frames: shrunk-frame cache vs full-size cache."""
+    from arl_hf.data import MultimodalTransform
+    from arl_hf.data.formatting import FORMAT_TYPE
+
+    t = MultimodalTransform({"visual": {"kind": "frames"}}, train=False, num_frames=1, image_size=image_size)
+    a = train.with_format(None).select_columns(["visual", "labels"]).with_format(FORMAT_TYPE, transform=t)
+    b = small.with_format(None).select_columns(["visual", "labels"]).with_format(FORMAT_TYPE, transform=t)
+    k = min(n, len(a))
+    return float(np.mean([float((a[i]["visual"] - b[i]["visual"]).abs().mean()) for i in range(k)]))
 
 
 # ------------------------------------------------------------------------- measuring
@@ -240,7 +219,8 @@ def _loader(dataset, batch_size: int, workers: int, collate_fn=None):
 
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers,
                                        collate_fn=collate_fn, drop_last=True,
-                                       persistent_workers=False, multiprocessing_context="fork" if workers else None)
+                                       persistent_workers=workers > 0,  # epochs restart the iterator: no re-fork
+                                       multiprocessing_context="fork" if workers else None)
 
 
 def samples_per_s(dataset, collate_fn, batch_size: int, workers: int, batches: int) -> float:
@@ -272,12 +252,14 @@ def _check_batch(b: Dict[str, Any]) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--clips", type=int, default=96, help="generated clips (10%% go to test)")
+    p.add_argument("--clips", type=int, default=128, help="generated clips (10%% go to test)")
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--batches", type=int, default=8, help="timed batches per measurement")
+    p.add_argument("--batches", type=int, default=24, help="timed batches per measurement")
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers of the multi-core measurement")
     p.add_argument("--pairs", type=int, default=2)
     p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--frame-max-side", type=int, default=256,
+                   help="shorter side of the frames in the second cache (load(..., frame_max_side=...))")
     p.add_argument("--gpu-samples-per-s", type=float, default=MEASURED_GPU_SAMPLES_PER_S,
                    help="GPU training rate to feed (gpu_check.sh's ARL samples/s)")
     p.add_argument("--target", type=float, default=5.0)
@@ -285,6 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default=None)
     p.add_argument("--tiny", action="store_true", help="24 clips, batch 4, 2 batches, 0 workers")
     return p
+
+
+PIPES = ("cached", "cached_small_frames", "on_the_fly")
 
 
 def run(args: argparse.Namespace) -> Dict[str, Any]:
@@ -295,29 +280,34 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     if args.tiny:
         args.clips, args.batch_size, args.batches, args.workers, args.pairs = 24, 4, 2, 0, 1
     root = args.keep_dir or tempfile.mkdtemp(prefix="arl_data_bench_")
+    raw_dir = os.path.join(root, "raw")
     t = time.perf_counter()
-    make_clips(os.path.join(root, "raw"), args.clips)
+    make_clips(raw_dir, args.clips)
     gen_s = time.perf_counter() - t
-    train, collator, build_s = build_cached(os.path.join(root, "raw"), os.path.join(root, "cache"), args.image_size)
+    train, collator, build_s = build_cached(raw_dir, os.path.join(root, "cache"), args.image_size)
+    small, _, small_build_s = build_cached(raw_dir, os.path.join(root, "cache_small"), args.image_size,
+                                           frame_max_side=args.frame_max_side)
     raw = train.with_format(None)  # the stored columns, without the training transform
     if "id" not in raw.column_names:
         raise ValueError(f"cached dataset: expected an 'id' column naming the clips, got {raw.column_names}")
     train_ids = list(raw["id"])
-    fly = OnTheFlyDataset(os.path.join(root, "raw"), train_ids, args.image_size)
+    if list(small.with_format(None)["id"]) != train_ids:
+        raise ValueError("the two caches hold different training clips")
+    fly = OnTheFlyDataset(raw_dir, train_ids, args.image_size)
 
     # same clips, same audio features (within resampler/float tolerance)
     spec_cached = np.asarray(raw[0]["audio"], dtype=np.float32)
-    spec_fly = fly.spectrogram(os.path.join(root, "raw", "AudioWAV", train_ids[0] + ".wav"))
+    spec_fly = fly.spectrogram(os.path.join(raw_dir, "AudioWAV", train_ids[0] + ".wav"))
     spec_diff = float(np.abs(spec_cached - spec_fly).max())
 
-    fast = FastCachedReader(train, args.image_size)
-    pipes = {"cached": (train, collator), "on_the_fly": (fly, None), "cached_fast_reader": (fast, None)}
+    pipes = {"cached": (train, collator), "cached_small_frames": (small, collator), "on_the_fly": (fly, None)}
     bs = min(args.batch_size, len(train_ids))
     res: Dict[str, Dict[str, List[float]]] = {"multi": {k: [] for k in pipes}, "one_core": {k: [] for k in pipes}}
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        parts = breakdown(train, fly, fast, args.image_size, repeats=max(4, min(len(train_ids), 2 * args.batch_size)))
+        parts = breakdown(train, small, fly, args.image_size, repeats=max(4, min(len(train_ids), 2 * args.batch_size)))
+        fidelity = frame_fidelity(train, small, args.image_size)
     finally:
         torch.set_num_threads(threads)
     for r in range(args.pairs):
@@ -335,6 +325,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         "benchmark": "data_pipeline",
         "setting": {"clips": args.clips, "train_clips": len(train_ids), "batch_size": bs, "batches": args.batches,
                     "workers": args.workers, "pairs": args.pairs, "image_size": args.image_size,
+                    "frame_max_side": args.frame_max_side,
                     "audio": "ogm preset 257x188 (librosa 22.05 kHz, 3 s, STFT 512/353)",
                     "frames": "480x360 JPEG, 3 per clip, one used"},
         "machine": C.machine_info(),
@@ -342,28 +333,30 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         "generate_s": gen_s,
         "cache_build_s": build_s,
         "cache_build_clips_per_s": args.clips / build_s,
+        "small_frames_cache_build_s": small_build_s,
         "spectrogram_max_abs_diff": spec_diff,
+        "small_frames_eval_mean_abs_diff": fidelity,
         "samples_per_s": res,
         "one_core_ms_per_sample": parts,
     }
     for mode in ("multi", "one_core"):
-        for name, key in (("cached", ""), ("cached_fast_reader", "fast_reader_")):
+        for name in ("cached", "cached_small_frames"):
             c, f = res[mode][name], res[mode]["on_the_fly"]
             if c:
                 ratios = [a / b for a, b in zip(c, f)]
+                key = "" if name == "cached" else "small_frames_"
                 out[f"{mode}_{key}ratios"] = ratios
                 out[f"{mode}_{key}median_ratio"] = statistics.median(ratios)
     out["audio_only_ratio"] = parts["on_the_fly_audio_ms"] / parts["cached_audio_ms"]
-    out["fast_reader_audio_only_ratio"] = parts["on_the_fly_audio_ms"] / parts["fast_reader_audio_ms"]
-    per_core = statistics.median(res["one_core"]["cached"])
-    out["cached_samples_per_s_per_core"] = per_core
-    out["on_the_fly_samples_per_s_per_core"] = statistics.median(res["one_core"]["on_the_fly"])
-    out["gpu_samples_per_s"] = args.gpu_samples_per_s
-    out["cores_to_feed_gpu"] = (args.gpu_samples_per_s / per_core) if args.gpu_samples_per_s else None
-    out["on_the_fly_cores_to_feed_gpu"] = (
-        args.gpu_samples_per_s / out["on_the_fly_samples_per_s_per_core"] if args.gpu_samples_per_s else None)
-    headline = out.get("multi_median_ratio", out["one_core_median_ratio"])
-    out["median_ratio"] = headline
+    for name in PIPES:
+        out[f"{name}_samples_per_s_per_core"] = statistics.median(res["one_core"][name])
+    gpu = args.gpu_samples_per_s
+    out["gpu_samples_per_s"] = gpu
+    for name in PIPES:
+        out[f"{name}_cores_to_feed_gpu"] = gpu / out[f"{name}_samples_per_s_per_core"] if gpu else None
+    out["median_ratio"] = out.get("multi_median_ratio", out["one_core_median_ratio"])
+    out["small_frames_median_ratio"] = out.get("multi_small_frames_median_ratio",
+                                               out["one_core_small_frames_median_ratio"])
     return out
 
 
@@ -372,36 +365,38 @@ def report(r: Dict[str, Any]) -> str:
 
     s, sp = r["setting"], r["samples_per_s"]
     med = lambda xs: statistics.median(xs) if xs else float("nan")  # noqa: E731
+    side = s["frame_max_side"]
+    label = {"cached": "cached (frame files as stored)", "cached_small_frames": f"cached (frames shrunk to {side} px)"}
     lines = [
         f"data_pipeline: {s['train_clips']} training clips, batch {s['batch_size']}, audio {s['audio']}, {s['frames']}",
         f"  cache build (one time): {r['cache_build_s']:.1f} s for {s['clips']} clips "
-        f"({r['cache_build_clips_per_s']:.1f} clips/s); spectrograms cached vs on-the-fly: max |diff| "
-        f"{r['spectrogram_max_abs_diff']:.2g}",
+        f"({r['cache_build_clips_per_s']:.1f} clips/s); with frame_max_side={side}: {r['small_frames_cache_build_s']:.1f} s; "
+        f"spectrograms cached vs on-the-fly: max |diff| {r['spectrogram_max_abs_diff']:.2g}",
     ]
-    if sp["multi"]["cached"]:
-        lines.append(f"  {s['workers']} workers: cached {med(sp['multi']['cached']):.1f} samples/s | on-the-fly "
-                     f"{med(sp['multi']['on_the_fly']):.1f} samples/s | ratio {r['multi_median_ratio']:.2f}  "
-                     f"{C.verdict(r['multi_median_ratio'], r['target'], higher_is_better=True)}")
-    lines.append(f"  one core (num_workers=0, 1 thread): cached {r['cached_samples_per_s_per_core']:.1f} samples/s | "
-                 f"on-the-fly {r['on_the_fly_samples_per_s_per_core']:.1f} samples/s | ratio "
-                 f"{r['one_core_median_ratio']:.2f}")
-    if sp["multi"]["cached_fast_reader"]:
-        lines.append(f"  {s['workers']} workers, lean reader of the same cache (benchmark prototype): "
-                     f"{med(sp['multi']['cached_fast_reader']):.1f} samples/s | ratio {r['multi_fast_reader_median_ratio']:.2f}")
-    lines.append(f"  one core, lean reader of the same cache: {med(sp['one_core']['cached_fast_reader']):.1f} samples/s | "
-                 f"ratio {r['one_core_fast_reader_median_ratio']:.2f}")
+    for mode, title in (("multi", f"{s['workers']} workers"), ("one_core", "one core (num_workers=0, 1 thread)")):
+        if not sp[mode]["cached"]:
+            continue
+        lines.append(f"  {title}: on-the-fly {med(sp[mode]['on_the_fly']):.1f} samples/s")
+        for name, key in (("cached", ""), ("cached_small_frames", "small_frames_")):
+            ratio = r[f"{mode}_{key}median_ratio"]
+            lines.append(f"    {label[name]}: {med(sp[mode][name]):.1f} samples/s | ratio {ratio:.2f}  "
+                         f"{C.verdict(ratio, r['target'], higher_is_better=True)}")
     b = r["one_core_ms_per_sample"]
-    lines.append(f"  ms per sample on one core: audio on-the-fly {b['on_the_fly_audio_ms']:.1f} vs cached "
-                 f"{b['cached_audio_ms']:.1f} (audio-only ratio {r['audio_only_ratio']:.1f}x) | frame on-the-fly "
-                 f"{b['on_the_fly_visual_ms']:.1f} vs cached {b['cached_visual_ms']:.1f} | lean reader: audio "
-                 f"{b['fast_reader_audio_ms']:.2f} (audio-only ratio {r['fast_reader_audio_only_ratio']:.1f}x), whole "
-                 f"sample {b['fast_reader_sample_ms']:.1f}")
+    lines.append(f"  ms per sample on one core: audio on-the-fly {b['on_the_fly_audio_ms']:.2f} vs cached "
+                 f"{b['cached_audio_ms']:.2f} (audio-only ratio {r['audio_only_ratio']:.1f}x) | frame on-the-fly "
+                 f"{b['on_the_fly_visual_ms']:.2f} vs cached {b['cached_visual_ms']:.2f} (shrunk to {side} px: "
+                 f"{b['cached_small_frames_visual_ms']:.2f})")
+    lines.append(f"  frames shrunk to {side} px vs as stored, eval-mode {s['image_size']} px input: mean |diff| "
+                 f"{r['small_frames_eval_mean_abs_diff']:.4f} (ImageNet-normalised units)")
     if r["gpu_samples_per_s"]:
-        lines.append(f"  to feed {r['gpu_samples_per_s']:.0f} samples/s on the GPU: {r['cores_to_feed_gpu']:.1f} cores "
-                     f"(cached), {r['on_the_fly_cores_to_feed_gpu']:.1f} cores (on-the-fly)")
+        lines.append(f"  to feed {r['gpu_samples_per_s']:.0f} samples/s on the GPU: "
+                     f"{r['cached_cores_to_feed_gpu']:.1f} cores (cached), "
+                     f"{r['cached_small_frames_cores_to_feed_gpu']:.1f} cores (cached, shrunk frames), "
+                     f"{r['on_the_fly_cores_to_feed_gpu']:.1f} cores (on-the-fly)")
     else:
-        lines.append("  cores to feed the GPU: pass --gpu-samples-per-s (gpu_check.sh's ARL samples/s); "
-                     f"cores = GPU samples/s / {r['cached_samples_per_s_per_core']:.1f}")
+        lines.append("  cores to feed the GPU: pass --gpu-samples-per-s (gpu_check.sh's ARL samples/s); cores = GPU "
+                     f"samples/s / {r['cached_samples_per_s_per_core']:.1f} (cached) or / "
+                     f"{r['cached_small_frames_samples_per_s_per_core']:.1f} (shrunk frames)")
     return "\n".join(lines)
 
 

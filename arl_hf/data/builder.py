@@ -9,6 +9,7 @@ modality kinds), and applies the ``on_error`` policy to bad raw files.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
@@ -18,7 +19,8 @@ import numpy as np
 from transformers.utils import logging
 
 from .audio import AudioPreset, compute_features, get_preset, load_audio_file
-from .video import decode_video_audio, decode_video_frames, list_frame_files, pool_indices, read_image_bytes
+from .video import (decode_video_audio, decode_video_frames, encode_jpeg, list_frame_files, pool_indices,
+                    read_image_bytes)
 
 logger = logging.get_logger(__name__)
 
@@ -42,8 +44,10 @@ class ARLBuilderConfig(datasets.BuilderConfig):
         preset: JSON of the audio preset record (``AudioPreset.to_dict``); empty when the
             dataset has no raw audio (MOSI, UCF-101, AV-Digits' own preset is fixed).
         frame_pool: frames kept per clip in the cache (evenly spaced); 0 keeps all.
-        frame_max_side: resize decoded video frames so the shorter side is at most this
-            (0 keeps the decoded size). Pre-extracted frame files are stored unchanged.
+        frame_max_side: shrink frames so the shorter side is at most this (0 keeps their
+            size): decoded video frames, and pre-extracted frame files larger than that
+            (re-encoded as JPEG quality 95; smaller files are stored unchanged). Smaller
+            stored frames decode faster at training time (benchmarks/data_pipeline.py).
         split_seed: seed of every random split decision (recorded in the info).
         validation_fraction: share of *train* held out as the validation split.
         on_error: ``"raise"`` stops at the first bad raw file; ``"skip"`` drops it and
@@ -135,7 +139,8 @@ class ARLBuilder(datasets.GeneratorBasedBuilder):
             "frames": {
                 "pool_size": int(self.config.frame_pool),
                 "max_side": int(self.config.frame_max_side) or None,
-                "storage": "video frames: JPEG quality 95; frame files: original bytes",
+                "storage": "video frames: JPEG quality 95; frame files: original bytes, or JPEG quality 95 "
+                           "when shrunk to max_side",
                 "pool_selection": "evenly spaced segment centres, sorted",
                 "selection": "eval: centre frame of each of num_frames segments; train: seeded random frame per segment",
                 "default_num_frames": self.DEFAULT_NUM_FRAMES,
@@ -241,7 +246,18 @@ class ARLBuilder(datasets.GeneratorBasedBuilder):
     def _frames_from_folder(self, folder: str, prefix: str = "") -> List[Dict[str, Any]]:
         files = list_frame_files(folder, prefix)
         chosen = [files[i] for i in pool_indices(len(files), int(self.config.frame_pool))]
-        return [{"bytes": read_image_bytes(f), "path": None} for f in chosen]
+        max_side = int(self.config.frame_max_side)
+        out = []
+        for f in chosen:
+            data = read_image_bytes(f)
+            if max_side:
+                from PIL import Image
+
+                with Image.open(io.BytesIO(data)) as im:
+                    if min(im.size) > max_side:
+                        data = encode_jpeg(im, quality=95, max_side=max_side)
+            out.append({"bytes": data, "path": None})
+        return out
 
     def _frames_from_video(self, path: str, start: Optional[float] = None, end: Optional[float] = None) -> List[Dict[str, Any]]:
         jpegs, _ = decode_video_frames(path, int(self.config.frame_pool), start=start, end=end,

@@ -81,7 +81,7 @@ class CremadBuilder(ARLBuilder):
     """CREMA-D (Cao et al., 2014): 7,442 clips of 91 actors, 6 emotions."""
 
     BUILDER_CONFIG_CLASS = CremadConfig
-    VERSION = datasets.Version("1.0.0")
+    VERSION = datasets.Version("1.1.0")  # 1.1: frame_max_side shrinks frame files
     DATASET = "cremad"
     MODALITIES = {
         "audio": {"kind": "spectrogram", "encoder": "timm:resnet18", "in_chans": 1},

@@ -120,7 +120,9 @@ def load(
         num_frames: frames per clip given to the model (a transform choice; not cached).
         image_size: frame height/width after the transform (default 224).
         frame_pool: frames kept per clip in the cache (default: 3 CREMA-D, 6 AVE/KS, 8 UCF-101).
-        frame_max_side: shrink decoded video frames so the shorter side is at most this.
+        frame_max_side: shrink stored frames (decoded video frames and frame files) so the
+            shorter side is at most this; 0 (default) keeps their size. 256 makes training-time
+            decoding ~3x cheaper at 224 px (see README, Performance).
         split_seed, validation_fraction: the seeded held-out validation split (and seeded
             test split where the dataset has none); the fraction is the share of *train*
             held out (default 0.1; AV-Digits 0.15/0.85, i.e. 70/15/15 overall).
@@ -202,10 +204,14 @@ def attach_transforms(dsd, num_frames: Optional[int] = None, image_size: Optiona
                       pool_sequences: bool = True):
     """Attach :class:`MultimodalTransform` to each split (augmentation on ``train`` only).
 
-    ``num_frames`` / ``image_size`` default to the dataset's recorded defaults.
+    The transform is set as the ``arl_hf`` format (:mod:`arl_hf.data.formatting`): like
+    ``with_transform``, but array columns arrive as NumPy views and frames undecoded, so
+    only the frames used are decoded. ``num_frames`` / ``image_size`` default to the
+    dataset's recorded defaults.
     """
     import datasets
 
+    from .formatting import FORMAT_TYPE
     from .transforms import MultimodalTransform
 
     record = preprocessing_info(dsd)
@@ -215,8 +221,8 @@ def attach_transforms(dsd, num_frames: Optional[int] = None, image_size: Optiona
     nf = num_frames or frames.get("default_num_frames") or 1
     size = image_size or (entry.image_size if entry and entry.image_size else 224)
     return datasets.DatasetDict({
-        split: ds.with_transform(MultimodalTransform(kinds, train=(split == "train"), num_frames=nf,
-                                                     image_size=size, seed=seed, pool_sequences=pool_sequences))
+        split: ds.with_format(FORMAT_TYPE, transform=MultimodalTransform(
+            kinds, train=(split == "train"), num_frames=nf, image_size=size, seed=seed, pool_sequences=pool_sequences))
         for split, ds in dsd.items()
     })
 

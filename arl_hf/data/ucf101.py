@@ -63,7 +63,7 @@ class UCF101Builder(ARLBuilder):
     """UCF-101 (Soomro et al., 2012): 13,320 clips, 101 actions, RGB + optical flow."""
 
     BUILDER_CONFIG_CLASS = UCF101Config
-    VERSION = datasets.Version("1.0.0")
+    VERSION = datasets.Version("1.1.0")  # 1.1: frame_max_side shrinks frame files
     DATASET = "ucf101"
     MODALITIES = {
         "rgb": {"kind": "frames", "encoder": "timm:resnet18", "in_chans": 3},

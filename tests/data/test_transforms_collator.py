@@ -80,3 +80,18 @@ def test_collator_errors():
         col([{"visual": torch.zeros(3), "labels": 0}, {"labels": 1}])
     with pytest.raises(ValueError, match=r"features\[0\]: label column 'labels' missing"):
         col([{"visual": torch.zeros(3)}])
+
+
+def test_collator_in_a_worker_stacks_into_shared_memory():
+    col = MultimodalCollator(["audio"])
+
+    def collate(feats):
+        out = col(feats)
+        out["shared"] = torch.tensor(out["audio"].is_shared())
+        return out
+
+    data = [{"audio": torch.full((2, 3), float(i)), "labels": i} for i in range(4)]
+    batch = next(iter(torch.utils.data.DataLoader(data, batch_size=4, num_workers=1, collate_fn=collate)))
+    assert bool(batch["shared"]) and batch["audio"][:, 0, 0].tolist() == [0.0, 1.0, 2.0, 3.0]
+    assert batch["labels"].tolist() == [0, 1, 2, 3]
+    assert not col(data)["audio"].is_shared()  # in the main process: a plain stack
