@@ -121,8 +121,8 @@ def load(
         image_size: frame height/width after the transform (default 224).
         frame_pool: frames kept per clip in the cache (default: 3 CREMA-D, 6 AVE/KS, 8 UCF-101).
         frame_max_side: shrink stored frames (decoded video frames and frame files) so the
-            shorter side is at most this; 0 (default) keeps their size. 256 makes training-time
-            decoding ~3x cheaper at 224 px (see README, Performance).
+            shorter side is at most this; 0 (default) keeps their size. 256 halves the decode
+            time of 480x360 frames (see README, Performance).
         split_seed, validation_fraction: the seeded held-out validation split (and seeded
             test split where the dataset has none); the fraction is the share of *train*
             held out (default 0.1; AV-Digits 0.15/0.85, i.e. 70/15/15 overall).
