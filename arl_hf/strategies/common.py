@@ -38,6 +38,21 @@ def epoch_index(epoch: float) -> int:
     return int(e)
 
 
+def unwrap(model: nn.Module) -> nn.Module:
+    """The ``MultimodalModel`` inside a DDP / FSDP / compile wrapper (``.module`` /
+    ``._orig_mod`` chains); ``model`` itself otherwise. Strategy hooks that run inside the
+    training step (``compute_loss``, ``after_backward``) receive the wrapped model."""
+    seen = 0
+    while seen < 8:
+        inner = getattr(model, "module", None)
+        if inner is None:
+            inner = getattr(model, "_orig_mod", None)
+        if not isinstance(inner, nn.Module):
+            return model
+        model, seen = inner, seen + 1
+    return model
+
+
 def model_device(model: nn.Module) -> torch.device:
     for p in model.parameters():
         return p.device

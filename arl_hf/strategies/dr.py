@@ -6,8 +6,9 @@ times) each modality is diagnosed: its encoder's features on the training set an
 with ``k = num_labels``, and the cluster purity is measured on each. The re-learning
 strength is ``w_m = tanh(dr_lambda * |purity_train - purity_val|)`` and the whole encoder is
 softly re-initialised: ``θ_m <- w_m θ_m^init + (1 - w_m) θ_m`` (parameters; buffers such as
-BatchNorm statistics are kept). KMeans runs on rank 0 with ``random_state = seed`` and the
-``w`` are broadcast, so every rank re-initialises identically.
+BatchNorm statistics are kept). KMeans runs on rank 0 with ``random_state = seed`` on the
+rows sorted by value (so the row order of the gather does not matter) and the ``w`` are
+broadcast, so every rank re-initialises identically, and as one process would.
 
 State (``strategy_state.pt``): the initial encoder parameters ``θ^init`` (captured at set-up),
 the number of re-initialisations done and the last diagnosed epoch.
@@ -38,6 +39,19 @@ def cluster_purity(features: np.ndarray, labels: np.ndarray, num_clusters: int, 
     k = min(num_clusters, len(x))
     assign = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(x)
     return purity(assign, labels)
+
+
+def canonical_rows(features: np.ndarray, labels: np.ndarray):
+    """``(features, labels)`` with rows sorted by value (feature 0, then 1, ..., then label).
+
+    KMeans' result depends on the row order; gathered over ranks the rows come in shard
+    order, in one process in loader order. Sorting makes the diagnosis the same for both
+    (2-process DDP equals one process on the global batch, tested)."""
+    features = np.asarray(features)
+    labels = np.asarray(labels)
+    keys = [labels] + [features[:, j] for j in reversed(range(features.shape[1]))]
+    order = np.lexsort(keys)
+    return features[order], labels[order]
 
 
 def purity(assign: np.ndarray, labels: np.ndarray) -> float:
@@ -96,19 +110,18 @@ class DiagnoseRelearn(StatefulStrategy):
         va_f, va_y = collect_features(trainer, model, validation_dataset(trainer, "dr"), self.modalities)
         tr_y, va_y = gather_rows(tr_y), gather_rows(va_y)
         dev = model_device(model)
-        weights = torch.zeros(len(self.modalities), device=dev)
-        record: Dict[str, float] = {"epoch": float(epoch)}
+        diag = torch.zeros(len(self.modalities), 3, device=dev, dtype=torch.float64)  # purity train, val, w
         for i, m in enumerate(self.modalities):
             ft, fv = gather_rows(tr_f[m]), gather_rows(va_f[m])
             if rank() == 0:
-                pt = cluster_purity(ft.cpu().numpy(), tr_y.cpu().numpy(), c, self.args.seed)
-                pv = cluster_purity(fv.cpu().numpy(), va_y.cpu().numpy(), c, self.args.seed)
-                weights[i] = relearn_strength(pt, pv, self.args.dr_lambda)
-                record[f"purity_train_{m}"], record[f"purity_val_{m}"] = pt, pv
-        broadcast_(weights)
+                pt = cluster_purity(*canonical_rows(ft.cpu().numpy(), tr_y.cpu().numpy()), c, self.args.seed)
+                pv = cluster_purity(*canonical_rows(fv.cpu().numpy(), va_y.cpu().numpy()), c, self.args.seed)
+                diag[i] = torch.tensor([pt, pv, relearn_strength(pt, pv, self.args.dr_lambda)], dtype=torch.float64)
+        broadcast_(diag)  # every rank re-initialises, and records, the same
+        record: Dict[str, float] = {"epoch": float(epoch)}
         for i, m in enumerate(self.modalities):
-            w = float(weights[i])
-            record[f"w_{m}"] = w
+            pt, pv, w = (float(v) for v in diag[i].tolist())
+            record[f"purity_train_{m}"], record[f"purity_val_{m}"], record[f"w_{m}"] = pt, pv, w
             soft_reinit_(list(model.encoders[m].parameters()), self.init_params[m], w)
         logger.info(f"dr: epoch {epoch}: re-initialisation {record}")
         self.history.append(record)

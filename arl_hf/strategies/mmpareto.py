@@ -15,8 +15,11 @@ module). The final gradient is linear in the two gradients, ``c_mm g_mm + c_m g_
 produced by one ordinary backward of ``L_mm + sum_m L_m + sum_p <p, Δ_p>`` with the constant
 ``Δ_p = (c_mm - 1) g_mm + (c_m - 1) g_m`` — so DDP reduces it, gradient accumulation adds it
 per micro-batch, and the fused head and unimodal heads get their plain gradients. Under DDP
-the 3 scalars per encoder (``||g_mm||², ||g_m||², g_mm·g_m``) are averaged over ranks so
-every rank uses the same ``c``. Cost: two extra backward passes through the encoders.
+the two gradients are averaged over ranks before the 3 scalars per encoder
+(``||g_mm||², ||g_m||², g_mm·g_m``) are taken, so every rank uses the ``c`` one process would
+compute on the global batch (tested: 2-process DDP equals one process). Cost: two extra
+backward passes through the encoders, and under DDP one all-reduce of twice the encoders'
+gradient size per step.
 
 Added parameters: ``heads`` (M ``Linear(D_m, C)``), trained and saved in ``strategy_state.pt``.
 """
@@ -28,7 +31,7 @@ from typing import Any, Dict, List, Tuple
 import torch
 import torch.nn.functional as F
 
-from ..distributed import all_reduce_mean
+from ..distributed import all_reduce_mean, is_distributed
 from .base import StrategyOutput, register_strategy
 from .common import (
     StatefulStrategy,
@@ -36,6 +39,7 @@ from .common import (
     load_module_state,
     module_state,
     unimodal_heads,
+    unwrap,
 )
 
 
@@ -99,26 +103,21 @@ class MMPareto(StatefulStrategy):
         logs.update({f"loss_{m}": v.detach() for m, v in uni.items()})
         if not (context.training and torch.is_grad_enabled()):
             return StrategyOutput(loss=loss, outputs=out, logs=logs)
-        inner = model.module if hasattr(model, "module") else model
+        inner = unwrap(model)
         params = {m: [p for p in inner.encoders[m].parameters() if p.requires_grad] for m in self.modalities}
         flat_params = [p for m in self.modalities for p in params[m]]
         s = self._loss_scale()
         g_mm_all = torch.autograd.grad(fused * s, flat_params, retain_graph=True, allow_unused=True)
         g_u_all = torch.autograd.grad(sum(uni.values()) * s, flat_params, retain_graph=True, allow_unused=True)
-        grams, offset = [], 0
         split: Dict[str, Tuple[List, List]] = {}
+        offset = 0
         for m in self.modalities:
             n = len(params[m])
             gm = [torch.zeros_like(p) if g is None else g / s for p, g in zip(params[m], g_mm_all[offset : offset + n])]
             gu = [torch.zeros_like(p) if g is None else g / s for p, g in zip(params[m], g_u_all[offset : offset + n])]
             offset += n
             split[m] = (gm, gu)
-            grams.append(torch.stack([
-                sum((a.double() * a.double()).sum() for a in gm),
-                sum((b.double() * b.double()).sum() for b in gu),
-                sum((a.double() * b.double()).sum() for a, b in zip(gm, gu)),
-            ]))
-        grams = all_reduce_mean(torch.stack(grams)).cpu()
+        grams = self._grams(split).cpu()
         extra = torch.zeros((), device=fused.device)
         for i, m in enumerate(self.modalities):
             c_mm, c_u, w0 = pareto_coefficients(grams[i, 0], grams[i, 1], grams[i, 2], self.args.mmpareto_gamma)
@@ -135,6 +134,34 @@ class MMPareto(StatefulStrategy):
         # value unchanged, gradient gains the Pareto correction
         loss = loss + (extra - extra.detach())
         return StrategyOutput(loss=loss, outputs=out, logs=logs)
+
+    def _grams(self, split: Dict[str, Tuple[List, List]]) -> torch.Tensor:
+        """``(M, 3)``: ``||g_mm||², ||g_m||², g_mm·g_m`` per encoder, of the gradients of the
+        *global* batch: under DDP the two gradients are averaged over ranks first (one
+        all-reduce), so the coefficients are those one process would compute on the whole batch."""
+        if is_distributed():
+            flat = torch.cat([t.reshape(-1).float() for m in self.modalities for part in split[m] for t in part])
+            flat = all_reduce_mean(flat)
+            out, i = {}, 0
+            for m in self.modalities:
+                parts = []
+                for part in split[m]:
+                    ts = []
+                    for t in part:
+                        ts.append(flat[i : i + t.numel()].view_as(t))
+                        i += t.numel()
+                    parts.append(ts)
+                out[m] = parts
+            split = out
+        rows = []
+        for m in self.modalities:
+            gm, gu = split[m]
+            rows.append(torch.stack([
+                sum((a.double() * a.double()).sum() for a in gm),
+                sum((b.double() * b.double()).sum() for b in gu),
+                sum((a.double() * b.double()).sum() for a, b in zip(gm, gu)),
+            ]))
+        return torch.stack(rows)
 
     def after_backward(self, model, context) -> None:
         super().after_backward(model, context)

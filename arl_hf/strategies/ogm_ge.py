@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from ..distributed import all_reduce_sum
 from .base import Strategy, StrategyOutput, register_strategy
-from .common import epoch_index, is_sync_step
+from .common import epoch_index, is_sync_step, unwrap
 
 
 def ogm_coefficients(unimodal_logits: List[torch.Tensor], labels: torch.Tensor, alpha: float,
@@ -149,7 +149,7 @@ class OGMGE(Strategy):
 
 
 def _encoder_params(model, modality: str, conv_only: bool):
-    for p in model.encoders[modality].parameters():
+    for p in unwrap(model).encoders[modality].parameters():
         if not p.requires_grad:
             continue
         if conv_only and p.dim() != 4:
