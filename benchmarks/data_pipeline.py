@@ -11,7 +11,7 @@ pre-extracted layout: 16 kHz mono WAVs, a folder of 480x360 JPEG frames per clip
   used (``MultimodalTransform``, crop/resize on uint8), and ``MultimodalCollator`` stacks.
   Measured twice: frame files stored as they are (the default, 480x360 JPEG), and shrunk
   at build time to a shorter side of ``--frame-max-side`` (256: ``load(...,
-  frame_max_side=256)``), which makes each training-time decode ~3x cheaper.
+  frame_max_side=256)``), which halves the decode time of each training-time frame.
 * **on-the-fly** (the ARL/OGM-GE code's ``Dataset.__getitem__``): ``librosa.load(sr=22050)``,
   tile to 3 s, clip, ``librosa.stft(n_fft=512, hop_length=353)``, ``log(|S| + 1e-7)``; one
   frame opened with PIL, ``RandomResizedCrop(224)`` + flip + ImageNet normalisation.
