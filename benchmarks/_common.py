@@ -388,6 +388,15 @@ def write_json(path: Optional[str], payload: Dict[str, Any]) -> None:
         json.dump(payload, f, indent=2, default=float)
 
 
+def run_and_report(args: Any, run: Callable[[Any], Dict[str, Any]], report: Callable[[Dict[str, Any]], str]) -> Dict[str, Any]:
+    """What every benchmark's ``main`` does once its arguments are parsed: run, print the
+    report, write ``--json`` (when given); returns the result."""
+    result = run(args)
+    print(report(result))
+    write_json(getattr(args, "json", None), result)
+    return result
+
+
 def verdict(value: float, target: float, higher_is_better: bool = False) -> str:
     ok = value >= target if higher_is_better else value <= target
     op = ">=" if higher_is_better else "<="

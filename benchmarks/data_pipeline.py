@@ -401,13 +401,9 @@ def report(r: Dict[str, Any]) -> str:
 
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
-    args = build_parser().parse_args(argv)
-    r = run(args)
-    print(report(r))
     import _common as C
 
-    C.write_json(args.json, r)
-    return r
+    return C.run_and_report(build_parser().parse_args(argv), run, report)
 
 
 if __name__ == "__main__":

@@ -182,11 +182,9 @@ def main(argv: Optional[List[str]] = None) -> Optional[Dict[str, Any]]:
     if args.worker:
         worker(args)
         return None
-    r = run(args)
-    print(report(r))
     import _common as C
 
-    C.write_json(args.json, r)
+    r = C.run_and_report(args, run, report)
     if not args.no_all_reduce:
         assert r["coefficients_identical"], "ARL coefficients differ across ranks"
         assert r["params_identical"], "parameters differ across ranks after DDP training"

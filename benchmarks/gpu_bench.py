@@ -22,10 +22,8 @@ i.e. 100 x ceil(6698 / 64) = 10,500 steps; projected time = steps x ARL step tim
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
-import statistics
 import sys
 import time
 import traceback

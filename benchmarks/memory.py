@@ -157,12 +157,9 @@ def main(argv: Optional[List[str]] = None) -> Optional[Dict[str, Any]]:
     if args.child:
         child(args)
         return None
-    r = run(args)
-    print(report(r))
     import _common as C
 
-    C.write_json(args.json, r)
-    return r
+    return C.run_and_report(args, run, report)
 
 
 if __name__ == "__main__":

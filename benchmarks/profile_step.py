@@ -243,7 +243,7 @@ def report(r: Dict[str, Any], top_extra: int = 25) -> str:
     lines = [
         f"profile_step: {s['encoder']} encoders, {s['fusion']} fusion, batch {s['batch_size']}, "
         f"{s['precision']} on {s['device']}, {s['steps']} profiled steps",
-        f"top ops of the ARL step (self time):",
+        "top ops of the ARL step (self time):",
         r["top_ops_table"],
         f"total self CPU time per step: plain {r['self_cpu_ms_per_step']['plain']:.1f} ms, "
         f"ARL {r['self_cpu_ms_per_step']['arl']:.1f} ms",
@@ -270,11 +270,7 @@ def report(r: Dict[str, Any], top_extra: int = 25) -> str:
 
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
-    args = build_parser().parse_args(argv)
-    r = run(args)
-    print(report(r))
-    C.write_json(args.json, r)
-    return r
+    return C.run_and_report(build_parser().parse_args(argv), run, report)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,6 @@ Added parameters: ``head`` (``Linear(D, C)``); state: ``head`` and ``P``, in ``s
 
 from __future__ import annotations
 
-import math
 from typing import Any, Dict, List
 
 import torch

@@ -1,7 +1,6 @@
 """ARL's in-graph gradient modulation must survive ``torch.compile`` (the GPU benchmark
 compiles the model): the scales are read at backward time, not baked in at trace time."""
 
-import pytest
 import torch
 
 from arl_hf import MultimodalConfig, MultimodalModel

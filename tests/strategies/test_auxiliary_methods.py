@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from strategy_testutils import MODS, batch_of, cfg, grads_of, make_rows, mlp_model
+from strategy_testutils import MODS, batch_of, cfg, make_rows, mlp_model
 
 from arl_hf import ARLTrainer
 from arl_hf.strategies import StepContext, build_strategy
@@ -204,7 +204,7 @@ def test_mla_projects_the_second_modality_head_gradient(tmp_path):
         out = mlp_model()(audio=batch["audio"], visual=batch["visual"])
     y = batch["labels"]
     alpha = 0.1 ** 1.0  # first batch of the epoch
-    grads, P = [], torch.eye(8)
+    P = torch.eye(8)
     expected = torch.zeros_like(head.weight)
     for m in MODS:
         z = out.features[m]

@@ -2,7 +2,6 @@
 the stateful ones to the same parameters and state, gradient accumulation, and ARL's
 Table 5 ablation switches."""
 
-import copy
 import os
 
 import pytest
