@@ -60,3 +60,45 @@ def test_load_prepared_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no arl_hf preprocessing record"):
         load_prepared(str(tmp_path / "empty"))
+
+
+def test_push_prepared_uploads_the_export_and_load_prepared_reads_it_back(cremad_extracted, tmp_path, monkeypatch):
+    """No network: HfApi and snapshot_download are replaced by a folder standing in for the Hub."""
+    import shutil
+
+    import huggingface_hub
+
+    from arl_hf.data import push_prepared
+
+    hub = tmp_path / "hub"
+    calls = []
+
+    class FakeApi:
+        def __init__(self, token=None):
+            calls.append(("token", token))
+
+        def create_repo(self, repo_id, repo_type=None, private=False, exist_ok=False):
+            calls.append(("create", repo_id, repo_type, private, exist_ok))
+
+        def upload_folder(self, folder_path, repo_id, repo_type=None, commit_message=None):
+            calls.append(("upload", repo_id, repo_type, commit_message))
+            shutil.copytree(folder_path, hub / repo_id)  # what the Hub would then serve
+
+    def fake_snapshot(repo_id, repo_type=None, revision=None):
+        calls.append(("download", repo_id, repo_type, revision))
+        return str(hub / repo_id)
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot)
+    built = load("cremad", cremad_extracted, cache_dir=str(tmp_path / "c"), preprocessing="ogm", image_size=16)
+    assert push_prepared(built, "me/cremad-ogm", private=True, token="t0k") == "me/cremad-ogm"
+    assert calls[:3] == [("token", "t0k"), ("create", "me/cremad-ogm", "dataset", True, True),
+                         ("upload", "me/cremad-ogm", "dataset", "Upload dataset prepared with arl_hf.data")]
+    uploaded = sorted(os.listdir(hub / "me" / "cremad-ogm"))
+    assert uploaded == ["README.md", "arl_hf_preprocessing.json", "data"]
+
+    reloaded = load_prepared("me/cremad-ogm", revision="v1", cache_dir=str(tmp_path / "c2"), image_size=16)
+    assert calls[-1] == ("download", "me/cremad-ogm", "dataset", "v1")
+    assert preprocessing_info(reloaded) == preprocessing_info(built)
+    np.testing.assert_array_equal(reloaded["test"].with_format("numpy")[:]["audio"],
+                                  built["test"].with_format("numpy")[:]["audio"])
