@@ -32,7 +32,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoin
 from transformers.utils import logging
 
 from . import presets as presets_module
-from .trainer import ARLConfig, ARLTrainer
+from .trainer import STRATEGY_STATE_NAME, ARLConfig, ARLTrainer
 
 logger = logging.get_logger(__name__)
 
@@ -952,18 +952,40 @@ def evaluate_checkpoint(eval_args: EvalArguments) -> Dict[str, float]:
     split = ds[eval_args.split]
     if eval_args.max_samples is not None:
         split = split.select(range(min(eval_args.max_samples, len(split))))
+    strategy = _prediction_strategy(model, path)
     with tempfile.TemporaryDirectory() as tmp:
         args = ARLConfig(
             output_dir=tmp, per_device_eval_batch_size=eval_args.batch_size, report_to="none",
-            use_cpu=eval_args.use_cpu, strategy="none",
+            use_cpu=eval_args.use_cpu, strategy=strategy,
         )
         trainer = ARLTrainer(model=model, args=args, data_collator=collator)
+        if strategy != "none":
+            trainer.strategy.load_state_dict(
+                torch.load(os.path.join(path, STRATEGY_STATE_NAME), map_location="cpu", weights_only=False))
         raw = trainer.evaluate(eval_dataset=split, metric_key_prefix=eval_args.split)
     metrics = _strip_prefix(raw, eval_args.split)
     if eval_args.output_json:
         with open(eval_args.output_json, "w", encoding="utf-8") as f:
             json.dump({"split": eval_args.split, "dataset": dataset_name, "metrics": metrics}, f, indent=2)
     return metrics
+
+
+def _prediction_strategy(model: Any, path: str) -> str:
+    """``"none"`` (the model's own heads), or the recorded training strategy when it predicts
+    through its own head (MLA), whose state must then be saved beside the weights."""
+    from .strategies import STRATEGIES
+
+    name = getattr(model.config, "training_strategy", None)
+    if name and name not in STRATEGIES:
+        logger.warning("the checkpoint was trained with strategy %r, not registered here: evaluating the "
+                       "model's own heads", name)
+    if not name or name not in STRATEGIES or not STRATEGIES[name].owns_predictions():
+        return "none"
+    if not os.path.isfile(os.path.join(path, STRATEGY_STATE_NAME)):
+        raise FileNotFoundError(
+            f"model_name_or_path: {path!r} was trained with strategy {name!r}, which predicts through its own "
+            f"head; expected its state in {STRATEGY_STATE_NAME} beside the weights (written by ARLTrainer.save_model)")
+    return name
 
 
 def format_results(metrics: Mapping[str, Mapping[str, float]], modalities: Optional[Sequence[str]] = None) -> str:

@@ -356,6 +356,19 @@ class ARLTrainer(Trainer):
         super().log(logs, start_time)
 
     # ---- strategy state with every checkpoint --------------------------------------------
+    def save_model(self, output_dir: Optional[str] = None, _internal_call: bool = False) -> None:
+        """``Trainer.save_model``, plus: ``config.training_strategy`` records the strategy, and
+        the strategy's state (its heads, prototypes, ...) is written beside the weights as
+        ``strategy_state.pt`` — a strategy that predicts through its own head (MLA) cannot be
+        evaluated without it (``arl_hf.runner.evaluate_checkpoint`` loads it)."""
+        config = getattr(self.model, "config", None)
+        if config is not None:
+            config.training_strategy = self.args.strategy
+        super().save_model(output_dir, _internal_call)
+        state = self.strategy.state_dict()
+        if state and self.args.should_save:
+            torch.save(state, os.path.join(output_dir or self.args.output_dir, STRATEGY_STATE_NAME))
+
     def _save_checkpoint(self, model, trial):
         super()._save_checkpoint(model, trial)
         state = self.strategy.state_dict()

@@ -212,6 +212,12 @@ class Strategy:
         loss = F.cross_entropy(out.logits.float(), inputs["labels"])
         return StrategyOutput(loss=loss, outputs=out, logs={"loss_fused": loss.detach()})
 
+    @classmethod
+    def owns_predictions(cls) -> bool:
+        """Whether :meth:`predict` uses more than the model (a strategy-owned head): then the
+        saved model alone does not reproduce the evaluation; ``strategy_state.pt`` is needed."""
+        return cls.predict is not Strategy.predict
+
     def predict(self, model: nn.Module, inputs: Dict[str, torch.Tensor]):
         """Fused logits and per-modality logits for evaluation: ``(logits, {m: logits_m})``."""
         out = self.forward(model, inputs, unimodal=True)

@@ -172,6 +172,33 @@ def test_evaluate_script_matches_training_report(trained_run, tiny_dataset_dir, 
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_mla_run_is_evaluated_through_its_saved_head(tiny_dataset_dir, tmp_path, capsys):
+    """MLA predicts through its own shared head: the saved run keeps it (strategy_state.pt, the
+    strategy in config.json) and evaluate reproduces the run's test metrics with it."""
+    out = str(tmp_path / "mla")
+    argv = tiny_flags(tiny_dataset_dir, out, "--strategy", "mla")
+    metrics = train_and_evaluate(*parse_args(argv), argv=argv)
+    with open(os.path.join(out, "config.json")) as f:
+        assert json.load(f)["training_strategy"] == "mla"
+    state = torch.load(os.path.join(out, "strategy_state.pt"), weights_only=False)
+    assert set(state) >= {"head", "projector"}
+    out_json = tmp_path / "m.json"
+    assert evaluate_main(["--model_name_or_path", out, "--dataset", tiny_dataset_dir, "--split", "test",
+                          "--use_cpu", "--output_json", str(out_json)]) == 0
+    got = json.loads(out_json.read_text())["metrics"]
+    for key in ("accuracy", "macro_f1", "accuracy_audio", "accuracy_visual"):
+        assert got[key] == pytest.approx(metrics["test"][key]), key
+    # the model's own fusion head (untrained by MLA) would not reproduce them
+    from transformers import AutoModel
+
+    from arl_hf.runner import _prediction_strategy
+
+    assert _prediction_strategy(AutoModel.from_pretrained(out), out) == "mla"
+    os.remove(os.path.join(out, "strategy_state.pt"))
+    with pytest.raises(FileNotFoundError, match="trained with strategy 'mla'.*strategy_state.pt"):
+        _prediction_strategy(AutoModel.from_pretrained(out), out)
+
+
 def test_resume_continues_from_the_last_checkpoint(trained_run, tiny_dataset_dir, tmp_path):
     out = str(tmp_path / "resumed")
     shutil.copytree(trained_run["output_dir"], out)
