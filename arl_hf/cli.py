@@ -57,6 +57,8 @@ def train_main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None)
     if any(a in ("-h", "--help") for a in argv):
         runner.build_parser(prog=prog).print_help()
         return 0
+    from .distributed import shutdown
+
     with user_errors(prog):
         training_args, model_args, data_args, run_args = runner.parse_args(argv)
         metrics = runner.train_and_evaluate(training_args, model_args, data_args, run_args, argv=argv)
@@ -64,6 +66,7 @@ def train_main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None)
             print("\nResults (checkpoint selected on the validation split; test evaluated once):")
             print(runner.format_results(metrics))
             print(f"\nOutputs in {training_args.output_dir}: checkpoint, README.md model card, plots/, results.json")
+    shutdown()
     return 0
 
 

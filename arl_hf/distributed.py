@@ -50,3 +50,14 @@ def broadcast_(tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
     if is_distributed():
         dist.broadcast(tensor, src=src)
     return tensor
+
+
+def shutdown() -> None:
+    """End the process group cleanly (a barrier, then ``destroy_process_group``); a no-op when
+    none is initialised. Call it last in a script run under ``torchrun`` / ``accelerate launch``:
+    a process that exits with its group alive can abort in the group's background threads
+    ("terminate called without an active exception", seen with gloo)."""
+    if dist.is_available() and dist.is_initialized():
+        if dist.get_world_size() > 1:
+            dist.barrier()
+        dist.destroy_process_group()

@@ -66,6 +66,9 @@ def worker(args: argparse.Namespace) -> None:
            "param_checksum": [float(params.sum()), float(params.abs().sum())]}
     with open(os.path.join(args.out_dir, f"rank{rank()}.json"), "w") as f:
         json.dump(out, f)
+    from arl_hf.distributed import shutdown
+
+    shutdown()
 
 
 def launch(nproc: int, args: argparse.Namespace, out_dir: str) -> List[Dict[str, Any]]:

@@ -77,4 +77,7 @@ def main():
 
 
 if __name__ == "__main__":
+    from arl_hf.distributed import shutdown
+
     main()
+    shutdown()
