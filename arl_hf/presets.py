@@ -86,10 +86,13 @@ _OFFICIAL_DATASETS: Dict[str, Dict[str, Any]] = {
 }
 
 #: The embedded default: AV-Digits, small inputs, a few minutes on 2 CPU cores.
+#: ``init="authors"`` (as the paper presets): with timm's own ResNet init (zero-initialised
+#: last BatchNorm of each block) the concatenation baseline collapsed to ~20 % test accuracy in
+#: 5 epochs while fitting the training set; with the authors' init it reaches ~84 % (measured).
 _AVDIGITS: Dict[str, Any] = {
     "dataset": "avdigits",
     "encoder": "timm:resnet18",
-    "init": "timm",
+    "init": "authors",
     "fusion": "concat",
     "strategy": "arl",
     "arl_variant": "paper",
