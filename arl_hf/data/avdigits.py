@@ -9,8 +9,8 @@ at a per-sample SNR, then the ``avdigits`` preset: 64-mel log spectrogram, per-c
 -> 64x64. Each digit image is paired with a spoken digit of the same label.
 
 The noise ranges are calibrated (``benchmarks/avdigits_calibration.py``) for the default
-model and optimiser (ResNet-18 per modality from scratch, SGD lr 1e-2, momentum 0.9, batch
-32, 5 epochs): each modality alone reaches 40-90 % test accuracy and visual, learned fast,
+model and optimiser (ResNet-18 per modality from scratch with timm's initialisation, SGD lr
+1e-2, momentum 0.9, batch 32, 5 epochs): each modality alone reaches 40-90 % test accuracy and visual, learned fast,
 leads audio, learned slowly, by more than 10 points (measured, seeds 0 / 1: visual 78.5 /
 74.1 %, audio 47.4 / 57.4 %). With longer training audio catches up (about 7 epochs with
 that optimiser), and with Adam both are learned within a few epochs (audio 91.5 %, visual
