@@ -140,19 +140,10 @@ class MMPareto(StatefulStrategy):
         *global* batch: under DDP the two gradients are averaged over ranks first (one
         all-reduce), so the coefficients are those one process would compute on the whole batch."""
         if is_distributed():
-            flat = torch.cat([t.reshape(-1).float() for m in self.modalities for part in split[m] for t in part])
-            flat = all_reduce_mean(flat)
-            out, i = {}, 0
-            for m in self.modalities:
-                parts = []
-                for part in split[m]:
-                    ts = []
-                    for t in part:
-                        ts.append(flat[i : i + t.numel()].view_as(t))
-                        i += t.numel()
-                    parts.append(ts)
-                out[m] = parts
-            split = out
+            local = [t for m in self.modalities for part in split[m] for t in part]
+            flat = all_reduce_mean(torch.cat([t.reshape(-1).float() for t in local]))
+            means = iter([c.view_as(t) for c, t in zip(torch.split(flat, [t.numel() for t in local]), local)])
+            split = {m: tuple([next(means) for _ in part] for part in split[m]) for m in self.modalities}
         rows = []
         for m in self.modalities:
             gm, gu = split[m]
