@@ -18,7 +18,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import Trainer, TrainerCallback, TrainingArguments
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import logging
 
 from .distributed import all_reduce_mean
@@ -366,16 +365,8 @@ class ARLTrainer(Trainer):
             config.training_strategy = self.args.strategy
         super().save_model(output_dir, _internal_call)
         state = self.strategy.state_dict()
-        if state and self.args.should_save:
+        if state and self.args.should_save:  # also each checkpoint: Trainer._save_checkpoint calls save_model
             torch.save(state, os.path.join(output_dir or self.args.output_dir, STRATEGY_STATE_NAME))
-
-    def _save_checkpoint(self, model, trial):
-        super()._save_checkpoint(model, trial)
-        state = self.strategy.state_dict()
-        if state and self.args.should_save:
-            run_dir = self._get_output_dir(trial=trial)
-            ckpt = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
-            torch.save(state, os.path.join(ckpt, STRATEGY_STATE_NAME))
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         super()._load_from_checkpoint(resume_from_checkpoint, model)

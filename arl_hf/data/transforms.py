@@ -215,7 +215,7 @@ class MultimodalTransform:
         """Per-channel ``(1 / (255 std), -mean / std)``: ImageNet normalisation in one pass each."""
         import torch
 
-        if getattr(self, "_cached_scale_shift", None) is None:
+        if self._cached_scale_shift is None:
             std = torch.tensor(self.std, dtype=torch.float32).reshape(-1, 1, 1)
             mean = torch.tensor(self.mean, dtype=torch.float32).reshape(-1, 1, 1)
             self._cached_scale_shift = (1.0 / (255.0 * std), -mean / std)

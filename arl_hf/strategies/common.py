@@ -39,18 +39,12 @@ def epoch_index(epoch: float) -> int:
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    """The ``MultimodalModel`` inside a DDP / FSDP / compile wrapper (``.module`` /
-    ``._orig_mod`` chains); ``model`` itself otherwise. Strategy hooks that run inside the
-    training step (``compute_loss``, ``after_backward``) receive the wrapped model."""
-    seen = 0
-    while seen < 8:
-        inner = getattr(model, "module", None)
-        if inner is None:
-            inner = getattr(model, "_orig_mod", None)
-        if not isinstance(inner, nn.Module):
-            return model
-        model, seen = inner, seen + 1
-    return model
+    """The ``MultimodalModel`` inside a DDP / DeepSpeed / compile wrapper (accelerate's
+    ``extract_model_from_parallel``). Strategy hooks that run inside the training step
+    (``compute_loss``, ``after_backward``) receive the wrapped model."""
+    from accelerate.utils import extract_model_from_parallel
+
+    return extract_model_from_parallel(model, keep_torch_compile=False)
 
 
 def model_device(model: nn.Module) -> torch.device:
