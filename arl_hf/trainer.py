@@ -126,7 +126,7 @@ class ARLConfig(TrainingArguments):
     )
     pmr_momentum: float = field(
         default=0.2,
-        metadata={"help": "PMR: weight of the new class means in c <- (1 - m) * c_old + m * c_new (in [0, 1])."},
+        metadata={"help": "PMR: weight of the old prototypes in c <- (1 - m) * c_new + m * c_old (in [0, 1])."},
     )
     pmr_proto_fraction: float = field(
         default=0.1, metadata={"help": "PMR: fraction of the training set used to compute prototypes (in (0, 1])."}

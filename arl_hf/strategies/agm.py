@@ -6,7 +6,8 @@ modalities absent) and combined as ``m_i = u_i + (f - sum_j u_j) / M``; for two 
 this is AGM's ``m_a = (f(a,v) - f(0,v) + f(a,0)) / 2``, and ``sum_i m_i = f``. The loss is
 ``CE(sum_i m_i)`` where each ``m_i`` passes through an identity whose backward multiplies by
 ``coeff_i``. With ``s_i`` = mean CE of ``m_i`` (all-reduced over ranks) and ``s̄_i`` its
-running mean over all training iterations (this one included),
+running mean over the *previous* training iterations (0 before the first; this step's
+score is added after its coefficients are formed, as in the released code),
 
     ratio_i  = exp(mean_{j != i} s_j - s_i),      target_i = exp(mean_{j != i} s̄_j - s̄_i),
     coeff_i  = exp(agm_alpha * min(target_i - ratio_i, 10)),
@@ -81,10 +82,10 @@ class AGM(StatefulStrategy):
             count = torch.tensor([float(labels.shape[0])], device=ce_sums.device)
             reduced = all_reduce_sum(torch.cat([ce_sums, count]))
             scores = (reduced[:-1] / reduced[-1]).double().cpu()
+            running = self.score_sum / max(self.iterations, 1)
+            coeff = agm_coefficients(scores, running, self.args.agm_alpha).float()
             self.score_sum = self.score_sum + scores
             self.iterations += 1
-            running = self.score_sum / self.iterations
-            coeff = agm_coefficients(scores, running, self.args.agm_alpha).float()
         dev = out.logits.device
         total = sum(grad_scale(c, coeff[i].to(dev)) for i, c in enumerate(contrib))
         loss = F.cross_entropy(total, labels)

@@ -53,6 +53,15 @@ def model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def model_dtype(model: nn.Module) -> torch.dtype:
+    """dtype of the model's first floating-point parameter (float32 if it has none): strategy-owned
+    heads and buffers follow it, so a float64 model trains with float64 heads."""
+    for p in model.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return torch.float32
+
+
 def encoder_dims(model: nn.Module, modalities: Sequence[str]) -> Dict[str, int]:
     """Feature size of each ``model.encoders[m]`` (its ``out_dim``, part of the encoder contract)."""
     dims = {}
@@ -74,13 +83,16 @@ def num_labels_of(model: nn.Module) -> int:
     return n
 
 
-def make_linear(in_dim: int, out_dim: int, seed: int, device: torch.device) -> nn.Linear:
-    """``nn.Linear`` initialised from ``seed`` (PyTorch's default init) without touching the global RNG,
-    so every rank builds the same head and the training RNG stream is unchanged."""
+def make_linear(
+    in_dim: int, out_dim: int, seed: int, device: torch.device, dtype: torch.dtype = torch.float32
+) -> nn.Linear:
+    """``nn.Linear`` initialised from ``seed`` (PyTorch's default init, drawn in float32 and cast to
+    ``dtype``) without touching the global RNG, so every rank builds the same head and the training
+    RNG stream is unchanged."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         layer = nn.Linear(in_dim, out_dim)
-    layer = layer.to(device)
+    layer = layer.to(device=device, dtype=dtype)
     for p in layer.parameters():
         broadcast_(p.data)
     return layer
@@ -90,8 +102,10 @@ def unimodal_heads(model: nn.Module, modalities: Sequence[str], seed: int) -> nn
     """One ``Linear(D_m, C)`` per modality on the encoder features (MMPareto, G-Blending)."""
     dims = encoder_dims(model, modalities)
     c = num_labels_of(model)
-    dev = model_device(model)
-    return nn.ModuleDict({m: make_linear(dims[m], c, seed + 7919 * (i + 1), dev) for i, m in enumerate(modalities)})
+    dev, dt = model_device(model), model_dtype(model)
+    return nn.ModuleDict(
+        {m: make_linear(dims[m], c, seed + 7919 * (i + 1), dev, dt) for i, m in enumerate(modalities)}
+    )
 
 
 def average_gradients_across_ranks(params: Sequence[nn.Parameter], trainer: Optional["ARLTrainer"]) -> None:

@@ -45,6 +45,7 @@ from .common import (
     load_module_state,
     make_linear,
     model_device,
+    model_dtype,
     module_state,
     num_labels_of,
 )
@@ -61,7 +62,7 @@ class _ProjectGrad(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         (projector,) = ctx.saved_tensors
-        return (grad.float() @ projector).to(grad.dtype), None
+        return (grad.to(projector.dtype) @ projector).to(grad.dtype), None
 
 
 def owm_update(projector: torch.Tensor, r: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -100,9 +101,9 @@ class MLA(StatefulStrategy):
                 "(encoders[m].out_dim)"
             )
         d = next(iter(dims.values()))
-        dev = model_device(model)
-        self.head = make_linear(d, num_labels_of(model), self.args.seed + 31, dev)
-        self.projector = torch.eye(d, device=dev)
+        dev, dt = model_device(model), model_dtype(model)
+        self.head = make_linear(d, num_labels_of(model), self.args.seed + 31, dev, dt)
+        self.projector = torch.eye(d, device=dev, dtype=torch.promote_types(dt, torch.float32))
 
     def extra_parameters(self):
         return list(self.head.parameters())

@@ -3,7 +3,8 @@
 Before every ``pmr_interval_epochs``-th epoch, class prototypes ``c_m[k]`` are the class
 means of ``model.encoders[m]``'s features over a seeded random ``pmr_proto_fraction`` of the
 training set (eval mode; sums all-reduced over ranks), blended with the previous ones:
-``c <- (1 - pmr_momentum) * c_old + pmr_momentum * c_new`` (first time: ``c_new``; a class
+``c <- (1 - pmr_momentum) * c_new + pmr_momentum * c_old`` (``pmr_momentum`` weights the *old*
+prototypes, as in the released code; first time: ``c_new``; a class
 absent from the subset keeps its old prototype). Per micro-batch, prototype logits are
 ``-||z_m - c_m[k]||_2``, the scores ``s_m = sum_i softmax(-d_m)_i[y_i]`` (all-reduced) give the
 imbalance ``rho_m = s_m / mean_{j != m} s_j``, and the prototypical cross-entropy of every
@@ -36,12 +37,13 @@ def class_means(features: torch.Tensor, labels: torch.Tensor, num_labels: int):
 
 
 def blend_prototypes(old: Optional[torch.Tensor], sums: torch.Tensor, counts: torch.Tensor, momentum: float):
-    """New prototypes: class means EMA-blended with ``old`` (classes with no sample keep ``old``)."""
+    """New prototypes ``(1 - momentum) * new + momentum * old`` (``momentum`` weights the old
+    prototypes); the first call returns the class means, and classes with no sample keep ``old``."""
     new = sums / counts.clamp_min(1.0)[:, None]
     if old is None:
         return new
     old = old.to(new.device)
-    blended = (1.0 - momentum) * old + momentum * new
+    blended = (1.0 - momentum) * new + momentum * old
     return torch.where(counts[:, None] > 0, blended, old)
 
 

@@ -36,7 +36,9 @@ def test_pmr_prototypes_and_logits_by_hand():
     assert torch.allclose(new[:2], torch.tensor([[1.0, 0.0], [0.0, 4.0]]))
     old = torch.tensor([[3.0, 0.0], [0.0, 0.0], [9.0, 9.0]])
     blended = blend_prototypes(old, sums, counts, 0.2)
-    assert torch.allclose(blended[0], 0.8 * old[0] + 0.2 * torch.tensor([1.0, 0.0]))
+    # (1 - m) * new + m * old with m = 0.2 weighting the old prototypes: 0.8 * [1, 0] + 0.2 * [3, 0]
+    assert torch.allclose(blended[0], torch.tensor([1.4, 0.0]))
+    assert torch.allclose(blended[1], torch.tensor([0.0, 3.2]))
     assert torch.allclose(blended[2], old[2])  # class 2 absent from the subset: kept
     logits = prototype_logits(torch.tensor([[1.0, 0.0]]), torch.tensor([[1.0, 0.0], [4.0, 4.0]]))
     assert torch.allclose(logits, torch.tensor([[0.0, -5.0]]), atol=1e-5)
@@ -68,7 +70,7 @@ def test_pmr_adds_prototype_loss_for_the_weaker_modality_only(tmp_path):
 def test_pmr_epoch_prototypes_are_training_class_means(tmp_path):
     rows = make_rows(24)
     model = mlp_model()
-    t = ARLTrainer(model=model, args=cfg(tmp_path, strategy="pmr", pmr_proto_fraction=1.0, pmr_momentum=0.5),
+    t = ARLTrainer(model=model, args=cfg(tmp_path, strategy="pmr", pmr_proto_fraction=1.0, pmr_momentum=0.2),
                    train_dataset=rows)
     s = t.strategy
     s.on_epoch_begin(t, model, StepContext(epoch=0.0))
@@ -87,7 +89,8 @@ def test_pmr_epoch_prototypes_are_training_class_means(tmp_path):
     with torch.no_grad():
         z2 = model(audio=b["audio"], visual=b["visual"]).features["audio"]
     sums, counts = class_means(z2, b["labels"], 3)
-    assert torch.allclose(s.prototypes["audio"], 0.5 * first["audio"] + 0.5 * sums / counts[:, None], atol=1e-5)
+    # pmr_momentum = 0.2 weights the old prototypes
+    assert torch.allclose(s.prototypes["audio"], 0.2 * first["audio"] + 0.8 * sums / counts[:, None], atol=1e-5)
 
 
 # ----------------------------------------------------------------------------- G-Blending
@@ -268,3 +271,20 @@ def test_dr_reinitialises_each_encoder_towards_its_initial_weights(tmp_path):
             assert torch.allclose(p.data, w * p0 + (1 - w) * p1, atol=1e-6)
     s.on_epoch_begin(t, model, StepContext(epoch=2.0))  # same epoch again (a resume): nothing
     assert s.times == 1
+
+
+# ----------------------------------------------------------------------------- float64 models
+@pytest.mark.parametrize("name", ["mmpareto", "gblending", "mla"])
+def test_strategy_heads_follow_a_float64_model(tmp_path, name):
+    rows = [{k: (v.double() if torch.is_tensor(v) and v.is_floating_point() else v) for k, v in r.items()}
+            for r in make_rows(24)]
+    model = mlp_model().double()
+    t = ARLTrainer(model=model, args=cfg(tmp_path, strategy=name, num_train_epochs=1), train_dataset=rows,
+                   eval_dataset=rows)
+    t.train()
+    heads = t.strategy.head if name == "mla" else t.strategy.heads
+    assert all(p.dtype == torch.float64 for p in heads.parameters())
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    metrics = t.evaluate()
+    assert 0.0 <= metrics["eval_accuracy"] <= 1.0
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

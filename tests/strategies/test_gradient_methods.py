@@ -203,28 +203,36 @@ def test_agm_scales_each_encoder_gradient_by_its_coefficient(tmp_path):
     model, batch = mlp_model(), batch_of(make_rows(8))
     enc_ref, _ = plain_grads(model, batch)
     s, res = strategy_grads("agm", model, batch, tmp_path)
-    # first iteration: running mean = this step's scores
     ua, uv = unimodal_by_hand(mlp_model(), batch)
     with torch.no_grad():
         out = mlp_model()(audio=batch["audio"], visual=batch["visual"])
     ma, mv = shapley_contributions(out.logits, [ua, uv])
-    scores = torch.tensor([F.cross_entropy(ma, batch["labels"]).item(), F.cross_entropy(mv, batch["labels"]).item()])
-    coeff = agm_coefficients(scores.double(), scores.double(), 1.5).float()
-    assert torch.allclose(coeff, torch.ones(2))  # target == ratio on the first iteration
-    assert res.loss.item() == pytest.approx(F.cross_entropy(out.logits, batch["labels"]).item(), abs=1e-6)
-    # second step: running mean differs from the new scores -> coefficients away from 1
+    sa, sv = F.cross_entropy(ma, batch["labels"]).item(), F.cross_entropy(mv, batch["labels"]).item()
+    # first iteration: the running mean of the previous scores is 0, so target = exp(0) = 1
+    # and the step is already modulated: coeff_a = exp(1.5 * (1 - exp(s_v - s_a)))
+    ca, cv = math.exp(1.5 * (1.0 - math.exp(sv - sa))), math.exp(1.5 * (1.0 - math.exp(sa - sv)))
+    assert res.logs["coeff_audio"].item() == pytest.approx(ca, rel=1e-5)
+    assert res.logs["coeff_visual"].item() == pytest.approx(cv, rel=1e-5)
+    assert abs(ca - 1.0) > 1e-3 or abs(cv - 1.0) > 1e-3
+    for i, m in enumerate(MODS):
+        for g, r in zip(grads_of(model.encoders[m]), enc_ref[m]):
+            assert torch.allclose(g, (ca, cv)[i] * r, atol=1e-6)
+    # second step: the running mean is the first step's scores only (the current one excluded)
     model2 = copy.deepcopy(model)
     model2.zero_grad()
     batch2 = batch_of(make_rows(8, seed=3))
     res2 = s.compute_loss(model2, batch2, TRAIN)
     res2.loss.backward()
+    sa2, sv2 = res2.logs["score_audio"].item(), res2.logs["score_visual"].item()
+    want_a = math.exp(1.5 * min(math.exp(sv - sa) - math.exp(sv2 - sa2), 10.0))
+    want_v = math.exp(1.5 * min(math.exp(sa - sv) - math.exp(sa2 - sv2), 10.0))
     c2 = torch.tensor([res2.logs["coeff_audio"].item(), res2.logs["coeff_visual"].item()])
-    assert (c2 - 1).abs().max() > 1e-3
+    assert c2[0].item() == pytest.approx(want_a, rel=1e-5)
+    assert c2[1].item() == pytest.approx(want_v, rel=1e-5)
     ref2, _ = plain_grads(model2, batch2)
     for i, m in enumerate(MODS):
         for g, r in zip(grads_of(model2.encoders[m]), ref2[m]):
             assert torch.allclose(g, c2[i] * r, atol=1e-6)
     assert s.iterations == 2
     state = s.state_dict()
-    assert torch.allclose(state["score_sum"] / 2, (scores.double() + torch.tensor(
-        [res2.logs["score_audio"].item(), res2.logs["score_visual"].item()]).double()) / 2, atol=1e-5)
+    assert torch.allclose(state["score_sum"], torch.tensor([sa + sa2, sv + sv2]).double(), atol=1e-5)
