@@ -112,6 +112,11 @@ class DataArguments:
                   "ucf101) or a directory written by DatasetDict.save_to_disk (train/validation/test splits, "
                   "'labels' + one column per modality)."},
     )
+    dataset_config: Optional[str] = field(
+        default=None,
+        metadata={"help": "Named builder configuration of the dataset (avdigits: 'default', 'bench'); "
+                  "passed to arl_hf.data.load(name, config=...)."},
+    )
     data_dir: Optional[str] = field(default=None, metadata={"help": "Directory of the raw dataset files."})
     cache_dir: Optional[str] = field(default=None, metadata={"help": "Arrow cache directory of prepared datasets."})
     preprocessing: Optional[str] = field(
@@ -178,6 +183,11 @@ class EvalArguments:
         default=None,
         metadata={"help": "Dataset name or save_to_disk directory; default: the one recorded in the checkpoint's "
                   "config.preprocessing."},
+    )
+    dataset_config: Optional[str] = field(
+        default=None,
+        metadata={"help": "Named builder configuration of the dataset (avdigits: 'default', 'bench'); "
+                  "passed to arl_hf.data.load(name, config=...)."},
     )
     data_dir: Optional[str] = field(default=None, metadata={"help": "Directory of the raw dataset files."})
     cache_dir: Optional[str] = field(default=None, metadata={"help": "Arrow cache directory of prepared datasets."})
@@ -375,7 +385,7 @@ def load_data(data_args: DataArguments, seed: int = 0) -> Tuple[Any, Callable, D
 
     name = data_args.dataset
     record: Dict[str, Any] = {"dataset": name}
-    for key in ("preprocessing", "audio_duration", "num_frames", "image_size"):
+    for key in ("dataset_config", "preprocessing", "audio_duration", "num_frames", "image_size"):
         value = getattr(data_args, key)
         if value is not None:
             record[key] = value
@@ -420,6 +430,7 @@ def load_data(data_args: DataArguments, seed: int = 0) -> Tuple[Any, Callable, D
     accepts_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     wanted = {
         "data_dir": data_args.data_dir,
+        "config": data_args.dataset_config,
         "cache_dir": data_args.cache_dir,
         "preprocessing": data_args.preprocessing,
         "audio_duration": data_args.audio_duration,
@@ -531,10 +542,11 @@ def modality_specs(batch: Mapping[str, Any], model_args: ModelArguments) -> Dict
         if x.dim() in (4, 5):
             enc = overrides.get(m, model_args.encoder)
             spec: Dict[str, Any] = {"encoder": enc}
-            if enc.startswith("timm:"):
+            if enc.startswith("timm:") or enc == "cnn":
                 spec["in_chans"] = int(x.shape[-3])
             else:
-                raise ValueError(f"{m}: image-like input {tuple(x.shape)} needs a 'timm:<name>' encoder, got {enc!r}")
+                raise ValueError(
+                    f"{m}: image-like input {tuple(x.shape)} needs a 'timm:<name>' or 'cnn' encoder, got {enc!r}")
         elif x.dim() == 2:
             enc = overrides.get(m, model_args.vector_encoder)
             spec = {"encoder": enc, "input_dim": int(x.shape[-1])}

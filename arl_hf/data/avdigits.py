@@ -48,6 +48,10 @@ class AVDigitsConfig(ARLBuilderConfig):
         occlusion_prob / occlusion_size: chance and side (fraction of the image) of an
             occluding square of mid-grey.
         rate_min / rate_max, pitch_min / pitch_max: eSpeak NG speaking rate (wpm) and pitch.
+        visual_partner_prob / audio_partner_prob: per-class confusion. Digits are paired
+            (0-1, 2-3, ..., 8-9); with this probability a sample's image (or spoken word) is
+            one of its partner digit instead, so that modality tells the pair reliably but the
+            digit within it only with ``1 - p`` (0: off, the default data).
     """
 
     validation_fraction: float = 0.15 / 0.85  # 70 / 15 / 15 overall
@@ -65,12 +69,27 @@ class AVDigitsConfig(ARLBuilderConfig):
     rate_max: int = 260
     pitch_min: int = 20
     pitch_max: int = 80
+    visual_partner_prob: float = 0.0
+    audio_partner_prob: float = 0.0
+
+
+#: Named configurations (``arl_hf.data.load("avdigits", config=...)``): generation knobs only.
+#: ``bench`` puts the pair of modalities in the regime ARL addresses: the image tells the digit
+#: pair, the noisy speech tells the digit, and joint training leaves the audio encoder short of
+#: what it learns alone (calibrated with ``benchmarks/avdigits_bench_calibration.py`` from the
+#: concatenation baseline and the unimodal runs only; see docs/benchmarks.md).
+CONFIGS: Dict[str, Dict[str, Any]] = {
+    "default": {},
+    "bench": {"visual_partner_prob": 0.5, "snr_db_min": -6.0, "snr_db_max": 6.0,
+              "pixel_noise_min": 0.1, "pixel_noise_max": 0.3, "occlusion_prob": 0.0},
+}
 
 
 def generation_params(cfg: AVDigitsConfig) -> Dict[str, Any]:
     """The config fields that determine the generated data."""
     keys = ("generation_seed", "num_samples", "image_size", "snr_db_min", "snr_db_max", "pixel_noise_min",
-            "pixel_noise_max", "occlusion_prob", "occlusion_size", "rate_min", "rate_max", "pitch_min", "pitch_max")
+            "pixel_noise_max", "occlusion_prob", "occlusion_size", "rate_min", "rate_max", "pitch_min", "pitch_max", "visual_partner_prob",
+            "audio_partner_prob")
     return {k: getattr(cfg, k) for k in keys}
 
 
@@ -82,6 +101,9 @@ def _check(cfg: AVDigitsConfig) -> None:
     if not 0.0 <= cfg.occlusion_prob <= 1.0 or not 0.0 < cfg.occlusion_size < 1.0:
         raise ValueError(f"occlusion_prob/occlusion_size: expected [0, 1] and (0, 1), got "
                          f"{cfg.occlusion_prob}, {cfg.occlusion_size}")
+    for key in ("visual_partner_prob", "audio_partner_prob"):
+        if not 0.0 <= getattr(cfg, key) <= 1.0:
+            raise ValueError(f"{key}: expected a probability in [0, 1], got {getattr(cfg, key)}")
     if cfg.image_size < 8:
         raise ValueError(f"image_size: expected >= 8, got {cfg.image_size}")
 
@@ -131,11 +153,20 @@ def generate(cfg: AVDigitsConfig) -> Dict[str, Any]:
     digits = load_digits()
     n = len(digits.target) if not cfg.num_samples else min(int(cfg.num_samples), len(digits.target))
     rngs = [np.random.default_rng([int(cfg.generation_seed), i]) for i in range(n)]
-    jobs, meta = [], []
+    by_class = [np.flatnonzero(digits.target[:n] == d) for d in range(10)]
+    images, jobs, meta = [], [], []
     for i in range(n):
         rng = rngs[i]
+        label = int(digits.target[i])
+        image, word = i, label
+        # draws only when a knob is on, so the default data stays as it was
+        if cfg.visual_partner_prob > 0 and rng.random() < cfg.visual_partner_prob and by_class[label ^ 1].size:
+            image = int(rng.choice(by_class[label ^ 1]))
+        if cfg.audio_partner_prob > 0 and rng.random() < cfg.audio_partner_prob:
+            word = label ^ 1
+        images.append(image)
         voice = f"{ENGLISH_VOICES[rng.integers(len(ENGLISH_VOICES))]}+{VARIANTS[rng.integers(len(VARIANTS))]}"
-        job = {"text": WORDS[int(digits.target[i])], "voice": voice,
+        job = {"text": WORDS[word], "voice": voice,
                "rate": int(rng.integers(cfg.rate_min, cfg.rate_max + 1)),
                "pitch": int(rng.integers(cfg.pitch_min, cfg.pitch_max + 1))}
         jobs.append(job)
@@ -145,7 +176,7 @@ def generate(cfg: AVDigitsConfig) -> Dict[str, Any]:
     with single_thread_blas():  # thousands of tiny matmuls: BLAS threads only add overhead
         audio = np.stack([compute_features(make_audio(waves[i], speech_rate, rngs[i], cfg), preset,
                                            source=f"avdigits sample {i}") for i in range(n)])
-    visual = np.stack([make_visual(digits.images[i], rngs[i], cfg) for i in range(n)])
+    visual = np.stack([make_visual(digits.images[images[i]], rngs[i], cfg) for i in range(n)])
     return {"audio": audio, "visual": visual, "labels": digits.target[:n].astype(np.int64), "meta": meta}
 
 
@@ -153,8 +184,9 @@ class AVDigitsBuilder(ARLBuilder):
     """AV-Digits: paired real handwritten digits and synthesised spoken digits (10 classes)."""
 
     BUILDER_CONFIG_CLASS = AVDigitsConfig
-    VERSION = datasets.Version("1.0.0")
+    VERSION = datasets.Version("1.1.0")  # 1.1.0: partner-digit confusions (visual/audio_partner_prob)
     DATASET = "avdigits"
+    CONFIGS = CONFIGS
     MODALITIES = {
         "audio": {"kind": "spectrogram", "encoder": "timm:resnet18", "in_chans": 1},
         "visual": {"kind": "image", "encoder": "timm:resnet18", "in_chans": 1},

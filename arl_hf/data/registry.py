@@ -100,6 +100,7 @@ def load(
     pool_sequences: bool = True,
     rebuild: bool = False,
     num_proc: Optional[int] = None,
+    config: Optional[str] = None,
     **options: Any,
 ):
     """Build (first call) or reuse (later calls) a dataset; returns a ``DatasetDict``.
@@ -134,6 +135,8 @@ def load(
         pool_sequences: for feature sequences (MOSI), average over time -> ``(D,)``.
         rebuild: ignore an existing cache and rebuild from the raw files.
         num_proc: processes used to build (``datasets`` shards the clip lists).
+        config: a named builder configuration of the dataset (``AVDigits``: ``"default"``,
+            ``"bench"``): a set of dataset options, which ``options`` given here override.
         **options: dataset-specific options (see each builder's config class), e.g.
             ``split="actor"`` for CREMA-D, ``class_list=...`` for Kinetics-Sounds.
 
@@ -144,6 +147,11 @@ def load(
 
     entry = _entry(name)
     cls = builder_class(name)
+    if config is not None:
+        named = getattr(cls, "CONFIGS", {"default": {}})
+        if config not in named:
+            raise ValueError(f"config: {name} has no configuration {config!r}; expected one of {sorted(named)}")
+        options = {**named[config], **options}
     config_fields = {f.name for f in dataclasses.fields(cls.BUILDER_CONFIG_CLASS)}
     reserved = {"name", "version", "data_dir", "data_files", "description", "preset", "frame_pool",
                 "frame_max_side", "split_seed", "validation_fraction", "on_error"}

@@ -2,6 +2,7 @@
 
 from .configuration import MultimodalConfig
 from .encoders import ENCODERS, build_encoder, register_encoder
+from .cnn import CNNEncoder  # noqa: F401  (registers the "cnn" encoder)
 from .fusion import FUSIONS, Fusion, build_fusion, register_fusion
 from .model import (
     MultimodalModel,

@@ -1,8 +1,8 @@
 """Encoder registry: one module per modality that maps an input to a pooled feature vector.
 
 Registered names: ``"timm:<model name>"`` (any timm backbone, frames folded into the
-batch and averaged over time as in the paper's encoders), ``"mlp"`` (Linear+ReLU, no
-normalisation layers), and the feature-sequence encoders ``"transformer"`` and
+batch and averaged over time as in the paper's encoders), ``"cnn"`` (a small conv stack,
+:mod:`arl_hf.modeling.cnn`), ``"mlp"`` (Linear+ReLU, no normalisation layers), and the feature-sequence encoders ``"transformer"`` and
 ``"lstm"`` for ``(B, L, D)`` inputs such as MOSI's audio/visual/text features (paper
 Table 2). Add your own with :func:`register_encoder`.
 
@@ -90,6 +90,9 @@ def validate_encoder_spec(modality: str, spec: Dict[str, Any]) -> None:
                 f"{field}['pretrained']: expected False, True (local HF cache) or a local weights file path, "
                 f"got {pretrained!r}"
             )
+    validate = getattr(ENCODERS[_family(enc)], "validate_spec", None)
+    if validate is not None:
+        validate(spec, field)
     if enc == "mlp":
         if not isinstance(spec.get("input_dim"), int) or spec["input_dim"] < 1:
             raise ValueError(f"{field}['input_dim']: expected a positive int, got {spec.get('input_dim')!r}")
