@@ -20,7 +20,7 @@ USAGE = """usage: arl-hf {train,evaluate,plot,compare} [options]
   train      train a model (same options as examples/run_arl.py; `arl-hf train --help`)
   evaluate   evaluate a saved checkpoint on a dataset split (`arl-hf evaluate --help`)
   plot       redraw the plots of a run directory (`arl-hf plot --help`)
-  compare    run examples/compare.py (strategies x seeds, Table-1-style results; `arl-hf compare --help`)
+  compare    the comparison protocol (methods x seeds, tuning, unimodal bounds; `arl-hf compare --help`)
 """
 
 EXIT_USER_ERROR = 2
@@ -123,19 +123,11 @@ def plot_main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) 
 
 
 def _compare_main(argv: Sequence[str], prog: str = "arl-hf compare") -> int:
-    """``arl-hf compare``: a thin hook onto ``examples/compare.py`` (when present in the checkout)."""
-    import importlib.util
+    """``arl-hf compare``: the comparison protocol (:mod:`arl_hf.protocol.compare`)."""
+    from .protocol.compare import main as compare_main
 
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    script = os.path.join(here, "examples", "compare.py")
-    if not os.path.isfile(script):
-        print(f"{prog}: error: needs examples/compare.py (not found next to this installation)", file=sys.stderr)
-        return EXIT_USER_ERROR
-    spec = importlib.util.spec_from_file_location("arl_hf_examples_compare", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     with user_errors(prog):
-        return int(module.main(list(argv)) or 0)
+        return int(compare_main(list(argv)) or 0)
 
 
 COMMANDS = {"train": train_main, "evaluate": evaluate_main, "plot": plot_main}

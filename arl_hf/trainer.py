@@ -9,6 +9,7 @@ checkpoint. Everything method-specific lives in :mod:`arl_hf.strategies`.
 
 from __future__ import annotations
 
+import copy
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -228,28 +229,70 @@ class ARLTrainer(Trainer):
 
     def __init__(
         self,
-        model: nn.Module,
+        model: Optional[nn.Module] = None,
         args: Optional[ARLConfig] = None,
         strategy: Optional[Strategy] = None,
         compute_metrics: Optional[Callable] = None,
+        model_init: Optional[Callable[..., nn.Module]] = None,
         **kwargs: Any,
     ):
         if args is None:
             args = ARLConfig()
         if not isinstance(args, ARLConfig):
             raise ValueError(f"args: expected an ARLConfig, got {type(args).__name__}")
-        self.modalities = model_modalities(model)
+        if model is None and model_init is None:
+            raise ValueError("model: expected a model or a model_init callable, got neither")
+        if strategy is not None and model_init is not None:
+            raise ValueError("strategy: a strategy instance cannot be rebuilt for every model_init model; "
+                             "pass args.strategy (a registered name) instead")
+        super().__init__(model=model, args=args, model_init=model_init, **kwargs)
+        self.modalities = model_modalities(self.model)
         if compute_metrics is None:
             from .metrics import make_compute_metrics
 
             compute_metrics = make_compute_metrics(self.modalities)
-        super().__init__(model=model, args=args, compute_metrics=compute_metrics, **kwargs)
-        self.strategy = strategy if strategy is not None else build_strategy(args.strategy, args, self.modalities)
-        self.strategy.setup(self, self.model)
+        self.compute_metrics = compute_metrics
+        self._given_strategy = strategy
+        self._build_strategy()
         self.add_callback(_StrategyCallback(self))
         self._metrics: Dict[str, Dict[str, List[torch.Tensor]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
-        num_labels = getattr(getattr(model, "config", None), "num_labels", None)
+        num_labels = getattr(getattr(self.model, "config", None), "num_labels", None)
         self._num_labels: Optional[int] = num_labels
+
+    def _build_strategy(self) -> None:
+        """A fresh strategy (and its state) for ``self.model`` under ``self.args``."""
+        self.strategy = self._given_strategy or build_strategy(self.args.strategy, self.args, self.modalities)
+        self.strategy.setup(self, self.model)
+
+    # ---- model_init and hyper-parameter search ------------------------------------------
+    def _hp_search_setup(self, trial) -> None:
+        # Trainer.train re-creates the model from model_init, then applies a trial's values to
+        # self.args here: the strategy is rebuilt on the new model with those values, so no
+        # state (hooks, running means, heads) leaks from one training to the next.
+        super()._hp_search_setup(trial)
+        if self.model_init is not None:
+            if model_modalities(self.model) != self.modalities:
+                raise ValueError(f"model_init: returned a model with modalities {model_modalities(self.model)}, "
+                                 f"expected {self.modalities}")
+            self._build_strategy()
+
+    def train(self, resume_from_checkpoint=None, trial=None, **kwargs):
+        result = super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial, **kwargs)
+        if trial is not None and self.hp_search_backend is not None and self.state.best_metric is not None:
+            # the objective of a trial is the metric of the checkpoint selected on validation
+            # (metric_for_best_model), not that of the last evaluation
+            self.objective = float(self.state.best_metric)
+        return result
+
+    def hyperparameter_search(self, *args: Any, **kwargs: Any):
+        """``Trainer.hyperparameter_search``, with ``self.args`` restored afterwards (a trial's
+        values are written into it) and the strategy rebuilt for the restored arguments."""
+        saved = copy.deepcopy(self.args)
+        try:
+            return super().hyperparameter_search(*args, **kwargs)
+        finally:
+            self.args = saved
+            self.create_accelerator_and_postprocess()
 
     # ---- columns: modality keys must survive Trainer's column filtering -----------------
     def _set_signature_columns_if_needed(self) -> None:

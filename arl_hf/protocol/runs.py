@@ -56,15 +56,17 @@ def run_argv(base_argv: Sequence[str], spec: RunSpec, output_dir: str) -> List[s
                                                    "--disable_tqdm", "true", "--report_to", "none"]
 
 
-def modality_collator(dataset: Any, modality: str) -> Callable:
-    """A collator that keeps one modality (and the labels): what a unimodal bound trains on."""
-    from ..data import MultimodalCollator
-    from ..data.registry import modality_kinds
+class ModalityCollator:
+    """Wraps a collator and keeps one modality (and the labels): what a unimodal bound trains on."""
 
-    kinds = modality_kinds(dataset)
-    if modality not in kinds:
-        raise ValueError(f"method: bound:{modality} names no modality of the dataset (modalities {sorted(kinds)})")
-    return MultimodalCollator({modality: {"kind": kinds[modality]}})
+    def __init__(self, collator: Callable, modality: str):
+        self.collator, self.modality = collator, modality
+
+    def __call__(self, features: List[Mapping[str, Any]]) -> Dict[str, Any]:
+        batch = self.collator(features)
+        if self.modality not in batch:
+            raise ValueError(f"method: bound:{self.modality} names no modality of the batch (keys {sorted(batch)})")
+        return {k: v for k, v in batch.items() if k in (self.modality, "labels")}
 
 
 def best_epoch(output_dir: str) -> Optional[float]:
@@ -107,7 +109,7 @@ def run_one(base_argv: Sequence[str], spec: RunSpec, dataset: Any, collator: Cal
             return json.load(f)
     argv = run_argv(base_argv, spec, run_dir)
     training_args, model_args, data_args, run_args = parse_args(argv)
-    run_collator = modality_collator(dataset["train"], spec.bound_modality) if spec.bound_modality else collator
+    run_collator = ModalityCollator(collator, spec.bound_modality) if spec.bound_modality else collator
     start_wall, start_cpu = time.perf_counter(), time.process_time()
     metrics = train_and_evaluate(training_args, model_args, data_args, run_args, dataset=dataset,
                                  data_collator=run_collator, argv=argv)

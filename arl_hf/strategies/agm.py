@@ -61,6 +61,8 @@ class AGM(StatefulStrategy):
     """AGM (see module docstring). Hyper-parameter: ``agm_alpha``. State: the running
     score sums and iteration count (saved with every checkpoint)."""
 
+    search_space = {"agm_alpha": (0.1, 3.0, "log")}
+
     requires_unimodal_logits = True
 
     def __init__(self, args, modalities):

@@ -251,6 +251,8 @@ class ARLStrategy(Strategy):
     authors' code).
     """
 
+    search_space = {"arl_temperature": (1.0, 16.0, "log"), "arl_gamma": (0.5, 8.0, "log")}
+
     requires_unimodal_logits = True
 
     def uses_gradient_scaling(self) -> bool:

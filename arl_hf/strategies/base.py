@@ -22,7 +22,7 @@ and select it with ``ARLConfig(strategy="mine")``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, TYPE_CHECKING, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -170,6 +170,9 @@ class Strategy:
     requires_unimodal_logits = False
     #: "output" or "parameters": how :class:`GradientModulator` reaches the encoders
     gradient_modulation = "output"
+    #: the strategy's own knobs tuned by the comparison protocol (``--tune_trials``), beside the
+    #: learning rate: option name -> ``(low, high, "log" | "linear")``
+    search_space: Dict[str, Tuple[float, float, str]] = {}
 
     def __init__(self, args: "ARLConfig", modalities: Sequence[str]):
         self.args = args

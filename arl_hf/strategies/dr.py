@@ -80,6 +80,8 @@ def soft_reinit_(params: List[torch.nn.Parameter], init: List[torch.Tensor], w: 
 class DiagnoseRelearn(StatefulStrategy):
     """D&R (see module docstring). Hyper-parameters: ``dr_interval_epochs``, ``dr_lambda``, ``dr_max_times``."""
 
+    search_space = {"dr_lambda": (0.5, 6.0, "log")}
+
     def __init__(self, args, modalities):
         super().__init__(args, modalities)
         self.init_params: Dict[str, List[torch.Tensor]] = {}

@@ -84,6 +84,8 @@ def entropy_weights(logits: List[torch.Tensor]) -> torch.Tensor:
 class MLA(StatefulStrategy):
     """MLA (see module docstring). Hyper-parameters: ``mla_alpha``, ``mla_dynamic_fusion``."""
 
+    search_space = {"mla_alpha": (0.1, 1.0, "log")}
+
     def __init__(self, args, modalities):
         super().__init__(args, modalities)
         self.head = None

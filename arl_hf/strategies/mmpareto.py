@@ -78,6 +78,8 @@ def mmpareto_gradient(g_mm: List[torch.Tensor], g_u: List[torch.Tensor], gamma: 
 class MMPareto(StatefulStrategy):
     """MMPareto (see module docstring). Hyper-parameter: ``mmpareto_gamma``."""
 
+    search_space = {"mmpareto_gamma": (0.5, 3.0, "log")}
+
     def __init__(self, args, modalities):
         super().__init__(args, modalities)
         self.heads = None

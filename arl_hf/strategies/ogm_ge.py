@@ -65,6 +65,8 @@ class OGMGE(Strategy):
     """OGM-GE (see module docstring). Hyper-parameters: ``ogm_alpha``, ``ogm_start_epoch``,
     ``ogm_end_epoch``, ``ogm_noise``, ``ogm_conv_only``."""
 
+    search_space = {"ogm_alpha": (0.05, 1.0, "log")}
+
     requires_unimodal_logits = True
     gradient_modulation = "output"
 

@@ -60,6 +60,8 @@ class PMR(StatefulStrategy):
     """PMR (see module docstring). Hyper-parameters: ``pmr_alpha``, ``pmr_momentum``,
     ``pmr_proto_fraction``, ``pmr_interval_epochs``. State: the prototypes."""
 
+    search_space = {"pmr_alpha": (0.1, 3.0, "log")}
+
     def __init__(self, args, modalities):
         super().__init__(args, modalities)
         self.prototypes: Dict[str, torch.Tensor] = {}

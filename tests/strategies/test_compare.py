@@ -1,22 +1,19 @@
-"""examples/compare.py on a tiny saved dataset: every (strategy, seed) trained through the
-runner, validation-selected test metrics aggregated into Markdown, CSV and a bar plot."""
+"""The comparison protocol (arl_hf.protocol): statistics on known numbers, and a tiny-budget run
+(tuning, unimodal bounds, probes, fixed multipliers, resume) whose results.json is checked."""
 
 import csv
-import importlib.util
 import json
+import math
 import os
 
 import numpy as np
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from arl_hf.protocol.compare import main, parse_compare_args
+from arl_hf.protocol.stats import paired, stat
+from arl_hf.protocol.table import build_results, to_markdown
 
-
-def load_compare():
-    spec = importlib.util.spec_from_file_location("compare_example", os.path.join(REPO, "examples", "compare.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+pytest.importorskip("optuna")
 
 
 def tiny_vector_dataset(path):
@@ -28,7 +25,7 @@ def tiny_vector_dataset(path):
         "labels": datasets.ClassLabel(names=["a", "b", "c"]),
     })
     splits = {}
-    for i, (split, n) in enumerate((("train", 24), ("validation", 12), ("test", 12))):
+    for i, (split, n) in enumerate((("train", 36), ("validation", 18), ("test", 18))):
         rng = np.random.default_rng(i)
         y = np.arange(n) % 3
         a = rng.normal(size=(n, 6)).astype("float32") + y[:, None]
@@ -37,61 +34,134 @@ def tiny_vector_dataset(path):
     datasets.DatasetDict(splits).save_to_disk(str(path))
 
 
-def test_summary_statistics_and_markdown():
-    c = load_compare()
-    recs = [
-        {"strategy": "none", "seed": s, "wall_time_s": 2.0,
-         "metrics": {"test": {"accuracy": acc, "macro_f1": acc - 0.1, "accuracy_audio": 0.5, "macro_f1_audio": 0.4}}}
-        for s, acc in ((0, 0.6), (1, 0.8))
-    ] + [{"strategy": "arl", "seed": 0, "wall_time_s": 3.0,
-          "metrics": {"test": {"accuracy": 0.9, "macro_f1": 0.85, "accuracy_audio": 0.7, "macro_f1_audio": 0.6}}}]
-    rows = c.summarise(recs, "test")
-    assert [r["strategy"] for r in rows] == ["none", "arl"]
-    assert rows[0]["accuracy_mean"] == pytest.approx(0.7)
-    assert rows[0]["accuracy_std"] == pytest.approx(np.std([0.6, 0.8], ddof=1))
-    assert rows[1]["accuracy_std"] == 0.0 and rows[1]["wall_time_s_mean"] == 3.0
-    md = c.to_markdown(rows, c.metric_keys(recs, "test"), "test", "toy")
-    assert "| Concatenation | 70.00 ± 14.14 | 60.00 ± 14.14 | 50.00 ± 0.00 | 40.00 ± 0.00 | 2.0 |" in md
-    assert "| ARL | **90.00 ± 0.00** |" in md
-    assert "Acc (audio)" in md and "macro F1 (audio)" in md
+# ----------------------------------------------------------------------------- statistics
+def test_stat_mean_sample_std_and_t_interval_on_known_numbers():
+    s = stat([0.80, 0.82, 0.79, 0.81, 0.83])
+    assert s["mean"] == pytest.approx(0.81)
+    assert s["std"] == pytest.approx(math.sqrt(0.001 / 4))  # ddof 1: squared deviations sum to 0.001
+    # t(0.975, 4) = 2.7764451; half width = t * std / sqrt(5)
+    half = 2.7764451052 * math.sqrt(0.001 / 4) / math.sqrt(5)
+    assert s["ci95"][0] == pytest.approx(0.81 - half, abs=1e-9)
+    assert s["ci95"][1] == pytest.approx(0.81 + half, abs=1e-9)
+    assert s["values"] == [0.80, 0.82, 0.79, 0.81, 0.83]
+    one = stat([0.5])
+    assert one["mean"] == 0.5 and one["std"] is None and one["ci95"] == [None, None]
+    assert json.loads(json.dumps(one)) == one  # NaN is written as null
 
 
-def test_compare_runs_strategies_by_seeds_and_writes_the_table(tmp_path):
+def test_paired_tests_on_known_numbers():
+    a, b = [0.80, 0.82, 0.79, 0.81, 0.83], [0.78, 0.80, 0.80, 0.79, 0.80]
+    p = paired(a, b)
+    d = np.array(a) - np.array(b)  # [0.02, 0.02, -0.01, 0.02, 0.03]
+    # deviations from 0.016 square-sum to 9.2e-4: std = sqrt(2.3e-4), t = 0.016 / (std / sqrt 5) = 2.3591
+    t = d.mean() / (d.std(ddof=1) / math.sqrt(5))
+    assert p["mean_diff"] == pytest.approx(0.016)
+    assert t == pytest.approx(0.016 / (math.sqrt(2.3e-4) / math.sqrt(5)))
+    assert t == pytest.approx(2.3591, abs=1e-3)
+    assert p["p_ttest"] == pytest.approx(0.0777, abs=3e-4)  # two-sided, 4 degrees of freedom
+    # Wilcoxon: ranks of |d| = [2.5? ...]; exact two-sided p for 4 positive of 5 with ranks 1..5 (ties):
+    # |d| = .02,.02,.01,.02,.03 -> ranks 3,3,1,3,5; W- = 1 -> p = 2 * P(W <= 1) = 2 * 2/32 = 0.125
+    assert p["p_wilcoxon"] == pytest.approx(0.125)
+    # all five of one sign: the two-sided Wilcoxon p cannot go below 2 / 2**5
+    assert paired([1, 2, 3, 4, 5], [0, 0, 0, 0, 0])["p_wilcoxon"] == pytest.approx(0.0625)
+    none = paired([0.5, 0.6], [0.5, 0.6])
+    assert none == {"mean_diff": 0.0, "p_ttest": None, "p_wilcoxon": None}
+    with pytest.raises(ValueError, match="paired"):
+        paired([1, 2], [1])
+
+
+def test_results_pair_on_seeds_and_gaps_per_seed():
+    def rec(method, seed, acc, head=None, probe=None):
+        m = {"accuracy": acc}
+        if head is not None:
+            m.update({"accuracy_audio": head, "accuracy_visual": head})
+        r = {"method": method, "seed": seed, "metrics": {"test": m}, "wall_time_s": 10.0}
+        if probe is not None:
+            r["probe"] = {"test": {"audio": probe, "visual": probe}}
+        return r
+
+    records = [rec("none", 1, 0.7, 0.3, 0.4), rec("none", 0, 0.6, 0.2, 0.5), rec("arl", 0, 0.65, 0.3, 0.55),
+               rec("arl", 1, 0.8, 0.35, 0.6), rec("bound:audio", 0, 0.7), rec("bound:audio", 1, 0.6),
+               rec("bound:visual", 0, 0.5), rec("bound:visual", 1, 0.5)]
+    res = build_results(records, [0, 1], "test", {"arl": {"best": {"learning_rate": 0.1}}})
+    assert res["methods"]["none"]["accuracy"]["values"] == [0.6, 0.7]  # seed order
+    assert "paired_vs_none" not in res["methods"]["none"]
+    assert res["methods"]["arl"]["paired_vs_none"]["mean_diff"] == pytest.approx(0.075)
+    assert res["suppression_gap"]["none"]["audio"]["values"] == pytest.approx([0.2, 0.2])  # bound - probe
+    assert res["suppression_gap_head"]["arl"]["audio"]["values"] == pytest.approx([0.4, 0.25])  # bound - head
+    assert res["unimodal_bounds"]["audio"]["mean"] == pytest.approx(0.65)
+    md = to_markdown(res)
+    assert "| Concatenation | 65.0 ± 7.1 |" in md and "learning_rate=0.1" in md and "| audio alone | 65.0 ± 7.1 |" in md
+    with pytest.raises(ValueError, match="seed"):
+        build_results(records, [0, 1, 2], "test")
+
+
+# ----------------------------------------------------------------------------- the protocol
+RUN = ["--preset", "none", "--mlp_hidden_dims", "8", "--num_train_epochs", "2", "--per_device_train_batch_size", "12",
+       "--per_device_eval_batch_size", "18", "--learning_rate", "0.05", "--optim", "sgd", "--use_cpu",
+       "--dataloader_num_workers", "0", "--model_card", "false"]
+
+
+def test_tiny_protocol_writes_the_results_schema_and_resumes(tmp_path):
     data = tmp_path / "toy"
     tiny_vector_dataset(data)
     out = tmp_path / "cmp"
-    c = load_compare()
-    rc = c.main([
-        "--strategies", "none", "ogm_ge", "--seeds", "0", "1", "--compare_dir", str(out),
-        "--dataset", str(data), "--preset", "none", "--mlp_hidden_dims", "8", "--num_train_epochs", "2",
-        "--per_device_train_batch_size", "8", "--per_device_eval_batch_size", "12", "--learning_rate", "0.05",
-        "--optim", "sgd", "--use_cpu", "--dataloader_num_workers", "0", "--disable_tqdm", "true",
-        "--plots", "false", "--model_card", "false", "--save_total_limit", "1",
-    ])
-    assert rc == 0
-    runs = json.loads((out / "runs.json").read_text())
-    assert [(r["strategy"], r["seed"]) for r in runs] == [("none", 0), ("none", 1), ("ogm_ge", 0), ("ogm_ge", 1)]
-    for r in runs:  # each run: validation-selected checkpoint, test evaluated with it
-        assert set(r["metrics"]) == {"validation", "test"}
-        saved = json.loads((out / f"{r['strategy']}-seed{r['seed']}" / "results.json").read_text())
-        assert saved["metrics"]["test"]["accuracy"] == pytest.approx(r["metrics"]["test"]["accuracy"])
-    with open(out / "results.csv") as f:
-        rows = list(csv.DictReader(f))
-    assert [r["strategy"] for r in rows] == ["none", "ogm_ge"]
-    accs = [r["metrics"]["test"]["accuracy"] for r in runs if r["strategy"] == "none"]
-    assert float(rows[0]["accuracy_mean"]) == pytest.approx(np.mean(accs))
-    assert float(rows[0]["accuracy_std"]) == pytest.approx(np.std(accs, ddof=1))
-    md = (out / "results.md").read_text()
-    assert "| Concatenation |" in md and "| OGM-GE |" in md and "Acc (visual)" in md
-    png = (out / "results.png").read_bytes()
-    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    argv = ["--strategies", "none", "arl", "fixed", "--seeds", "0", "1", "--compare_dir", str(out),
+            "--unimodal_bounds", "--tune_trials", "2", "--tuning_seed", "99", "--dataset", str(data)] + RUN
+    assert main(argv) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert {"dataset", "dataset_config", "preset", "split", "seeds", "methods", "unimodal_bounds",
+            "suppression_gap", "suppression_gap_head"} <= set(res)
+    assert res["split"] == "test" and res["seeds"] == [0, 1]
+    assert list(res["methods"]) == ["none", "arl", "fixed"]
+    stat_keys = {"mean", "std", "ci95", "values"}
+    for name, e in res["methods"].items():
+        for key in ("accuracy", "accuracy_audio", "accuracy_visual", "probe_accuracy_audio",
+                    "probe_accuracy_visual", "wall_time_s"):
+            assert set(e[key]) == stat_keys and len(e[key]["values"]) == 2
+            if key != "wall_time_s":
+                assert all(0.0 <= v <= 1.0 for v in e[key]["values"])  # fractions
+        assert ("paired_vs_none" in e) == (name != "none")
+        if name != "none":
+            assert set(e["paired_vs_none"]) == {"mean_diff", "p_ttest", "p_wilcoxon"}
+    hp = res["methods"]["arl"]["hyperparameters"]
+    assert hp["n_trials"] == 2 and hp["sampler_seed"] == 99
+    assert set(hp["best"]) == {"learning_rate", "arl_temperature", "arl_gamma"}
+    assert set(hp["space"]) == set(hp["best"]) and 0.0 <= hp["best_objective"] <= 1.0
+    # fixed: dominant modality x5 at concat's tuned learning rate, not tuned itself
+    fixed = res["methods"]["fixed"]["hyperparameters"]["fixed"]
+    assert sorted(fixed["fixed_multipliers"]) == [1.0, 5.0]
+    assert fixed["learning_rate"] == res["methods"]["none"]["hyperparameters"]["best"]["learning_rate"]
+    for m in ("audio", "visual"):
+        assert set(res["unimodal_bounds"][m]) == stat_keys
+        b = res["unimodal_bounds"][m]["values"]
+        probe = res["methods"]["none"]["probe_accuracy_" + m]["values"]
+        assert res["suppression_gap"]["none"][m]["values"] == pytest.approx([x - y for x, y in zip(b, probe)])
+    # every run's record, its checkpoints deleted
+    runs = sorted(p for p in os.listdir(out) if "-seed" in p)
+    assert len(runs) == 3 * 2 + 2 * 2
+    for r in runs:
+        assert (out / r / "record.json").is_file()
+        assert not [p for p in os.listdir(out / r) if p.startswith("checkpoint-")]
+    for name in ("results.md", "results.csv", "runs.csv"):
+        assert (out / name).stat().st_size > 100
+    assert (out / "suppression.png").read_bytes()[:4] == b"\x89PNG"
     with open(out / "runs.csv") as f:
-        assert len(list(csv.DictReader(f))) == 4
+        assert len(list(csv.DictReader(f))) == 10
+    # resume: nothing is trained again, the same table comes out
+    stamps = {r: (out / r / "record.json").stat().st_mtime_ns for r in runs}
+    assert main(argv) == 0
+    assert {r: (out / r / "record.json").stat().st_mtime_ns for r in runs} == stamps
+    again = json.loads((out / "results.json").read_text())
+    assert again["methods"]["arl"]["accuracy"] == res["methods"]["arl"]["accuracy"]
 
 
-def test_per_run_options_are_refused():
-    c = load_compare()
+def test_per_run_options_and_bad_arguments_are_refused():
     with pytest.raises(ValueError, match="strategy: set per run"):
-        c.parse_compare_args(["--strategy", "arl"])
+        parse_compare_args(["--strategy", "arl"])
     with pytest.raises(ValueError, match="strategies: unknown strategy 'nope'"):
-        c.parse_compare_args(["--strategies", "nope"])
+        parse_compare_args(["--strategies", "nope"])
+    with pytest.raises(ValueError, match="tuning_seed"):
+        parse_compare_args(["--seeds", "0", "1", "--tuning_seed", "1"])
+    with pytest.raises(ValueError, match="fixed"):
+        parse_compare_args(["--strategies", "arl", "fixed"])

@@ -1,0 +1,220 @@
+"""``arl-hf compare`` / ``examples/compare.py``: every method under one protocol.
+
+    arl-hf compare --preset avdigits_bench --unimodal_bounds --tune_trials 8 --workers 2
+    arl-hf compare --strategies none arl --seeds 0 1 2 3 4 --num_train_epochs 20
+
+Every option of ``arl-hf train`` applies to every run; ``--strategy``, ``--seed`` and
+``--output_dir`` are set per run. Top to bottom:
+
+1. the dataset is loaded once, so every run sees the same train / validation / test data;
+2. ``--tune_trials N``: N optuna trials per method and per unimodal bound, on the validation
+   split only, from a tuning seed no reported seed uses (:mod:`arl_hf.protocol.tuning`);
+3. every method x seed (and, with ``--unimodal_bounds``, every modality's encoder alone) is
+   trained with its tuned values, its checkpoint selected on validation, each split evaluated
+   once, the encoders probed, the checkpoints deleted (:mod:`arl_hf.protocol.runs`);
+4. ``fixed`` (Fig. 1b) multiplies the gradient of the modality concatenation relies on most
+   (higher validation accuracy of its unimodal head) by ``--fixed_factor``, at concatenation's
+   tuned learning rate, untuned;
+5. ``<compare_dir>/results.json`` / ``.md`` / ``.csv``, ``runs.csv``, ``results.png`` and
+   ``suppression.png`` (:mod:`arl_hf.protocol.table`). Finished runs are skipped: an
+   interrupted table resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from .runs import BOUND_PREFIX, RunSpec, run_one
+from .table import build_results, write_outputs
+from .tuning import TUNING_SEED
+
+ALL_STRATEGIES = ["none", "arl", "gblending", "ogm_ge", "agm", "pmr", "mmpareto", "mla", "dr", "fixed"]
+PER_RUN = ("--strategy", "--seed", "--output_dir")
+
+
+def parse_compare_args(argv: Sequence[str]) -> Tuple[argparse.Namespace, List[str]]:
+    """Split ``argv`` into the protocol's own options and the run options given to every run."""
+    p = argparse.ArgumentParser(prog="arl-hf compare", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--strategies", nargs="+", default=ALL_STRATEGIES, help="Methods to compare (registered names).")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4], help="Reported seeds (>= 5 advised).")
+    p.add_argument("--compare_dir", default=None, help="Output directory (default outputs/compare-<dataset>).")
+    p.add_argument("--data_seed", type=int, default=0, help="Seed given to the dataset loader (same for every run).")
+    p.add_argument("--split", default="test", choices=["test", "validation"], help="Split reported in the table.")
+    p.add_argument("--unimodal_bounds", action="store_true",
+                   help="Train each modality's encoder alone (same recipe and budget): the unimodal bounds and "
+                        "the suppression gaps.")
+    p.add_argument("--tune_trials", type=int, default=0, help="Optuna trials per method and per bound (0: no tuning).")
+    p.add_argument("--tuning_seed", type=int, default=TUNING_SEED,
+                   help="Seed of the sampler and of the tuning runs (must not be a reported seed).")
+    p.add_argument("--fixed_factor", type=float, default=5.0, help="fixed: multiplier of the dominant modality.")
+    p.add_argument("--workers", type=int, default=1, help="Runs side by side (one process each).")
+    p.add_argument("--keep_checkpoints", action="store_true", help="Keep each run's checkpoints.")
+    p.add_argument("--no_plots", action="store_true", help="Skip results.png and suppression.png.")
+    own, rest = p.parse_known_args(list(argv))
+    for flag in PER_RUN:
+        if any(a == flag or a.startswith(flag + "=") for a in rest):
+            raise ValueError(f"{flag[2:]}: set per run by compare; use --strategies / --seeds / --compare_dir")
+    from ..strategies import STRATEGIES
+
+    unknown = [s for s in own.strategies if s not in STRATEGIES]
+    if unknown:
+        raise ValueError(f"strategies: unknown strategy {unknown[0]!r}; expected names among {sorted(STRATEGIES)}")
+    if own.tuning_seed in own.seeds:
+        raise ValueError(f"tuning_seed: {own.tuning_seed} is also a reported seed; expected a seed not in {own.seeds}")
+    if own.workers < 1:
+        raise ValueError(f"workers: expected >= 1, got {own.workers}")
+    if "fixed" in own.strategies and "none" not in own.strategies:
+        raise ValueError("strategies: 'fixed' takes its dominant modality and learning rate from 'none'; add it")
+    return own, rest
+
+
+# ---- work items (module level: they run in worker processes) ----------------------------------
+_DATA: Dict[str, Any] = {}
+
+
+def _init_worker(rest: List[str], data_seed: int) -> None:
+    from ..runner import load_data, parse_args
+
+    _, _, data_args, _ = parse_args(rest + ["--output_dir", "unused"])
+    _DATA["dataset"], _DATA["collator"], _DATA["record"] = load_data(data_args, seed=data_seed)
+
+
+def _run_job(job: Tuple[List[str], RunSpec, str, bool]) -> Dict[str, Any]:
+    rest, spec, run_dir, keep = job
+    return run_one(rest, spec, _DATA["dataset"], _DATA["collator"], run_dir, keep_checkpoints=keep)
+
+
+def _tune_job(job: Tuple[List[str], str, int, int, str, float]) -> Dict[str, Any]:
+    from ..runner import parse_args
+    from .runs import run_argv
+    from .tuning import search_space, tune, tuning_trainer
+
+    rest, method, n_trials, seed, out, base_lr = job
+    path = out + ".json"
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    spec = RunSpec(method, seed)
+    argv = run_argv(rest, spec, out) + ["--save_total_limit", "1"]
+    modality = spec.bound_modality
+    trainer = tuning_trainer(argv, _DATA["dataset"], _DATA["collator"], modality=modality)
+    strategy = "none" if modality else method
+    start = time.perf_counter()
+    result = tune(trainer, search_space(strategy, base_lr), n_trials, sampler_seed=seed)
+    result["wall_time_s"] = time.perf_counter() - start
+    shutil.rmtree(out, ignore_errors=True)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=2)
+    return result
+
+
+class _Pool:
+    """Runs jobs inline (one worker) or in ``workers`` spawned one-process-each workers."""
+
+    def __init__(self, workers: int, rest: List[str], data_seed: int):
+        self.workers = workers
+        self.pool: Optional[ProcessPoolExecutor] = None
+        if workers > 1:
+            import multiprocessing
+
+            self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                            initializer=_init_worker, initargs=(rest, data_seed))
+        else:
+            _init_worker(rest, data_seed)
+
+    def map(self, fn, jobs: Sequence[Any]) -> List[Any]:
+        if self.pool is None:
+            return [fn(j) for j in jobs]
+        return list(self.pool.map(fn, jobs))
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
+
+
+def _overrides(hp: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    return dict(hp["best"]) if hp else {}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    from ..runner import parse_args
+
+    own, rest = parse_compare_args(sys.argv[1:] if argv is None else argv)
+    training_args, _, data_args, run_args = parse_args(rest + ["--output_dir", "unused"])
+    name = data_args.dataset + (f"-{data_args.dataset_config}" if data_args.dataset_config else "")
+    own.compare_dir = own.compare_dir or os.path.join("outputs", f"compare-{name}")
+    os.makedirs(own.compare_dir, exist_ok=True)
+    start = time.perf_counter()
+    pool = _Pool(own.workers, rest, own.data_seed)
+    try:
+        first = pool.map(_dataset_modalities, [None])[0]
+        bounds = [f"{BOUND_PREFIX}{m}" for m in first] if own.unimodal_bounds else []
+        tuned = [m for m in own.strategies if m != "fixed"] + bounds
+        hps: Dict[str, Any] = {}
+        if own.tune_trials > 0:
+            tdir = os.path.join(own.compare_dir, "tuning")
+            os.makedirs(tdir, exist_ok=True)
+            jobs = [(rest, m, own.tune_trials, own.tuning_seed, os.path.join(tdir, m.replace(":", "-")),
+                     training_args.learning_rate) for m in tuned]
+            hps = dict(zip(tuned, pool.map(_tune_job, jobs)))
+            for m, h in hps.items():
+                print(f"[compare] tuned {m}: {h['best']} (validation accuracy {100 * h['best_objective']:.2f})",
+                      flush=True)
+        jobs = [(rest, RunSpec(m, s, _overrides(hps.get(m))), _run_dir(own, m, s), own.keep_checkpoints)
+                for m in tuned for s in own.seeds]
+        records = pool.map(_run_job, jobs)
+        if "fixed" in own.strategies:
+            fixed = _fixed_overrides(records, first, own.fixed_factor, hps.get("none"))
+            hps["fixed"] = {"space": {}, "best": {}, "fixed": fixed, "n_trials": 0, "sampler_seed": None,
+                            "best_objective": None}
+            records += pool.map(_run_job, [(rest, RunSpec("fixed", s, fixed), _run_dir(own, "fixed", s),
+                                            own.keep_checkpoints) for s in own.seeds])
+    finally:
+        pool.close()
+    order = {m: i for i, m in enumerate(own.strategies + bounds)}
+    records.sort(key=lambda r: (order.get(r["method"], len(order)), r["seed"]))
+    meta = {"dataset": data_args.dataset, "dataset_config": data_args.dataset_config, "preset": run_args.preset}
+    results = build_results(records, own.seeds, own.split, hps, meta)
+    results["wall_time_s"] = time.perf_counter() - start
+    results["workers"] = own.workers
+    write_outputs(records, results, own.compare_dir, make_plots=not own.no_plots)
+    with open(os.path.join(own.compare_dir, "results.md"), encoding="utf-8") as f:
+        print(f.read())
+    print(f"[compare] {len(records)} runs, wall time {results['wall_time_s']:.0f} s -> {own.compare_dir}")
+    return 0
+
+
+def _dataset_modalities(_: Any) -> List[str]:
+    from ..runner import sample_batch
+
+    batch = sample_batch(_DATA["dataset"]["train"], _DATA["collator"])
+    return [k for k in batch if k not in ("labels", "label", "label_ids")]
+
+
+def _run_dir(own: argparse.Namespace, method: str, seed: int) -> str:
+    return os.path.join(own.compare_dir, RunSpec(method, seed).name)
+
+
+def _fixed_overrides(records: List[Dict[str, Any]], modalities: List[str], factor: float,
+                     concat_hp: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """The dominant modality (higher mean validation accuracy of concat's unimodal head) x ``factor``."""
+    concat = [r for r in records if r["method"] == "none"]
+    score = {m: statistics.mean(r["metrics"]["validation"][f"accuracy_{m}"] for r in concat) for m in modalities}
+    dominant = max(modalities, key=lambda m: score[m])
+    out: Dict[str, Any] = {"fixed_multipliers": [factor if m == dominant else 1.0 for m in modalities]}
+    if concat_hp and "learning_rate" in concat_hp.get("best", {}):
+        out["learning_rate"] = concat_hp["best"]["learning_rate"]
+    return out
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
