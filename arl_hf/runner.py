@@ -805,6 +805,8 @@ def write_run_outputs(
         "metric_for_best_model": args.metric_for_best_model,
         "selection_split": "validation",
         "modalities": modalities,
+        # results on CPU depend on the summation order, hence on the thread count (never set here)
+        "torch_num_threads": torch.get_num_threads(),
     }
     with open(os.path.join(out, RESULTS_NAME), "w", encoding="utf-8") as f:
         json.dump(results, f, indent=2)

@@ -52,6 +52,8 @@ class AVDigitsConfig(ARLBuilderConfig):
             (0-1, 2-3, ..., 8-9); with this probability a sample's image (or spoken word) is
             one of its partner digit instead, so that modality tells the pair reliably but the
             digit within it only with ``1 - p`` (0: off, the default data).
+        visual_confused_classes: digits (e.g. ``"56789"``) whose images are drawn from any digit of
+            that set: the image tells that the digit is in the set, not which one ("" : off).
     """
 
     validation_fraction: float = 0.15 / 0.85  # 70 / 15 / 15 overall
@@ -71,6 +73,7 @@ class AVDigitsConfig(ARLBuilderConfig):
     pitch_max: int = 80
     visual_partner_prob: float = 0.0
     audio_partner_prob: float = 0.0
+    visual_confused_classes: str = ""
 
 
 #: Named configurations (``arl_hf.data.load("avdigits", config=...)``): generation knobs only.
@@ -89,7 +92,7 @@ def generation_params(cfg: AVDigitsConfig) -> Dict[str, Any]:
     """The config fields that determine the generated data."""
     keys = ("generation_seed", "num_samples", "image_size", "snr_db_min", "snr_db_max", "pixel_noise_min",
             "pixel_noise_max", "occlusion_prob", "occlusion_size", "rate_min", "rate_max", "pitch_min", "pitch_max", "visual_partner_prob",
-            "audio_partner_prob")
+            "audio_partner_prob", "visual_confused_classes")
     return {k: getattr(cfg, k) for k in keys}
 
 
@@ -104,6 +107,10 @@ def _check(cfg: AVDigitsConfig) -> None:
     for key in ("visual_partner_prob", "audio_partner_prob"):
         if not 0.0 <= getattr(cfg, key) <= 1.0:
             raise ValueError(f"{key}: expected a probability in [0, 1], got {getattr(cfg, key)}")
+    if not all(c in "0123456789" for c in cfg.visual_confused_classes) or \
+            len(set(cfg.visual_confused_classes)) != len(cfg.visual_confused_classes):
+        raise ValueError(f"visual_confused_classes: expected distinct digits 0-9 such as '56789', got "
+                         f"{cfg.visual_confused_classes!r}")
     if cfg.image_size < 8:
         raise ValueError(f"image_size: expected >= 8, got {cfg.image_size}")
 
@@ -154,6 +161,8 @@ def generate(cfg: AVDigitsConfig) -> Dict[str, Any]:
     n = len(digits.target) if not cfg.num_samples else min(int(cfg.num_samples), len(digits.target))
     rngs = [np.random.default_rng([int(cfg.generation_seed), i]) for i in range(n)]
     by_class = [np.flatnonzero(digits.target[:n] == d) for d in range(10)]
+    confused = sorted(int(c) for c in cfg.visual_confused_classes)
+    confused_pool = np.flatnonzero(np.isin(digits.target[:n], confused))
     images, jobs, meta = [], [], []
     for i in range(n):
         rng = rngs[i]
@@ -162,6 +171,8 @@ def generate(cfg: AVDigitsConfig) -> Dict[str, Any]:
         # draws only when a knob is on, so the default data stays as it was
         if cfg.visual_partner_prob > 0 and rng.random() < cfg.visual_partner_prob and by_class[label ^ 1].size:
             image = int(rng.choice(by_class[label ^ 1]))
+        if label in confused:
+            image = int(rng.choice(confused_pool))
         if cfg.audio_partner_prob > 0 and rng.random() < cfg.audio_partner_prob:
             word = label ^ 1
         images.append(image)
