@@ -15,7 +15,7 @@ points, each bound >= 40 %, concat beats the best bound, concat's std <= 1.5 poi
 
 Usage::
 
-    OMP_NUM_THREADS=1 python benchmarks/avdigits_bench_calibration.py --grid --seeds 0 1 --workers 2
+    OMP_NUM_THREADS=1 python benchmarks/avdigits_bench_calibration.py --round 2 --seeds 0 1 2 --workers 2
     OMP_NUM_THREADS=1 python benchmarks/avdigits_bench_calibration.py --seeds 0 1 2 3 4 --double --workers 2
 """
 
@@ -29,12 +29,21 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Dict, List, Tuple
 
-GRID: List[Dict[str, Any]] = [
-    {},  # the bench configuration as it stands
-    {"visual_partner_prob": 0.4},
-    {"snr_db_min": -3.0, "snr_db_max": 9.0},
-    {"snr_db_min": -9.0, "snr_db_max": 3.0},
-]
+#: every knob of the ``bench`` configuration, so that each setting is absolute
+_BASE = {"visual_partner_prob": 0.0, "visual_confused_classes": "", "snr_db_min": -6.0, "snr_db_max": 6.0,
+         "pixel_noise_min": 0.1, "pixel_noise_max": 0.3, "occlusion_prob": 0.0, "repeats": 1}
+ROUNDS: Dict[int, List[Dict[str, Any]]] = {
+    # round 1: the image tells the digit pair (0-1, 2-3, ...), the within-pair digit only half the time
+    1: [{**_BASE, "visual_partner_prob": 0.5},
+        {**_BASE, "visual_partner_prob": 0.4},
+        {**_BASE, "visual_partner_prob": 0.5, "snr_db_min": -3.0, "snr_db_max": 9.0},
+        {**_BASE, "visual_partner_prob": 0.5, "snr_db_min": -9.0, "snr_db_max": 3.0}],
+    # round 2: the image tells digits 0-4 and only "one of 5-9" for the others
+    2: [{**_BASE, "visual_confused_classes": "56789"},
+        {**_BASE, "visual_confused_classes": "56789", "snr_db_min": -3.0, "snr_db_max": 9.0},
+        {**_BASE, "visual_confused_classes": "56789", "snr_db_min": 0.0, "snr_db_max": 12.0},
+        {**_BASE, "visual_confused_classes": "56789", "repeats": 2}],
+}
 MODALITIES = ("audio", "visual")
 
 
@@ -93,7 +102,8 @@ def report(s: Dict[str, Any]) -> str:
 
 def main(argv: List[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--grid", action="store_true", help="Run every setting of GRID (default: the bench config).")
+    p.add_argument("--round", type=int, default=0, choices=[0] + sorted(ROUNDS),
+                   help="Run every setting of a calibration round (default 0: the bench configuration as it is).")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     p.add_argument("--double", action="store_true", help="Also run concat at twice the epochs.")
     p.add_argument("--workers", type=int, default=1, help="One-thread processes side by side.")
@@ -103,7 +113,7 @@ def main(argv: List[str]) -> int:
     p.add_argument("extra", nargs=argparse.REMAINDER, help="Extra run options after '--'.")
     args = p.parse_args(argv)
     extra = [a for a in args.extra if a != "--"]
-    settings = GRID if args.grid else [{}]
+    settings = ROUNDS[args.round] if args.round else [{}]
     cache = args.cache_dir or os.path.join(args.out, "cache")
     payloads, keys = [], []
     for i, knobs in enumerate(settings):

@@ -41,6 +41,7 @@ class AVDigitsConfig(ARLBuilderConfig):
     Attributes:
         generation_seed: seed of the generation (voices, rates, pitches, noise, occlusions).
         num_samples: use the first N digit images (0: all 1,797).
+        repeats: samples per digit image (each with its own voice, noise and occlusion draws).
         image_size: side of the upsampled digit image.
         test_fraction: share of all samples in the test split (stratified, ``split_seed``).
         snr_db_min / snr_db_max: range of the audio signal-to-noise ratio (dB).
@@ -59,6 +60,7 @@ class AVDigitsConfig(ARLBuilderConfig):
     validation_fraction: float = 0.15 / 0.85  # 70 / 15 / 15 overall
     generation_seed: int = 0
     num_samples: int = 0
+    repeats: int = 1
     image_size: int = 32
     test_fraction: float = 0.15
     snr_db_min: float = 4.0
@@ -90,7 +92,7 @@ CONFIGS: Dict[str, Dict[str, Any]] = {
 
 def generation_params(cfg: AVDigitsConfig) -> Dict[str, Any]:
     """The config fields that determine the generated data."""
-    keys = ("generation_seed", "num_samples", "image_size", "snr_db_min", "snr_db_max", "pixel_noise_min",
+    keys = ("generation_seed", "num_samples", "repeats", "image_size", "snr_db_min", "snr_db_max", "pixel_noise_min",
             "pixel_noise_max", "occlusion_prob", "occlusion_size", "rate_min", "rate_max", "pitch_min", "pitch_max", "visual_partner_prob",
             "audio_partner_prob", "visual_confused_classes")
     return {k: getattr(cfg, k) for k in keys}
@@ -111,6 +113,8 @@ def _check(cfg: AVDigitsConfig) -> None:
             len(set(cfg.visual_confused_classes)) != len(cfg.visual_confused_classes):
         raise ValueError(f"visual_confused_classes: expected distinct digits 0-9 such as '56789', got "
                          f"{cfg.visual_confused_classes!r}")
+    if not isinstance(cfg.repeats, int) or cfg.repeats < 1:
+        raise ValueError(f"repeats: expected a positive int, got {cfg.repeats!r}")
     if cfg.image_size < 8:
         raise ValueError(f"image_size: expected >= 8, got {cfg.image_size}")
 
@@ -158,16 +162,19 @@ def generate(cfg: AVDigitsConfig) -> Dict[str, Any]:
 
     _check(cfg)
     digits = load_digits()
-    n = len(digits.target) if not cfg.num_samples else min(int(cfg.num_samples), len(digits.target))
+    base = len(digits.target) if not cfg.num_samples else min(int(cfg.num_samples), len(digits.target))
+    # sample i shows digit image i % base: repeats > 1 pairs each image with more voices and noise draws
+    n = base * int(cfg.repeats)
+    targets = np.tile(digits.target[:base], int(cfg.repeats))
     rngs = [np.random.default_rng([int(cfg.generation_seed), i]) for i in range(n)]
-    by_class = [np.flatnonzero(digits.target[:n] == d) for d in range(10)]
+    by_class = [np.flatnonzero(digits.target[:base] == d) for d in range(10)]
     confused = sorted(int(c) for c in cfg.visual_confused_classes)
-    confused_pool = np.flatnonzero(np.isin(digits.target[:n], confused))
+    confused_pool = np.flatnonzero(np.isin(digits.target[:base], confused))
     images, jobs, meta = [], [], []
     for i in range(n):
         rng = rngs[i]
-        label = int(digits.target[i])
-        image, word = i, label
+        label = int(targets[i])
+        image, word = i % base, label
         # draws only when a knob is on, so the default data stays as it was
         if cfg.visual_partner_prob > 0 and rng.random() < cfg.visual_partner_prob and by_class[label ^ 1].size:
             image = int(rng.choice(by_class[label ^ 1]))
@@ -188,7 +195,7 @@ def generate(cfg: AVDigitsConfig) -> Dict[str, Any]:
         audio = np.stack([compute_features(make_audio(waves[i], speech_rate, rngs[i], cfg), preset,
                                            source=f"avdigits sample {i}") for i in range(n)])
     visual = np.stack([make_visual(digits.images[images[i]], rngs[i], cfg) for i in range(n)])
-    return {"audio": audio, "visual": visual, "labels": digits.target[:n].astype(np.int64), "meta": meta}
+    return {"audio": audio, "visual": visual, "labels": targets.astype(np.int64), "meta": meta}
 
 
 class AVDigitsBuilder(ARLBuilder):
@@ -224,10 +231,14 @@ class AVDigitsBuilder(ARLBuilder):
         cfg = self.config
         data = generate(cfg)
         labels = data["labels"].tolist()
-        rest, test = stratified_holdout(labels, float(cfg.test_fraction), int(cfg.split_seed), field="test_fraction")
+        # split the digit images, then give each split every sample of its images (repeats)
+        base = len(labels) // int(cfg.repeats)
+        rest, test = stratified_holdout(labels[:base], float(cfg.test_fraction), int(cfg.split_seed),
+                                        field="test_fraction")
         keep, val = stratified_holdout([labels[i] for i in rest], float(cfg.validation_fraction),
                                        int(cfg.split_seed) + 1)
         parts = {"train": [rest[i] for i in keep], "validation": [rest[i] for i in val], "test": test}
+        parts = {k: [b + r * base for r in range(int(cfg.repeats)) for b in idx] for k, idx in parts.items()}
         items = {
             split: [{"id": f"avdigits_{i:04d}", "label": int(labels[i]), "audio": data["audio"][i],
                      "visual": data["visual"][i], **{k: data["meta"][i][k] for k in ("voice", "rate", "pitch")}}
