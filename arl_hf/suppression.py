@@ -29,7 +29,7 @@ def encoder_features(model: Any, dataset: Any, collator: Callable, modalities: S
     labels = []
     try:
         for start in range(0, len(dataset), batch_size):
-            batch = collator([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
+            batch = collator(_rows(dataset, start, min(start + batch_size, len(dataset))))
             for m in modalities:
                 if m not in batch:
                     raise ValueError(f"modalities: {m!r} is not in the collated batch (keys {sorted(batch)})")
@@ -38,6 +38,16 @@ def encoder_features(model: Any, dataset: Any, collator: Callable, modalities: S
     finally:
         model.train(was)
     return {m: np.concatenate(v) for m, v in feats.items()}, np.concatenate(labels)
+
+
+def _rows(dataset: Any, start: int, stop: int) -> list:
+    """Examples ``start:stop`` as a list of dicts: one sliced read of a ``datasets.Dataset`` (a per-row
+    read costs ~10 ms of Arrow decoding per example), row by row for anything else."""
+    if hasattr(dataset, "column_names") and hasattr(dataset, "_data"):
+        cols = dataset[start:stop]
+        keys = list(cols)
+        return [dict(zip(keys, values)) for values in zip(*(cols[k] for k in keys))]
+    return [dataset[i] for i in range(start, stop)]
 
 
 def probe_accuracy(train_x: np.ndarray, train_y: np.ndarray, eval_x: np.ndarray, eval_y: np.ndarray,
@@ -55,9 +65,29 @@ def probe_accuracy(train_x: np.ndarray, train_y: np.ndarray, eval_x: np.ndarray,
     return float(np.mean(clf.predict(eval_x) == eval_y))
 
 
-def probe_accuracies(model: Any, train_dataset: Any, eval_dataset: Any, collator: Callable,
-                     modalities: Sequence[str], seed: int = 0) -> Dict[str, float]:
-    """``{m: probe accuracy}`` for every modality's frozen encoder (see :func:`probe_accuracy`)."""
-    tr, ytr = encoder_features(model, train_dataset, collator, modalities)
-    ev, yev = encoder_features(model, eval_dataset, collator, modalities)
-    return {m: probe_accuracy(tr[m], ytr, ev[m], yev, seed=seed) for m in modalities}
+def deterministic(dataset: Any) -> Any:
+    """``dataset`` with its training-time augmentation switched off (a split formatted with an
+    arl_hf :class:`~arl_hf.data.MultimodalTransform` with ``train=True``), else ``dataset`` itself:
+    probes are fitted on the features of the unaugmented training examples."""
+    fmt = getattr(dataset, "format", None) or {}
+    transform = (fmt.get("format_kwargs") or {}).get("transform")
+    if not getattr(transform, "train", False) or not hasattr(dataset, "with_format"):
+        return dataset
+    import copy
+
+    frozen = copy.copy(transform)
+    frozen.train = False
+    return dataset.with_format(fmt["type"], columns=fmt.get("columns"), output_all_columns=fmt.get(
+        "output_all_columns", False), transform=frozen)
+
+
+def probe_accuracies(model: Any, train_dataset: Any, eval_datasets: Dict[str, Any], collator: Callable,
+                     modalities: Sequence[str], seed: int = 0) -> Dict[str, Dict[str, float]]:
+    """``{split: {m: probe accuracy}}`` of every modality's frozen encoder, fitted once on
+    ``train_dataset`` and scored on each of ``eval_datasets`` (see :func:`probe_accuracy`)."""
+    tr, ytr = encoder_features(model, deterministic(train_dataset), collator, modalities)
+    out = {}
+    for split, ds in eval_datasets.items():
+        ev, yev = encoder_features(model, ds, collator, modalities)
+        out[split] = {m: probe_accuracy(tr[m], ytr, ev[m], yev, seed=seed) for m in modalities}
+    return out

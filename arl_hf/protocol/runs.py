@@ -57,7 +57,7 @@ def run_argv(base_argv: Sequence[str], spec: RunSpec, output_dir: str) -> List[s
 
 
 class ModalityCollator:
-    """Wraps a collator and keeps one modality (and the labels): what a unimodal bound trains on."""
+    """Wraps a collator and keeps one modality (and the labels) of its batches."""
 
     def __init__(self, collator: Callable, modality: str):
         self.collator, self.modality = collator, modality
@@ -67,6 +67,19 @@ class ModalityCollator:
         if self.modality not in batch:
             raise ValueError(f"method: bound:{self.modality} names no modality of the batch (keys {sorted(batch)})")
         return {k: v for k, v in batch.items() if k in (self.modality, "labels")}
+
+
+def modality_collator(collator: Callable, modality: str) -> Callable:
+    """The collator of a unimodal bound: ``collator`` restricted to ``modality`` (and the labels).
+    The Trainer drops the other modalities' columns of a one-modality model before collating, so
+    a :class:`~arl_hf.data.MultimodalCollator` is rebuilt for that modality alone."""
+    from ..data import MultimodalCollator
+
+    if isinstance(collator, MultimodalCollator):
+        if collator.modalities is not None and modality not in collator.modalities:
+            raise ValueError(f"method: bound:{modality} names no modality of the dataset {collator.modalities}")
+        return MultimodalCollator({modality: {"kind": collator.kinds.get(modality)}}, label_key=collator.label_key)
+    return ModalityCollator(collator, modality)
 
 
 def best_epoch(output_dir: str) -> Optional[float]:
@@ -109,7 +122,7 @@ def run_one(base_argv: Sequence[str], spec: RunSpec, dataset: Any, collator: Cal
             return json.load(f)
     argv = run_argv(base_argv, spec, run_dir)
     training_args, model_args, data_args, run_args = parse_args(argv)
-    run_collator = ModalityCollator(collator, spec.bound_modality) if spec.bound_modality else collator
+    run_collator = modality_collator(collator, spec.bound_modality) if spec.bound_modality else collator
     start_wall, start_cpu = time.perf_counter(), time.process_time()
     metrics = train_and_evaluate(training_args, model_args, data_args, run_args, dataset=dataset,
                                  data_collator=run_collator, argv=argv)
@@ -118,10 +131,8 @@ def run_one(base_argv: Sequence[str], spec: RunSpec, dataset: Any, collator: Cal
     if not spec.bound_modality and probe_splits:
         model = MultimodalModel.from_pretrained(run_dir)
         modalities = list(model.config.modalities)
-        for split in probe_splits:
-            if split in dataset:
-                probes[split] = probe_accuracies(model, dataset["train"], dataset[split], collator, modalities,
-                                                 seed=spec.seed)
+        probes = probe_accuracies(model, dataset["train"], {s: dataset[s] for s in probe_splits if s in dataset},
+                                  collator, modalities, seed=spec.seed)
     record = {"method": spec.method, "seed": spec.seed, "overrides": dict(spec.overrides), "metrics": metrics,
               "probe": probes, "best_epoch": best_epoch(run_dir), "val_curve": accuracy_curve(run_dir),
               "num_train_epochs": float(training_args.num_train_epochs), "wall_time_s": wall, "cpu_time_s": cpu,

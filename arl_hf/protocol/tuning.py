@@ -74,11 +74,11 @@ def tuning_trainer(argv: Sequence[str], dataset: Any, collator: Callable, modali
     ``train`` and evaluated on ``validation``; ``modality`` keeps one modality (a unimodal bound)."""
     from ..runner import (RunTrainer, _label_names, _num_labels, build_model, parse_args, prepare_output_dir,
                           sample_batch)
-    from .runs import ModalityCollator
+    from .runs import modality_collator
 
     training_args, model_args, data_args, run_args = parse_args(list(argv))
     prepare_output_dir(training_args, run_args)
-    run_collator = ModalityCollator(collator, modality) if modality else collator
+    run_collator = modality_collator(collator, modality) if modality else collator
     batch = sample_batch(dataset["train"], run_collator)
     num_labels, names = _num_labels(dataset), _label_names(dataset)
 
