@@ -97,6 +97,8 @@ def _p(x: Optional[float]) -> str:
 
 
 def _hp(h: Optional[Mapping[str, Any]]) -> str:
+    if h and h.get("fixed"):  # fixed: not tuned, its multipliers and concatenation's learning rate
+        return ", ".join(f"{k}={v}" if isinstance(v, list) else f"{k}={v:.3g}" for k, v in h["fixed"].items())
     if not h or not h.get("best"):
         return "–"
     return ", ".join(f"{k}={v:.3g}" for k, v in h["best"].items())
