@@ -213,7 +213,7 @@ SCRIPT_DEFAULTS: Dict[str, Any] = {
 
 #: What ``python examples/run_arl.py`` with no arguments trains.
 DEFAULT_DATASET = "avdigits"
-DEFAULT_PRESET = "avdigits"
+DEFAULT_PRESET = "avdigits_main"
 
 _UNSET = object()
 

@@ -3,7 +3,7 @@
 Implements the paper's modality analysis and asymmetric learning (Eq. 4, 17, 18),
 the gradient modulation of Eq. 19-20 (``g + g * a_m``) and the total loss of
 Eq. 22 (``CE(fused) + gamma * sum_m CE(unimodal_m)``), plus the authors' released
-code formula as ``variant="official"`` (see ``shared/reference/arl-official-code.md``).
+code formula as ``variant="official"`` (see docs/official.md).
 
 Statistics and coefficients are separate steps so that the statistics (sums and
 counts) can be all-reduced across processes before the coefficients are formed:

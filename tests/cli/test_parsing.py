@@ -19,18 +19,19 @@ from cli_helpers import PYTHON, REPO, script_env
 
 def test_no_arguments_is_the_avdigits_default():
     args, model_args, data_args, run_args = parse_args([])
-    assert run_args.preset == "avdigits"
-    assert data_args.dataset == "avdigits"
-    assert model_args.encoder == "timm:resnet18"
+    assert run_args.preset == "avdigits_main"
+    assert data_args.dataset == "avdigits" and data_args.dataset_config == "bench"
+    assert model_args.encoder == "cnn"
     assert args.strategy == "arl"
+    assert str(args.lr_scheduler_type.value) == "cosine" and args.warmup_steps == 40
     # model selection on validation, one evaluation + checkpoint per epoch
     assert args.load_best_model_at_end is True
     assert args.metric_for_best_model == "accuracy"
     assert args.greater_is_better is True
     assert str(args.eval_strategy.value) == "epoch" and str(args.save_strategy.value) == "epoch"
-    assert args.num_train_epochs == PRESETS["avdigits"]["num_train_epochs"]
-    assert args.learning_rate == PRESETS["avdigits"]["learning_rate"]
-    assert args.output_dir == os.path.join("outputs", "avdigits-arl")
+    assert args.num_train_epochs == PRESETS["avdigits_main"]["num_train_epochs"]
+    assert args.learning_rate == PRESETS["avdigits_main"]["learning_rate"]
+    assert args.output_dir == os.path.join("outputs", "avdigits_main-arl")
 
 
 @pytest.mark.parametrize("name,temperature,frames,duration", [
