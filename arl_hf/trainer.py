@@ -107,7 +107,7 @@ class ARLConfig(TrainingArguments):
             "(one host sync per step on GPU; disable for peak throughput once the data is trusted)."
         },
     )
-    # ---- comparison methods (arl_hf/strategies/<name>.py; defaults from the papers, see README.md, section Strategies) ----
+    # ---- comparison methods (arl_hf/strategies/<name>.py; defaults from the papers, see docs/strategies.md) ----
     ogm_alpha: float = field(
         default=0.8, metadata={"help": "OGM-GE: alpha of k = 1 - tanh(alpha * rho) for the dominant modality (>= 0)."}
     )

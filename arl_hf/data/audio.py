@@ -1,6 +1,6 @@
 """Named, versioned audio preprocessing presets: waveform -> 2-D spectrogram ``(F, T)``.
 
-Three pipelines are in circulation among the ARL peers (see README.md, section Data); each is a
+Three pipelines are in circulation among the ARL peers (see docs/data.md); each is a
 preset here so that a cached dataset records exactly which one produced its features:
 
 * ``ogm``    librosa 22.05 kHz, 3 s tiled, clipped, STFT n_fft 512 hop 353, ``log(|S|+1e-7)`` -> 257x188

@@ -123,7 +123,7 @@ def load(
         frame_pool: frames kept per clip in the cache (default: 3 CREMA-D, 6 AVE/KS, 8 UCF-101).
         frame_max_side: shrink stored frames (decoded video frames and frame files) so the
             shorter side is at most this; 0 (default) keeps their size. 256 halves the decode
-            time of 480x360 frames (see README, Performance).
+            time of 480x360 frames (see docs/performance.md).
         split_seed, validation_fraction: the seeded held-out validation split (and seeded
             test split where the dataset has none); the fraction is the share of *train*
             held out (default 0.1; AV-Digits 0.15/0.85, i.e. 70/15/15 overall).
@@ -177,7 +177,7 @@ def load(
     if data_dir is not None:
         data_dir = os.path.abspath(os.path.expanduser(str(data_dir)))
     elif name != "avdigits":
-        raise ValueError(f"data_dir: {name} needs the folder of the raw download (see README.md, section Data)")
+        raise ValueError(f"data_dir: {name} needs the folder of the raw download (see docs/data.md)")
 
     config_name = f"{preset.name}-v{preset.version}" if preset is not None else "features"
     kwargs: Dict[str, Any] = dict(

@@ -129,7 +129,7 @@ class FiLMFusion(Fusion):
     ``logits = Linear(gamma * z_t + beta)``. Unimodal logits (others zeroed):
     ``c`` alone gives ``Linear(beta(z_c))``; ``t`` alone gives ``Linear(b_gamma * z_t +
     b_beta)``, which carries no information about ``z_t`` while ``b_gamma = 0`` (e.g.
-    ``init="authors"`` zeroes biases): see README.md, section Fusions.
+    ``init="authors"`` zeroes biases): see docs/fusions.md.
 
     fusion_kwargs: ``condition`` (modality name).
     """
@@ -159,7 +159,7 @@ class GatedFusion(Fusion):
     full linear classifier of ``z_o``); ``g`` alone gives
     ``fc_out(sigmoid(fc_g(z_g)) * b_o)``, whose only path for ``z_g`` runs through the
     bias ``b_o`` -- it is the constant ``fc_out.bias`` for every sample when ``b_o = 0``. What
-    ARL's statistics mean for the gate modality is documented in README.md, section Fusions.
+    ARL's statistics mean for the gate modality is documented in docs/fusions.md.
 
     fusion_kwargs: ``gate`` (modality name), ``hidden_dim`` (default: ``D`` of the
     gated modality).

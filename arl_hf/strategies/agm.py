@@ -15,7 +15,7 @@ score is added after its coefficients are formed, as in the released code),
 which for M = 2 is AGM's rule. For a ``concat`` head this scales encoder ``i``'s gradient
 by exactly ``coeff_i``.
 
-Deviations from the released code (documented in README.md, section Strategies):
+Deviations from the released code (documented in docs/strategies.md):
 * a modality is made absent by zeroing its *features* (the harness's unimodal logits, one
   forward, DDP-safe) rather than by re-running the model on zeroed inputs in eval mode
   (two extra forwards); for ``concat`` this gives ``m_a = W_a z_a + b/2``, the peers'

@@ -18,7 +18,7 @@ Inference: ``sum_m w_m h(z_m)`` with per-sample weights ``w_m ∝ exp(max_j H_j 
 prediction entropy; ``mla_dynamic_fusion=True``) or equal weights; the per-modality logits
 are ``h(z_m)``. The model's own fusion head is not trained by MLA.
 
-Deviations (README.md, section Strategies): the paper runs one optimizer step per modality per batch;
+Deviations (docs/strategies.md): the paper runs one optimizer step per modality per batch;
 here the M modality updates of a batch are one optimizer step (the encoders are disjoint,
 so only the shared head sees a difference: modality m's head gradient is taken at the
 pre-step head, and P already holds the earlier modalities' directions). The released code's

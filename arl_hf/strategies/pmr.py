@@ -13,7 +13,7 @@ weaker modality (``rho_m < 1``) is added with weight ``pmr_alpha``:
 
 This is the released script's rule. The paper's prototype-entropy regularisation of the
 dominant modality is not in the released script and is not implemented here (see
-README.md, section Strategies).
+docs/strategies.md).
 """
 
 from __future__ import annotations
