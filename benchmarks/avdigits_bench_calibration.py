@@ -29,6 +29,8 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Dict, List, Tuple
 
+from _common import write_json
+
 #: every knob of the ``bench`` configuration, so that each setting is absolute
 _BASE = {"visual_partner_prob": 0.0, "visual_confused_classes": "", "snr_db_min": -6.0, "snr_db_max": 6.0,
          "pixel_noise_min": 0.1, "pixel_noise_max": 0.3, "occlusion_prob": 0.0, "repeats": 1}
@@ -134,9 +136,7 @@ def main(argv: List[str]) -> int:
         summary = summarise(knobs, runs, args.seeds, args.double)
         print(report(summary), flush=True)
         summaries.append(summary)
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(summaries, f, indent=2)
+    write_json(args.json, summaries)
     return 0
 
 

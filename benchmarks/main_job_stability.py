@@ -24,6 +24,8 @@ import sys
 import time
 from typing import Any, Dict, List
 
+from _common import write_json
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -76,9 +78,7 @@ def main(argv: List[str]) -> int:
               f"(target |.| <= 2); paired differences {[round(d, 2) for d in diffs]} (target every |.| <= 4): "
               f"{'MET' if abs(mean_diff) <= 2 and all(abs(d) <= 4 for d in diffs) else 'NOT MET'}")
         summary.update({"mean_diff": mean_diff, "paired_diffs": diffs})
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(summary, f, indent=2)
+    write_json(args.json, summary)
     return 0
 
 
