@@ -12,11 +12,11 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, List, Mapping, Optional, Sequence
 
-from transformers.utils import logging
+from .log import get_logger
 
 from .trainer import ARL_PAPER
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 __all__ = ["RunSummary", "eval_results", "build_model_card", "write_model_card", "template_path"]
 

@@ -61,6 +61,9 @@ def train_main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None)
 
     with user_errors(prog):
         training_args, model_args, data_args, run_args = runner.parse_args(argv)
+        runner.setup_logging(training_args, training_args.process_index, summary=(
+            f"device {training_args.device}, world size {training_args.world_size}, "
+            f"mixed precision {'bf16' if training_args.bf16 else 'fp16' if training_args.fp16 else 'no'}"))
         metrics = runner.train_and_evaluate(training_args, model_args, data_args, run_args, argv=argv)
         if training_args.process_index == 0:
             print("\nResults (checkpoint selected on the validation split; test evaluated once):")
@@ -83,6 +86,7 @@ def evaluate_main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = No
     )
     (eval_args,) = parser.parse_args_into_dataclasses(args=argv)
     with user_errors(prog):
+        runner.setup_logging(eval_args.log_level)
         metrics = runner.evaluate_checkpoint(eval_args)
         if _is_main_process():
             print(f"{eval_args.model_name_or_path} on the {eval_args.split} split:")

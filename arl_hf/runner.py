@@ -29,12 +29,12 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 from transformers import HfArgumentParser
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
-from transformers.utils import logging
+from .log import get_logger
 
 from . import presets as presets_module
 from .trainer import STRATEGY_STATE_NAME, ARLConfig, ARLTrainer
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 __all__ = [
     "ModelArguments",
@@ -195,6 +195,11 @@ class EvalArguments:
     max_samples: Optional[int] = field(default=None, metadata={"help": "Evaluate only the first N examples."})
     use_cpu: bool = field(default=False, metadata={"help": "Evaluate on CPU even when an accelerator is available."})
     output_json: Optional[str] = field(default=None, metadata={"help": "Also write the metrics to this JSON file."})
+    log_level: str = field(
+        default="passive",
+        metadata={"help": "Log level of transformers, datasets and arl_hf ('passive' keeps transformers' default, "
+                  "warning).", "choices": ["detail", "debug", "info", "warning", "error", "critical", "passive"]},
+    )
 
 
 #: Defaults of the script that differ from the dataclasses' (shown by ``--help``).
@@ -347,6 +352,40 @@ def parse_args(
     merged = resolve_options(sys.argv[1:] if argv is None else argv, parser)
     training_args, model_args, data_args, run_args = parser.parse_dict(merged)
     return training_args, model_args, data_args, run_args
+
+
+# ------------------------------------------------------------------------------- logging
+def setup_logging(log_level: Any, process_index: int = 0, summary: Optional[str] = None) -> int:
+    """Set the log levels of this process, as the transformers example scripts do.
+
+    ``log_level`` is a :class:`~transformers.TrainingArguments` (its
+    ``get_process_log_level()``: ``--log_level`` on the main process, ``--log_level_replica``
+    on the others) or a level name / number. The level applies to ``transformers`` (and with
+    it every ``arl_hf`` logger, which live in its tree, see :mod:`arl_hf.log`) and to
+    ``datasets``; returns the level.
+    """
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    if hasattr(log_level, "get_process_log_level"):
+        level = int(log_level.get_process_log_level())
+    elif isinstance(log_level, str):
+        from transformers.training_args import trainer_log_levels
+
+        if log_level not in trainer_log_levels:
+            raise ValueError(f"log_level: expected one of {sorted(trainer_log_levels)}, got {log_level!r}")
+        level = trainer_log_levels[log_level]
+        if level < 0:  # "passive": keep the current verbosity
+            level = hf_logging.get_verbosity()
+    else:
+        level = int(log_level)
+    datasets.utils.logging.set_verbosity(level)
+    hf_logging.set_verbosity(level)
+    hf_logging.enable_default_handler()
+    hf_logging.enable_explicit_format()
+    if summary:
+        logger.info("process %d: %s", process_index, summary)
+    return level
 
 
 # ------------------------------------------------------------------------------- data

@@ -19,13 +19,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import Trainer, TrainerCallback, TrainingArguments
-from transformers.utils import logging
+from .log import get_logger
 
 from .distributed import all_reduce_mean
 from .strategies.base import STRATEGIES, StepContext, Strategy, build_strategy
 from .validation import validate_batch
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 STRATEGY_STATE_NAME = "strategy_state.pt"
 

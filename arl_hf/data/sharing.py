@@ -17,9 +17,9 @@ import re
 import tempfile
 from typing import Any, Optional
 
-from transformers.utils import logging
+from ..log import get_logger
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 __all__ = ["RECORD_FILE", "export_prepared", "load_prepared", "push_prepared"]
 

@@ -19,9 +19,9 @@ from typing import Any, Callable, Dict, List, Optional
 
 import torch
 from torch import nn
-from transformers.utils import logging
+from ..log import get_logger
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 ENCODERS: Dict[str, Callable[[str, Dict[str, Any]], nn.Module]] = {}
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence,
 import torch
 from torch import nn
 from transformers import TrainerCallback
-from transformers.utils import logging
+from ..log import get_logger
 
 from ..distributed import all_reduce_sum, broadcast_, is_distributed, world_size
 from .base import Strategy
@@ -24,7 +24,7 @@ from .base import Strategy
 if TYPE_CHECKING:  # pragma: no cover
     from ..trainer import ARLTrainer
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 
 def epoch_index(epoch: float) -> int:
