@@ -168,6 +168,11 @@ class ARLConfig(TrainingArguments):
         if self.output_dir is None:
             self.output_dir = "arl_output"
         super().__post_init__()
+        if self.activation_checkpointing and self.ddp_find_unused_parameters is None:
+            # Trainer would turn unused-parameter detection off under checkpointing (for the reentrant
+            # variant); the model checkpoints non-reentrantly, and several strategies leave the fusion
+            # head or an encoder without gradient on some steps, which DDP must then be told about
+            self.ddp_find_unused_parameters = True
         # make sure the built-in strategies are registered
         from . import strategies  # noqa: F401
 

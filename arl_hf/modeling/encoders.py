@@ -126,6 +126,16 @@ def build_encoder(modality: str, spec: Dict[str, Any]) -> nn.Module:
     return ENCODERS[_family(spec["encoder"])](modality, spec)
 
 
+def run_stage(encoder: nn.Module, index: int, h: torch.Tensor) -> torch.Tensor:
+    """``encoder.forward_stage(index, h)``, recomputed in backward when activation
+    checkpointing is on (``MultimodalModel.activation_checkpointing_enable()``)."""
+    func = getattr(encoder, "_gradient_checkpointing_func", None)
+    if func is not None and getattr(encoder, "gradient_checkpointing", False) and encoder.training \
+            and torch.is_grad_enabled():
+        return func(encoder.forward_stage, index, h)
+    return encoder.forward_stage(index, h)
+
+
 def supports_stages(encoder: nn.Module) -> Optional[str]:
     """``None`` when ``encoder`` can run stage by stage, else the reason it cannot."""
     if isinstance(encoder, TimmEncoder):
