@@ -420,4 +420,4 @@ class ARLTrainer(Trainer):
         super()._load_from_checkpoint(resume_from_checkpoint, model)
         path = os.path.join(resume_from_checkpoint, STRATEGY_STATE_NAME)
         if os.path.isfile(path):
-            self.strategy.load_state_dict(torch.load(path, map_location="cpu", weights_only=False))
+            self.strategy.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))

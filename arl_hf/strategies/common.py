@@ -266,7 +266,7 @@ class _StrategyStateCallback(TrainerCallback):
 
         path = os.path.join(best, STRATEGY_STATE_NAME)
         if os.path.isfile(path):
-            self.strategy.load_state_dict(torch.load(path, map_location="cpu", weights_only=False))
+            self.strategy.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
             logger.info(f"{self.strategy.name}: strategy state restored from {path}")
 
 
