@@ -402,6 +402,31 @@ class ARLTrainer(Trainer):
             pending.clear()
         super().log(logs, start_time)
 
+    # ---- model card ------------------------------------------------------------------------
+    def create_model_card(self, *args: Any, **kwargs: Any) -> None:
+        """Trainer's card draft (``push_to_hub`` writes it), made true for this model:
+        ``library_name: arl-hf`` (loading needs ``import arl_hf``, not transformers alone) and a
+        usage section with the install line (:func:`arl_hf.env.install_command`)."""
+        super().create_model_card(*args, **kwargs)
+        path = os.path.join(self.args.output_dir, "README.md")
+        if not self.is_world_process_zero() or not os.path.isfile(path):
+            return
+        from huggingface_hub import ModelCard
+
+        from .cards import LIBRARY_NAME
+        from .env import install_command
+
+        card = ModelCard.load(path)
+        card.data.library_name = LIBRARY_NAME
+        card.data.tags = list(dict.fromkeys(list(card.data.tags or []) + list(self._tag_names)))
+        where = self.hub_model_id or self.args.output_dir
+        card.text = card.text.rstrip() + (
+            "\n\n## How to use\n\narl-hf is not on the Python package index; install it from its source:\n\n"
+            f"```bash\n{install_command()}\n```\n\n```python\nimport arl_hf  # registers the model type with "
+            f"transformers' Auto classes\nfrom transformers import AutoModel\n\nmodel = AutoModel.from_pretrained("
+            f'"{where}")\n```\n')
+        card.save(path)
+
     # ---- strategy state with every checkpoint --------------------------------------------
     def save_model(self, output_dir: Optional[str] = None, _internal_call: bool = False) -> None:
         """``Trainer.save_model``, plus: ``config.training_strategy`` records the strategy, and

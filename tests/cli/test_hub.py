@@ -138,3 +138,34 @@ def test_local_run_evaluates_from_another_directory(trained_run, tmp_path, monke
                           "--output_json", str(out_json)]) == 0
     got = json.loads(out_json.read_text())["metrics"]
     assert got["accuracy"] == pytest.approx(trained_run["metrics"]["test"]["accuracy"])
+
+
+def test_arl_trainer_push_to_hub_card_says_how_to_load(stand_in_hub, tmp_path):
+    """Library use (ARLTrainer, no run script): Trainer's card draft, with library_name arl-hf and the
+    install line, and the model loads from the Hub id with import arl_hf."""
+    import torch
+    from huggingface_hub import ModelCard
+    from transformers import AutoModel
+
+    from arl_hf import ARLConfig, ARLTrainer, MultimodalConfig, MultimodalModel
+    from arl_hf.env import install_command
+
+    torch.manual_seed(0)
+    model = MultimodalModel(MultimodalConfig(modalities={
+        "audio": {"encoder": "mlp", "input_dim": 4, "hidden_dims": [8]},
+        "visual": {"encoder": "mlp", "input_dim": 3, "hidden_dims": [8]}}, num_labels=2))
+    rows = [{"audio": torch.randn(4), "visual": torch.randn(3), "labels": i % 2} for i in range(8)]
+    args = ARLConfig(output_dir=str(tmp_path / "lib"), max_steps=1, per_device_train_batch_size=8, use_cpu=True,
+                     report_to="none", save_strategy="no", disable_tqdm=True, dataloader_num_workers=0,
+                     push_to_hub=True, hub_model_id="me/lib-model")
+    trainer = ARLTrainer(model=model, args=args, train_dataset=rows)
+    trainer.train()
+    trainer.push_to_hub(license="apache-2.0", tags=["lib-tag"])
+    card = ModelCard.load("me/lib-model")
+    assert card.data.library_name == "arl-hf" and card.data.license == "apache-2.0"
+    assert "lib-tag" in card.data.tags and "arl-hf" in card.data.tags
+    assert install_command() in card.text and "import arl_hf" in card.text
+    loaded = AutoModel.from_pretrained("me/lib-model")
+    assert isinstance(loaded, MultimodalModel)
+    for (n, a), b in zip(model.named_parameters(), loaded.parameters()):
+        assert torch.equal(a.detach().cpu(), b.detach()), n
