@@ -241,7 +241,17 @@ _UNSET = object()
 
 
 class _ArgumentParser(HfArgumentParser):
-    """``HfArgumentParser`` whose errors suggest the closest known option."""
+    """``HfArgumentParser`` whose errors suggest the closest known option, and whose ``--help``
+    marks the defaults a preset sets (:func:`apply_help_defaults`)."""
+
+    help_preset: Optional[str] = None
+    help_preset_keys: frozenset = frozenset()
+
+    def _get_formatter(self):
+        formatter = super()._get_formatter()
+        formatter.help_preset = self.help_preset
+        formatter.help_preset_keys = self.help_preset_keys
+        return formatter
 
     def error(self, message: str):  # noqa: D401 - argparse API
         if "unrecognized arguments" in message:
@@ -274,11 +284,77 @@ def build_parser(prog: Optional[str] = None) -> HfArgumentParser:
         allow_abbrev=False,
     )
     parser.set_defaults(**SCRIPT_DEFAULTS)
+    _group_help(parser)
+    # the full list (every TrainingArguments flag) is in the sections below
+    parser.usage = ("%(prog)s [CONFIG.json|CONFIG.yaml] [--preset NAME] [--dataset DATASET] [--strategy NAME] "
+                    "[--output_dir DIR] [options]")
     return parser
 
 
+#: the sections of ``--help``, in order: the run's own options first, transformers' last
+HELP_GROUPS = (
+    ("run", "run options (presets, config file, output directory, model card, plots)"),
+    ("data", "data options (dataset, preprocessing, subsets)"),
+    ("model", "model options (encoders, fusion, initialisation)"),
+    ("strategy", "strategy options (ARL and the comparison methods; arl_hf.ARLConfig)"),
+    ("training", "training options (transformers.TrainingArguments)"),
+)
+
+
+#: TrainingArguments options that say what a run is and where it goes: shown with the run's own
+RUN_TRAINING_OPTIONS = ("output_dir", "seed", "report_to", "log_level", "push_to_hub", "hub_model_id")
+
+
+def help_group_of(dest: str) -> str:
+    """The ``--help`` section of an option: ``run``, ``data``, ``model``, ``strategy`` or ``training``."""
+    from transformers import TrainingArguments
+
+    for name, dtype in (("run", RunArguments), ("data", DataArguments), ("model", ModelArguments)):
+        if dest in {f.name for f in dataclasses.fields(dtype)}:
+            return name
+    if dest in RUN_TRAINING_OPTIONS:
+        return "run"
+    if dest in {f.name for f in dataclasses.fields(TrainingArguments)}:
+        return "training"
+    return "strategy"
+
+
+def _group_help(parser: argparse.ArgumentParser) -> None:
+    """Move every option into its :data:`HELP_GROUPS` section (parsing is unchanged)."""
+    groups = {name: parser.add_argument_group(title) for name, title in HELP_GROUPS}
+    for group in groups.values():
+        parser._action_groups.remove(group)
+    for action in list(parser._optionals._group_actions):
+        if action.dest in ("help", argparse.SUPPRESS):
+            continue
+        parser._optionals._group_actions.remove(action)
+        groups[help_group_of(action.dest)]._group_actions.append(action)
+    index = parser._action_groups.index(parser._optionals) + 1
+    parser._action_groups[index:index] = [groups[name] for name, _ in HELP_GROUPS]
+
+
+def apply_help_defaults(parser: "_ArgumentParser", argv: Sequence[str]) -> Optional[str]:
+    """Show in ``--help`` the defaults this command line resolves to: the preset (given, or the
+    default one for the default dataset) and a config file override the dataclass defaults;
+    options a preset sets are marked. Returns the preset name."""
+    merged = resolve_options([a for a in argv if a not in ("-h", "--help")], parser)
+    name = merged.get("preset")
+    preset = presets_module.get_preset(name) if name else {}
+    keys = {k for k, v in preset.items() if merged.get(k) == v}  # not those a config file or flag overrode
+    parser.set_defaults(**{k: v for k, v in merged.items() if k != "output_dir" or v})
+    parser.help_preset, parser.help_preset_keys = name, frozenset(keys)
+    return name
+
+
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
+    help_preset: Optional[str] = None
+    help_preset_keys: frozenset = frozenset()
+
+    def _get_help_string(self, action):
+        text = super()._get_help_string(action)
+        if self.help_preset and action.dest in self.help_preset_keys and "%(default)" in text:
+            text = text.replace("(default: %(default)s)", f"(default: %(default)s, from preset {self.help_preset})")
+        return text
 
 
 def _explicit_values(parser: HfArgumentParser, argv: Sequence[str]) -> Dict[str, Any]:
