@@ -1137,8 +1137,13 @@ def train_and_evaluate(
     dataset = _truncate(dataset, data_args)
     if run_args.preset:
         record["preset"] = run_args.preset
+    logger.info("dataset %s: %s examples", record.get("dataset"), {k: len(v) for k, v in dataset.items()})
     batch = sample_batch(dataset["train"], collator)
     model = build_model(batch, _num_labels(dataset), model_args, record, _label_names(dataset))
+    logger.info("model: encoders %s, fusion %s, %d parameters; strategy %s",
+                {m: spec.get("encoder") for m, spec in model.config.modalities.items()},
+                getattr(model.config, "fusion", "?"), sum(p.numel() for p in model.parameters()),
+                training_args.strategy)
     if not training_args.load_best_model_at_end:
         logger.warning("load_best_model_at_end is off: the final checkpoint is evaluated, not the validation-best one")
 
