@@ -1,27 +1,39 @@
-"""Model cards of trained runs: ``README.md`` with ``model-index`` eval results (huggingface_hub).
+"""Model cards of trained runs: ``README.md`` with honest metadata (huggingface_hub).
 
 The card is rendered from ``model_cards/template.md`` with :class:`huggingface_hub.ModelCard`
-and :class:`~huggingface_hub.ModelCardData`; every metric (accuracy and macro-F1 of the
-fused head and of each unimodal head, per split) is one :class:`~huggingface_hub.EvalResult`
-so that the Hub and ``ModelCard.load(...).data.eval_results`` read them back.
+and :class:`~huggingface_hub.ModelCardData`:
+
+* ``library_name: arl-hf``: the model type is registered by ``import arl_hf``, and the card
+  says how to install it (:func:`arl_hf.env.install_command`; arl-hf is not on the package
+  index); the usage snippet imports it before ``AutoModel.from_pretrained``.
+* ``license``, ``base_model`` (``finetuned_from``), ``tags``, ``language`` and ``datasets``
+  come from the run and from ``trainer.push_to_hub(license=..., tags=..., finetuned_from=...)``.
+* ``model-index`` eval results (accuracy and macro-F1 of the fused head and each unimodal
+  head, per split, each one :class:`~huggingface_hub.EvalResult`) only when the dataset is a
+  Hub dataset repo: ``dataset_type`` must be a Hub dataset id. The Hub has no
+  multimodal-classification task id; the results use the nearest one for the model's input
+  modalities (:func:`hub_task`), and the card says so.
+* the framework versions the run used.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-from transformers.utils import logging
-
+from .log import get_logger
 from .trainer import ARL_PAPER
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
-__all__ = ["RunSummary", "eval_results", "build_model_card", "write_model_card", "template_path"]
+__all__ = ["RunSummary", "eval_results", "build_model_card", "write_model_card", "template_path", "hub_task",
+           "LIBRARY_NAME"]
 
-TASK_TYPE = "multimodal-classification"
+#: ``library_name`` of the cards: loading needs ``import arl_hf`` (see :func:`arl_hf.env.install_command`)
+LIBRARY_NAME = "arl-hf"
 TASK_NAME = "Multimodal classification"
+DEFAULT_LICENSE = "mit"
 
 _MINIMAL_TEMPLATE = """---
 {{ card_data }}
@@ -37,13 +49,24 @@ _MINIMAL_TEMPLATE = """---
 """
 
 
+def hub_task(input_modalities: Sequence[str]) -> str:
+    """The nearest Hub task id for a classifier of these input modalities (the Hub has no
+    multimodal-classification task): video > audio > image > text, else tabular."""
+    mods = set(input_modalities)
+    for modality, task in (("video", "video-classification"), ("audio", "audio-classification"),
+                           ("image", "image-classification"), ("text", "text-classification")):
+        if modality in mods:
+            return task
+    return "tabular-classification"
+
+
 @dataclass
 class RunSummary:
     """What a model card says about a run.
 
     Attributes:
         model_name: card title and ``model-index`` name.
-        dataset: dataset identifier (``arl_hf.data`` name, Hub id or local path).
+        dataset: the dataset's short name (shown in the text).
         modalities: modality -> encoder spec (``MultimodalConfig.modalities``), in order.
         metrics: split -> metric dict (keys ``accuracy``, ``macro_f1``,
             ``accuracy_<m>``, ``macro_f1_<m>``), e.g. ``{"validation": ..., "test": ...}``.
@@ -57,6 +80,16 @@ class RunSummary:
         load_path: what to pass to ``from_pretrained`` (Hub id or directory).
         reproduce_command: the command that reproduces the run.
         tags: extra card tags.
+        dataset_id: the Hub dataset repo id, when the data came from one (``datasets`` metadata
+            and ``model-index``; without it the card has no ``model-index``).
+        dataset_revision: the commit of that dataset repo.
+        dataset_arg: what ``--dataset`` of ``arl-hf evaluate`` takes to find the data.
+        license: Hub license id of the model (``None``: omitted).
+        base_model: the model this one was fine-tuned from (Hub id).
+        language: language code(s), if any modality is language.
+        extra_datasets: further Hub dataset ids (``dataset_tags`` of ``push_to_hub``).
+        task: Hub task id of the eval results (default: :func:`hub_task` of the inputs).
+        input_modalities: the model's ``input_modalities``.
     """
 
     model_name: str
@@ -71,8 +104,17 @@ class RunSummary:
     plots: Sequence[tuple] = ()
     selection: str = ""
     load_path: str = "path/to/checkpoint"
-    reproduce_command: str = "python examples/run_arl.py"
+    reproduce_command: str = "arl-hf train"
     tags: Sequence[str] = ()
+    dataset_id: Optional[str] = None
+    dataset_revision: Optional[str] = None
+    dataset_arg: Optional[str] = None
+    license: Optional[str] = DEFAULT_LICENSE
+    base_model: Optional[str] = None
+    language: Optional[Any] = None
+    extra_datasets: Sequence[str] = ()
+    task: Optional[str] = None
+    input_modalities: Sequence[str] = ()
 
 
 def template_path() -> Optional[str]:
@@ -91,11 +133,26 @@ def _heads(modalities: Sequence[str]) -> List[tuple]:
     return [("fused", "")] + [(m, f"_{m}") for m in modalities]
 
 
+def _task(summary: RunSummary) -> str:
+    if summary.task:
+        return summary.task
+    mods = list(summary.input_modalities)
+    if not mods:
+        from .modeling.model import NAME_TO_INPUT_MODALITY
+
+        mods = [NAME_TO_INPUT_MODALITY.get(m.lower(), "time") for m in summary.modalities]
+    return hub_task(mods)
+
+
 def eval_results(summary: RunSummary) -> list:
-    """One :class:`~huggingface_hub.EvalResult` per split, head and metric."""
+    """One :class:`~huggingface_hub.EvalResult` per split, head and metric; empty unless the
+    dataset is a Hub dataset repo (``summary.dataset_id``): ``dataset_type`` is a Hub id."""
     from huggingface_hub import EvalResult
 
+    if not summary.dataset_id:
+        return []
     config = _preprocessing_name(summary.preprocessing)
+    task = _task(summary)
     results = []
     for split, metrics in summary.metrics.items():
         for head, suffix in _heads(list(summary.modalities)):
@@ -105,12 +162,13 @@ def eval_results(summary: RunSummary) -> list:
                     continue
                 results.append(
                     EvalResult(
-                        task_type=TASK_TYPE,
+                        task_type=task,
                         task_name=TASK_NAME,
-                        dataset_type=summary.dataset,
+                        dataset_type=summary.dataset_id,
                         dataset_name=summary.dataset,
                         dataset_config=config,
                         dataset_split=split,
+                        dataset_revision=summary.dataset_revision,
                         metric_type=metric_type,
                         metric_name=f"{label} ({head}, {split})",
                         metric_config="macro" if metric_type == "f1" else None,
@@ -183,29 +241,48 @@ def _kv_table(values: Mapping[str, Any], header=("option", "value")) -> str:
     return "\n".join(lines)
 
 
+def _versions_text() -> str:
+    from .env import framework_versions
+
+    return "\n".join(f"- {name} {version or 'not installed'}" for name, version in framework_versions().items())
+
+
 def build_model_card(summary: RunSummary) -> "ModelCard":  # noqa: F821
     """Render the card (metadata + text) of a run."""
     from huggingface_hub import ModelCard, ModelCardData
+
+    from .env import install_command
 
     modalities = list(summary.modalities)
     tags = ["arl-hf", "multimodal", "modality-imbalance", f"strategy-{summary.strategy}"]
     if summary.strategy == "arl":
         tags.append("arl")
     tags += [t for t in summary.tags if t not in tags]
+    datasets = [d for d in [summary.dataset_id, *summary.extra_datasets] if d]
+    results = eval_results(summary)
     card_data = ModelCardData(
         model_name=summary.model_name,
-        datasets=[summary.dataset],
-        library_name="transformers",
+        datasets=list(dict.fromkeys(datasets)) or None,
+        library_name=LIBRARY_NAME,
+        license=summary.license,
+        base_model=summary.base_model,
+        language=summary.language,
         tags=tags,
         metrics=["accuracy", "f1"],
-        eval_results=eval_results(summary),
+        eval_results=results or None,
     )
     encoders = ", ".join(f"{m}: `{spec.get('encoder')}`" for m, spec in summary.modalities.items())
+    if results:
+        index_note = (f"The `model-index` metadata lists these results under the Hub task `{_task(summary)}`, the "
+                      "nearest Hub task id: the Hub has no multimodal-classification task.")
+    else:
+        index_note = ("The metadata has no `model-index`: the dataset is not a Hub dataset repo (train with "
+                      "`--dataset <owner>/<name>`, e.g. one pushed with `arl_hf.data.push_prepared`, to get one).")
     kwargs = dict(
         model_name=summary.model_name,
         modalities_text=", ".join(modalities),
         dataset_name=summary.dataset,
-        dataset_id=summary.dataset,
+        dataset_id=summary.dataset_arg or summary.dataset_id or summary.dataset,
         strategy=summary.strategy,
         paper_title=ARL_PAPER["title"],
         paper_venue=ARL_PAPER["venue"],
@@ -215,11 +292,15 @@ def build_model_card(summary: RunSummary) -> "ModelCard":  # noqa: F821
         model_text=f"{encoders}; fusion `{summary.fusion}`",
         selection_text=summary.selection or "final checkpoint",
         results_table=results_table(summary.metrics, modalities),
+        index_note=index_note,
         hyperparameters_table=_kv_table(summary.hyperparameters),
         plots=[{"path": p, "caption": c} for p, c in summary.plots],
         load_path=summary.load_path,
         inputs_text=", ".join(f"{m}=..." for m in modalities),
         reproduce_command=summary.reproduce_command,
+        install_command=install_command(),
+        versions_text=_versions_text(),
+        license=summary.license,
     )
     path = template_path()
     if path is None:

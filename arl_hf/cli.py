@@ -1,4 +1,4 @@
-"""Command line: ``arl-hf train|evaluate|plot|compare`` (and the example scripts that call the same code).
+"""Command line: ``arl-hf train|evaluate|plot|compare|env``, ``arl-hf --version`` (and the example scripts that call the same code).
 
 User errors (unknown preset, dataset or option, a config file with an unknown key, an
 output directory holding another run, a missing checkpoint...) print one ``error:`` line
@@ -13,14 +13,16 @@ import os
 import sys
 from typing import Iterator, List, Optional, Sequence
 
-__all__ = ["main", "train_main", "evaluate_main", "plot_main", "UserErrorExit"]
+__all__ = ["main", "train_main", "evaluate_main", "plot_main", "env_main", "UserErrorExit"]
 
-USAGE = """usage: arl-hf {train,evaluate,plot,compare} [options]
+USAGE = """usage: arl-hf {train,evaluate,plot,compare,env} [options]
+       arl-hf --version
 
   train      train a model (same options as examples/run_arl.py; `arl-hf train --help`)
-  evaluate   evaluate a saved checkpoint on a dataset split (`arl-hf evaluate --help`)
+  evaluate   evaluate a saved checkpoint (directory or Hub id) on a dataset split (`arl-hf evaluate --help`)
   plot       redraw the plots of a run directory (`arl-hf plot --help`)
   compare    the comparison protocol (methods x seeds, tuning, unimodal bounds; `arl-hf compare --help`)
+  env        versions, devices, cache folders and install source, for bug reports (`--json` for JSON)
 """
 
 EXIT_USER_ERROR = 2
@@ -55,12 +57,18 @@ def train_main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None)
     argv = list(sys.argv[1:] if argv is None else argv)
     prog = prog or os.path.basename(sys.argv[0]) or "run_arl.py"
     if any(a in ("-h", "--help") for a in argv):
-        runner.build_parser(prog=prog).print_help()
+        parser = runner.build_parser(prog=prog)
+        with user_errors(prog):
+            runner.apply_help_defaults(parser, argv)
+        parser.print_help()
         return 0
     from .distributed import shutdown
 
     with user_errors(prog):
         training_args, model_args, data_args, run_args = runner.parse_args(argv)
+        runner.setup_logging(training_args, training_args.process_index, summary=(
+            f"device {training_args.device}, world size {training_args.world_size}, "
+            f"mixed precision {'bf16' if training_args.bf16 else 'fp16' if training_args.fp16 else 'no'}"))
         metrics = runner.train_and_evaluate(training_args, model_args, data_args, run_args, argv=argv)
         if training_args.process_index == 0:
             print("\nResults (checkpoint selected on the validation split; test evaluated once):")
@@ -83,6 +91,7 @@ def evaluate_main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = No
     )
     (eval_args,) = parser.parse_args_into_dataclasses(args=argv)
     with user_errors(prog):
+        runner.setup_logging(eval_args.log_level)
         metrics = runner.evaluate_checkpoint(eval_args)
         if _is_main_process():
             print(f"{eval_args.model_name_or_path} on the {eval_args.split} split:")
@@ -130,7 +139,22 @@ def _compare_main(argv: Sequence[str], prog: str = "arl-hf compare") -> int:
         return int(compare_main(list(argv)) or 0)
 
 
-COMMANDS = {"train": train_main, "evaluate": evaluate_main, "plot": plot_main}
+def env_main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> int:
+    """``arl-hf env``: what a bug report needs (versions, devices, cache folders, install source)."""
+    import argparse
+
+    from .env import environment, format_environment
+
+    parser = argparse.ArgumentParser(prog=prog or "arl-hf env", description="Print the environment for a bug "
+                                     "report: arl-hf and library versions, devices, cache folders, install source.")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a Markdown list")
+    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    env = environment()
+    print(json.dumps(env, indent=2) if args.json else format_environment(env))
+    return 0
+
+
+COMMANDS = {"train": train_main, "evaluate": evaluate_main, "plot": plot_main, "env": env_main}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -139,6 +163,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0 if argv else EXIT_USER_ERROR
+    if argv[0] in ("-V", "--version"):
+        from . import __version__
+
+        print(f"arl-hf {__version__}")
+        return 0
     command, rest = argv[0], argv[1:]
     if command == "compare":
         return _compare_main(rest)

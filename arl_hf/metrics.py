@@ -1,7 +1,14 @@
-"""Accuracy and macro-F1 of the fused head and of each unimodal head (scikit-learn).
+"""Accuracy and macro-F1 of the fused head and of each unimodal head, in NumPy.
 
-``evaluate``'s metrics are fetched from the Hub and fail offline; these are the same
-scikit-learn computations, imported lazily so the core runs without scikit-learn.
+No scikit-learn at evaluation (a machine with only torch, transformers, timm and
+accelerate evaluates), and no ``evaluate`` (its metric code is fetched from the Hub).
+The values equal scikit-learn's ``accuracy_score`` and
+``f1_score(average="macro", zero_division=0)``: macro-F1 averages the per-class
+``2 TP / (2 TP + FP + FN)`` over the classes present in the labels *or* the predictions,
+so a class absent from a split and never predicted does not count, and one predicted
+but absent counts with F1 0 (tested against scikit-learn).
+
+``ARLTrainer(compute_metrics=...)`` takes any other function of an ``EvalPrediction``.
 """
 
 from __future__ import annotations
@@ -10,17 +17,58 @@ from typing import Callable, Dict, Sequence
 
 import numpy as np
 
+__all__ = ["accuracy", "macro_f1", "classification_metrics", "multimodal_metrics", "make_compute_metrics"]
+
+
+def _as_labels(values, field: str) -> np.ndarray:
+    arr = np.asarray(values)
+    if arr.ndim != 1:
+        raise ValueError(f"{field}: expected a 1-D array of class indices, got shape {arr.shape}")
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        if not np.all(np.equal(np.mod(arr, 1), 0)):
+            raise ValueError(f"{field}: expected integer class indices, got dtype {arr.dtype}")
+        arr = arr.astype(np.int64)
+    return arr.astype(np.int64, copy=False)
+
+
+def _check_pair(labels: np.ndarray, preds: np.ndarray) -> None:
+    if labels.shape != preds.shape:
+        raise ValueError(f"predictions: expected {labels.shape[0]} predictions (one per label), got {preds.shape[0]}")
+    if labels.size == 0:
+        raise ValueError("labels: expected at least one example, got an empty array")
+
+
+def accuracy(labels, preds) -> float:
+    """Share of ``preds`` equal to ``labels`` (scikit-learn's ``accuracy_score``)."""
+    labels, preds = _as_labels(labels, "labels"), _as_labels(preds, "predictions")
+    _check_pair(labels, preds)
+    return float(np.mean(labels == preds))
+
+
+def macro_f1(labels, preds) -> float:
+    """Unweighted mean of the per-class F1 over the classes seen in ``labels`` or ``preds``
+    (scikit-learn's ``f1_score(average="macro", zero_division=0)``)."""
+    labels, preds = _as_labels(labels, "labels"), _as_labels(preds, "predictions")
+    _check_pair(labels, preds)
+    classes, index = np.unique(np.concatenate([labels, preds]), return_inverse=True)
+    n = labels.shape[0]
+    y, p = index[:n], index[n:]
+    k = classes.shape[0]
+    tp = np.bincount(y[y == p], minlength=k).astype(np.float64)
+    support = np.bincount(y, minlength=k).astype(np.float64)      # TP + FN
+    predicted = np.bincount(p, minlength=k).astype(np.float64)    # TP + FP
+    denom = support + predicted                                   # 2 TP + FP + FN
+    f1 = np.divide(2.0 * tp, denom, out=np.zeros(k), where=denom > 0)
+    return float(f1.mean())
+
 
 def classification_metrics(logits: np.ndarray, labels: np.ndarray) -> Dict[str, float]:
     """``{"accuracy", "macro_f1"}`` of argmax predictions of ``(N, C)`` logits."""
-    from sklearn.metrics import accuracy_score, f1_score
-
-    preds = np.asarray(logits).argmax(-1)
-    labels = np.asarray(labels)
-    return {
-        "accuracy": float(accuracy_score(labels, preds)),
-        "macro_f1": float(f1_score(labels, preds, average="macro", zero_division=0)),
-    }
+    logits = np.asarray(logits)
+    if logits.ndim != 2:
+        raise ValueError(f"logits: expected shape (N, C), got {logits.shape}")
+    preds = logits.argmax(-1)
+    return {"accuracy": accuracy(labels, preds), "macro_f1": macro_f1(labels, preds)}
 
 
 def multimodal_metrics(predictions: np.ndarray, labels: np.ndarray, modalities: Sequence[str]) -> Dict[str, float]:

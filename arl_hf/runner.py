@@ -29,12 +29,12 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 from transformers import HfArgumentParser
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
-from transformers.utils import logging
+from .log import get_logger
 
 from . import presets as presets_module
 from .trainer import STRATEGY_STATE_NAME, ARLConfig, ARLTrainer
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 __all__ = [
     "ModelArguments",
@@ -109,8 +109,12 @@ class DataArguments:
     dataset: str = field(
         default="avdigits",
         metadata={"help": "Dataset: a name known to arl_hf.data (e.g. avdigits, cremad, ave, kinetics_sounds, mosi, "
-                  "ucf101) or a directory written by DatasetDict.save_to_disk (train/validation/test splits, "
-                  "'labels' + one column per modality)."},
+                  "ucf101), a local folder (DatasetDict.save_to_disk, arl_hf.data.export_prepared, or data files "
+                  "datasets.load_dataset reads) or a Hub dataset repo id 'owner/name' (e.g. written by "
+                  "arl_hf.data.push_prepared); train/validation/test splits, 'labels' + one column per modality."},
+    )
+    dataset_revision: Optional[str] = field(
+        default=None, metadata={"help": "Branch, tag or commit of a Hub dataset repo given as --dataset."}
     )
     dataset_config: Optional[str] = field(
         default=None,
@@ -171,6 +175,12 @@ class RunArguments:
     )
     plots: bool = field(default=True, metadata={"help": "Write the training plots into output_dir/plots."})
     model_card: bool = field(default=True, metadata={"help": "Write the README.md model card into output_dir."})
+    license: Optional[str] = field(
+        default="mit",
+        metadata={"help": "License of the model card (a Hub license id: mit, apache-2.0, cc-by-4.0, other...; "
+                  "'none' omits it). The dataset's license may also bind the weights."},
+    )
+    tags: Optional[List[str]] = field(default=None, metadata={"help": "Extra tags of the model card."})
 
 
 @dataclass
@@ -181,8 +191,8 @@ class EvalArguments:
     split: str = field(default="test", metadata={"help": "Split to evaluate: train, validation or test."})
     dataset: Optional[str] = field(
         default=None,
-        metadata={"help": "Dataset name or save_to_disk directory; default: the one recorded in the checkpoint's "
-                  "config.preprocessing."},
+        metadata={"help": "Dataset name, local folder or Hub dataset repo id (as --dataset of train); default: the "
+                  "one recorded in the checkpoint's config.preprocessing."},
     )
     dataset_config: Optional[str] = field(
         default=None,
@@ -191,10 +201,22 @@ class EvalArguments:
     )
     data_dir: Optional[str] = field(default=None, metadata={"help": "Directory of the raw dataset files."})
     cache_dir: Optional[str] = field(default=None, metadata={"help": "Arrow cache directory of prepared datasets."})
+    revision: Optional[str] = field(
+        default=None, metadata={"help": "Branch, tag or commit of a Hub model repo given as --model_name_or_path."}
+    )
+    dataset_revision: Optional[str] = field(
+        default=None, metadata={"help": "Branch, tag or commit of a Hub dataset repo given as --dataset; default: "
+                                "the commit recorded in the checkpoint."}
+    )
     batch_size: int = field(default=64, metadata={"help": "Evaluation batch size."})
     max_samples: Optional[int] = field(default=None, metadata={"help": "Evaluate only the first N examples."})
     use_cpu: bool = field(default=False, metadata={"help": "Evaluate on CPU even when an accelerator is available."})
     output_json: Optional[str] = field(default=None, metadata={"help": "Also write the metrics to this JSON file."})
+    log_level: str = field(
+        default="passive",
+        metadata={"help": "Log level of transformers, datasets and arl_hf ('passive' keeps transformers' default, "
+                  "warning).", "choices": ["detail", "debug", "info", "warning", "error", "critical", "passive"]},
+    )
 
 
 #: Defaults of the script that differ from the dataclasses' (shown by ``--help``).
@@ -219,7 +241,17 @@ _UNSET = object()
 
 
 class _ArgumentParser(HfArgumentParser):
-    """``HfArgumentParser`` whose errors suggest the closest known option."""
+    """``HfArgumentParser`` whose errors suggest the closest known option, and whose ``--help``
+    marks the defaults a preset sets (:func:`apply_help_defaults`)."""
+
+    help_preset: Optional[str] = None
+    help_preset_keys: frozenset = frozenset()
+
+    def _get_formatter(self):
+        formatter = super()._get_formatter()
+        formatter.help_preset = self.help_preset
+        formatter.help_preset_keys = self.help_preset_keys
+        return formatter
 
     def error(self, message: str):  # noqa: D401 - argparse API
         if "unrecognized arguments" in message:
@@ -252,11 +284,77 @@ def build_parser(prog: Optional[str] = None) -> HfArgumentParser:
         allow_abbrev=False,
     )
     parser.set_defaults(**SCRIPT_DEFAULTS)
+    _group_help(parser)
+    # the full list (every TrainingArguments flag) is in the sections below
+    parser.usage = ("%(prog)s [CONFIG.json|CONFIG.yaml] [--preset NAME] [--dataset DATASET] [--strategy NAME] "
+                    "[--output_dir DIR] [options]")
     return parser
 
 
+#: the sections of ``--help``, in order: the run's own options first, transformers' last
+HELP_GROUPS = (
+    ("run", "run options (presets, config file, output directory, model card, plots)"),
+    ("data", "data options (dataset, preprocessing, subsets)"),
+    ("model", "model options (encoders, fusion, initialisation)"),
+    ("strategy", "strategy options (ARL and the comparison methods; arl_hf.ARLConfig)"),
+    ("training", "training options (transformers.TrainingArguments)"),
+)
+
+
+#: TrainingArguments options that say what a run is and where it goes: shown with the run's own
+RUN_TRAINING_OPTIONS = ("output_dir", "seed", "report_to", "log_level", "push_to_hub", "hub_model_id")
+
+
+def help_group_of(dest: str) -> str:
+    """The ``--help`` section of an option: ``run``, ``data``, ``model``, ``strategy`` or ``training``."""
+    from transformers import TrainingArguments
+
+    for name, dtype in (("run", RunArguments), ("data", DataArguments), ("model", ModelArguments)):
+        if dest in {f.name for f in dataclasses.fields(dtype)}:
+            return name
+    if dest in RUN_TRAINING_OPTIONS:
+        return "run"
+    if dest in {f.name for f in dataclasses.fields(TrainingArguments)}:
+        return "training"
+    return "strategy"
+
+
+def _group_help(parser: argparse.ArgumentParser) -> None:
+    """Move every option into its :data:`HELP_GROUPS` section (parsing is unchanged)."""
+    groups = {name: parser.add_argument_group(title) for name, title in HELP_GROUPS}
+    for group in groups.values():
+        parser._action_groups.remove(group)
+    for action in list(parser._optionals._group_actions):
+        if action.dest in ("help", argparse.SUPPRESS):
+            continue
+        parser._optionals._group_actions.remove(action)
+        groups[help_group_of(action.dest)]._group_actions.append(action)
+    index = parser._action_groups.index(parser._optionals) + 1
+    parser._action_groups[index:index] = [groups[name] for name, _ in HELP_GROUPS]
+
+
+def apply_help_defaults(parser: "_ArgumentParser", argv: Sequence[str]) -> Optional[str]:
+    """Show in ``--help`` the defaults this command line resolves to: the preset (given, or the
+    default one for the default dataset) and a config file override the dataclass defaults;
+    options a preset sets are marked. Returns the preset name."""
+    merged = resolve_options([a for a in argv if a not in ("-h", "--help")], parser)
+    name = merged.get("preset")
+    preset = presets_module.get_preset(name) if name else {}
+    keys = {k for k, v in preset.items() if merged.get(k) == v}  # not those a config file or flag overrode
+    parser.set_defaults(**{k: v for k, v in merged.items() if k != "output_dir" or v})
+    parser.help_preset, parser.help_preset_keys = name, frozenset(keys)
+    return name
+
+
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
+    help_preset: Optional[str] = None
+    help_preset_keys: frozenset = frozenset()
+
+    def _get_help_string(self, action):
+        text = super()._get_help_string(action)
+        if self.help_preset and action.dest in self.help_preset_keys and "%(default)" in text:
+            text = text.replace("(default: %(default)s)", f"(default: %(default)s, from preset {self.help_preset})")
+        return text
 
 
 def _explicit_values(parser: HfArgumentParser, argv: Sequence[str]) -> Dict[str, Any]:
@@ -349,6 +447,40 @@ def parse_args(
     return training_args, model_args, data_args, run_args
 
 
+# ------------------------------------------------------------------------------- logging
+def setup_logging(log_level: Any, process_index: int = 0, summary: Optional[str] = None) -> int:
+    """Set the log levels of this process, as the transformers example scripts do.
+
+    ``log_level`` is a :class:`~transformers.TrainingArguments` (its
+    ``get_process_log_level()``: ``--log_level`` on the main process, ``--log_level_replica``
+    on the others) or a level name / number. The level applies to ``transformers`` (and with
+    it every ``arl_hf`` logger, which live in its tree, see :mod:`arl_hf.log`) and to
+    ``datasets``; returns the level.
+    """
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    if hasattr(log_level, "get_process_log_level"):
+        level = int(log_level.get_process_log_level())
+    elif isinstance(log_level, str):
+        from transformers.training_args import trainer_log_levels
+
+        if log_level not in trainer_log_levels:
+            raise ValueError(f"log_level: expected one of {sorted(trainer_log_levels)}, got {log_level!r}")
+        level = trainer_log_levels[log_level]
+        if level < 0:  # "passive": keep the current verbosity
+            level = hf_logging.get_verbosity()
+    else:
+        level = int(log_level)
+    datasets.utils.logging.set_verbosity(level)
+    hf_logging.set_verbosity(level)
+    hf_logging.enable_default_handler()
+    hf_logging.enable_explicit_format()
+    if summary:
+        logger.info("process %d: %s", process_index, summary)
+    return level
+
+
 # ------------------------------------------------------------------------------- data
 def _parse_mapping(text: Optional[str], field_name: str) -> Dict[str, str]:
     if not text:
@@ -376,39 +508,44 @@ def _find_collator(module: Any, dataset: Any) -> Optional[Callable]:
 def load_data(data_args: DataArguments, seed: int = 0) -> Tuple[Any, Callable, Dict[str, Any]]:
     """Load the dataset: ``(DatasetDict, collator, preprocessing record)``.
 
-    ``data_args.dataset`` is either a directory saved with ``DatasetDict.save_to_disk``
-    (collated with ``transformers.default_data_collator`` after ``set_format("torch")``) or a
-    name known to :func:`arl_hf.data.load`.
-    """
-    import datasets
-    from transformers import default_data_collator
+    ``data_args.dataset`` is one of:
 
+    * a name known to :func:`arl_hf.data.load` (built from the raw files, or embedded);
+    * a local folder: one written by ``DatasetDict.save_to_disk``, by
+      :func:`arl_hf.data.export_prepared`, or any folder ``datasets.load_dataset`` reads
+      (Parquet, CSV, JSON, Arrow files...);
+    * a Hub dataset repo id ``owner/name`` (``snapshot_download``, so ``HF_HUB_OFFLINE=1``
+      works from the cache; ``dataset_revision`` picks a branch, tag or commit), e.g. one
+      written by :func:`arl_hf.data.push_prepared`.
+
+    Datasets prepared by ``arl_hf.data`` get their transforms and collator back; others are
+    collated with ``transformers.default_data_collator`` after ``set_format("torch")``. The
+    record stores what ``--dataset`` takes to find the data again: the registry name, the
+    folder's absolute path, or the repo id and the commit it resolved to.
+    """
     name = data_args.dataset
     record: Dict[str, Any] = {"dataset": name}
     for key in ("dataset_config", "preprocessing", "audio_duration", "num_frames", "image_size"):
         value = getattr(data_args, key)
         if value is not None:
             record[key] = value
-    if os.path.isdir(name):
-        if not os.path.isfile(os.path.join(name, "dataset_dict.json")):
-            raise FileNotFoundError(
-                f"dataset: directory {name!r} is not a DatasetDict saved with save_to_disk (no dataset_dict.json)"
-            )
-        ds = datasets.load_from_disk(name)
-        if not isinstance(ds, datasets.DatasetDict):
-            raise ValueError(f"dataset: {name!r} holds a single Dataset; expected a DatasetDict with splits")
-        record["dataset"] = os.path.basename(os.path.normpath(name))
-        info = _dataset_record(ds)
-        if info and str(info.get("format", "")).startswith("arl_hf.data"):
-            # a dataset prepared by arl_hf.data and saved to disk: same transforms and collator
-            from .data import MultimodalCollator, attach_transforms
+    local = os.path.expanduser(str(name))
+    if os.path.isdir(local):
+        record["dataset"] = os.path.abspath(local)
+        return _load_folder(record["dataset"], data_args, record, seed)
+    from .data.sharing import is_hub_id
 
-            record["dataset"] = str(info.get("dataset") or record["dataset"])
-            record["data"] = info
-            ds = attach_transforms(ds, num_frames=data_args.num_frames, image_size=data_args.image_size, seed=seed)
-            return ds, MultimodalCollator.from_dataset(ds), record
-        ds.set_format("torch")
-        return ds, default_data_collator, record
+    registry = _registry_names()
+    if name not in registry and is_hub_id(name):
+        from .data.sharing import resolve_dataset_repo
+
+        folder, revision = resolve_dataset_repo(name, data_args.dataset_revision)
+        if revision:
+            record["dataset_revision"] = revision
+        logger.info("dataset %s: Hub dataset repo at revision %s (%s)", name, revision, folder)
+        return _load_folder(folder, data_args, record, seed)
+    from transformers import default_data_collator
+
     try:
         from . import data as data_module
     except ImportError as e:  # pragma: no cover - depends on the data package being present
@@ -421,8 +558,8 @@ def load_data(data_args: DataArguments, seed: int = 0) -> Tuple[Any, Callable, D
         close = difflib.get_close_matches(name, available, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ValueError(
-            f"dataset: unknown dataset {name!r}{hint}; expected one of {available} or a directory written by "
-            "DatasetDict.save_to_disk"
+            f"dataset: unknown dataset {name!r}{hint}; expected one of {available}, a local folder (save_to_disk, "
+            "export_prepared or data files) or a Hub dataset repo id 'owner/name'"
         )
     import inspect
 
@@ -452,6 +589,72 @@ def load_data(data_args: DataArguments, seed: int = 0) -> Tuple[Any, Callable, D
     if info:
         record["data"] = info
     return ds, collator, record
+
+
+def _registry_names() -> List[str]:
+    try:
+        from .data import available_datasets
+    except ImportError:  # pragma: no cover - depends on the data package being present
+        return []
+    return list(available_datasets())
+
+
+def _load_folder(folder: str, data_args: DataArguments, record: Dict[str, Any], seed: int
+                 ) -> Tuple[Any, Callable, Dict[str, Any]]:
+    """A local folder (or a downloaded Hub repo): save_to_disk, arl_hf export, or data files."""
+    import datasets
+    from transformers import default_data_collator
+
+    from .data.sharing import read_record
+
+    shown = record["dataset"]
+    if os.path.isfile(os.path.join(folder, "dataset_dict.json")):
+        ds = datasets.load_from_disk(folder)
+        if not isinstance(ds, datasets.DatasetDict):
+            raise ValueError(f"dataset: {shown!r} holds a single Dataset; expected a DatasetDict with splits")
+    elif read_record(folder)[0] is not None:
+        from .data import MultimodalCollator, load_prepared
+
+        ds = load_prepared(folder, cache_dir=data_args.cache_dir, num_frames=data_args.num_frames,
+                           image_size=data_args.image_size, seed=seed)
+        record["data"] = _dataset_record(ds)
+        return ds, MultimodalCollator.from_dataset(ds), record
+    elif os.path.isfile(os.path.join(folder, "dataset_info.json")) or os.path.isfile(os.path.join(folder, "state.json")):
+        raise ValueError(f"dataset: {shown!r} holds a single Dataset saved with save_to_disk; expected a DatasetDict "
+                         "with splits")
+    else:
+        try:
+            ds = datasets.load_dataset(folder, name=data_args.dataset_config, cache_dir=data_args.cache_dir)
+        except (FileNotFoundError, ValueError) as e:
+            raise ValueError(
+                f"dataset: {shown!r} is neither a DatasetDict saved with save_to_disk, nor a folder written by "
+                f"arl_hf.data.export_prepared / push_prepared, nor data files datasets.load_dataset reads ({e})"
+            ) from None
+        if not isinstance(ds, datasets.DatasetDict):
+            raise ValueError(f"dataset: {shown!r} loads as a single Dataset; expected splits")
+    info = _dataset_record(ds)
+    if info and str(info.get("format", "")).startswith("arl_hf.data"):
+        # a dataset prepared by arl_hf.data and saved to disk: same transforms and collator
+        from .data import MultimodalCollator, attach_transforms
+
+        record["data"] = info
+        ds = attach_transforms(ds, num_frames=data_args.num_frames, image_size=data_args.image_size, seed=seed)
+        return ds, MultimodalCollator.from_dataset(ds), record
+    ds.set_format("torch")
+    return ds, default_data_collator, record
+
+
+def dataset_label(record: Optional[Mapping[str, Any]], default: str = "dataset") -> str:
+    """A short name of a recorded dataset: the prepared dataset's own name (``cremad``...),
+    else the repo id, else the folder's name."""
+    record = record or {}
+    data = record.get("data") if isinstance(record.get("data"), Mapping) else {}
+    name = str(record.get("dataset") or default)
+    if data.get("dataset"):
+        return str(data["dataset"])
+    if os.path.isabs(name):
+        return os.path.basename(os.path.normpath(name))
+    return name
 
 
 def _dataset_record(ds: Any) -> Optional[Dict[str, Any]]:
@@ -709,10 +912,19 @@ class RunTrainer(ARLTrainer):
         self._created_lr_scheduler = True
         return self.lr_scheduler
 
-    def create_model_card(self, *args, **kwargs) -> None:
-        """Write the arl-hf card (instead of the generic Trainer draft) before a push."""
-        if self.card_writer is not None and self.is_world_process_zero():
-            self.card_writer()
+    def create_model_card(self, language: Optional[str] = None, license: Optional[str] = None,
+                          tags: Optional[Any] = None, model_name: Optional[str] = None,
+                          finetuned_from: Optional[str] = None, tasks: Optional[Any] = None,
+                          dataset_tags: Optional[Any] = None, dataset: Optional[Any] = None,
+                          dataset_args: Optional[Any] = None, **kwargs: Any) -> None:
+        """Write the arl-hf card (instead of the generic Trainer draft) before a push, with what
+        ``trainer.push_to_hub(license=..., tags=..., finetuned_from=..., language=..., tasks=...,
+        dataset_tags=..., model_name=...)`` passes."""
+        if self.card_writer is None or not self.is_world_process_zero():
+            return
+        options = {"language": language, "license": license, "tags": tags, "model_name": model_name,
+                   "finetuned_from": finetuned_from, "tasks": tasks, "dataset_tags": dataset_tags}
+        self.card_writer(**{k: v for k, v in options.items() if v is not None})
 
 
 # ------------------------------------------------------------------------------- run
@@ -762,9 +974,16 @@ def _strip_prefix(metrics: Mapping[str, float], prefix: str) -> Dict[str, float]
 
 
 def _reproduce_command(argv: Optional[Sequence[str]]) -> str:
+    """The console script the package installs (``examples/`` is not in a wheel)."""
     if argv is None:
-        return "python examples/run_arl.py"
-    return "python examples/run_arl.py " + " ".join(shlex.quote(a) for a in argv)
+        return "arl-hf train"
+    return "arl-hf train " + " ".join(shlex.quote(a) for a in argv)
+
+
+def _as_list(value: Any) -> List[str]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else [str(v) for v in value]
 
 
 def write_run_outputs(
@@ -774,8 +993,15 @@ def write_run_outputs(
     data_args: DataArguments,
     run_args: RunArguments,
     argv: Optional[Sequence[str]] = None,
+    card_options: Optional[Mapping[str, Any]] = None,
 ) -> Dict[str, Any]:
-    """Plots, model card and ``results.json`` of a finished run (main process only)."""
+    """Plots, model card and ``results.json`` of a finished run (main process only).
+
+    ``card_options``: what ``trainer.push_to_hub(...)`` passes to ``create_model_card``
+    (``license``, ``tags``, ``finetuned_from``, ``language``, ``tasks``, ``dataset_tags``,
+    ``model_name``); they override the run's own values.
+    """
+    card_options = dict(card_options or {})
     args = trainer.args
     out = args.output_dir
     model = trainer.model
@@ -784,8 +1010,9 @@ def write_run_outputs(
     written: Dict[str, Any] = {"plots": [], "card": None}
     if not trainer.is_world_process_zero():
         return written
-    dataset_label = str((config.preprocessing or {}).get("dataset", data_args.dataset))
-    title = f"{dataset_label} — strategy {args.strategy}" + (f" (preset {run_args.preset})" if run_args.preset else "")
+    record = dict(config.preprocessing or {"dataset": data_args.dataset})
+    label = dataset_label(record, data_args.dataset)
+    title = f"{label} — strategy {args.strategy}" + (f" (preset {run_args.preset})" if run_args.preset else "")
     if run_args.plots:
         from .plots import make_run_plots
 
@@ -798,7 +1025,8 @@ def write_run_outputs(
     )
     results = {
         "metrics": {k: dict(v) for k, v in metrics.items()},
-        "dataset": data_args.dataset,
+        "dataset": record.get("dataset", data_args.dataset),
+        "dataset_revision": record.get("dataset_revision"),
         "preset": run_args.preset,
         "strategy": args.strategy,
         "best_model_checkpoint": best,
@@ -820,9 +1048,29 @@ def write_run_outputs(
         }
         plots = [(f"{PLOTS_DIR}/{os.path.basename(p)}", captions.get(os.path.basename(p), os.path.basename(p)))
                  for p in written["plots"]]
+        from .data.sharing import is_hub_id
+
+        recorded = str(record.get("dataset", data_args.dataset))
+        on_hub = is_hub_id(recorded) and recorded not in _registry_names()
+        finetuned_from = card_options.get("finetuned_from") or (
+            model_args.model_name_or_path if model_args.model_name_or_path and is_hub_id(model_args.model_name_or_path)
+            else None)
+        extra_datasets = [d for d in _as_list(card_options.get("dataset_tags")) if is_hub_id(d)]
+        tasks = _as_list(card_options.get("tasks"))
         summary = RunSummary(
-            model_name=args.hub_model_id.split("/")[-1] if args.hub_model_id else os.path.basename(os.path.normpath(out)),
-            dataset=str((config.preprocessing or {}).get("dataset", data_args.dataset)),
+            model_name=card_options.get("model_name") or (
+                args.hub_model_id.split("/")[-1] if args.hub_model_id else os.path.basename(os.path.normpath(out))),
+            dataset=label,
+            dataset_id=recorded if on_hub else None,
+            dataset_revision=record.get("dataset_revision") if on_hub else None,
+            dataset_arg=recorded,
+            license=(lambda v: None if v in (None, "", "none") else v)(card_options.get("license", run_args.license)),
+            base_model=finetuned_from,
+            language=card_options.get("language"),
+            tags=list(run_args.tags or []) + [t for t in _as_list(card_options.get("tags"))],
+            extra_datasets=extra_datasets,
+            task=tasks[0] if tasks else None,
+            input_modalities=list(getattr(model, "input_modalities", []) or []),
             modalities=config.modalities,
             metrics=metrics,
             strategy=args.strategy,
@@ -889,8 +1137,13 @@ def train_and_evaluate(
     dataset = _truncate(dataset, data_args)
     if run_args.preset:
         record["preset"] = run_args.preset
+    logger.info("dataset %s: %s examples", record.get("dataset"), {k: len(v) for k, v in dataset.items()})
     batch = sample_batch(dataset["train"], collator)
     model = build_model(batch, _num_labels(dataset), model_args, record, _label_names(dataset))
+    logger.info("model: encoders %s, fusion %s, %d parameters; strategy %s",
+                {m: spec.get("encoder") for m, spec in model.config.modalities.items()},
+                getattr(model.config, "fusion", "?"), sum(p.numel() for p in model.parameters()),
+                training_args.strategy)
     if not training_args.load_best_model_at_end:
         logger.warning("load_best_model_at_end is off: the final checkpoint is evaluated, not the validation-best one")
 
@@ -904,7 +1157,7 @@ def train_and_evaluate(
         lr_decay_epochs=run_args.lr_decay_epochs,
         lr_decay_factor=run_args.lr_decay_factor,
         decay_all_parameters=run_args.decay_all_parameters,
-        card_writer=lambda: holder.get("write", lambda: None)(),
+        card_writer=lambda **options: holder.get("write", lambda **_: None)(**options),
     )
     train_result = trainer.train(resume_from_checkpoint=resume_from)
     metrics: Dict[str, Dict[str, float]] = {}
@@ -917,8 +1170,8 @@ def train_and_evaluate(
     trainer.save_metrics("train", train_result.metrics)
     trainer.save_state()
 
-    def _write():
-        return write_run_outputs(trainer, metrics, model_args, data_args, run_args, argv)
+    def _write(**card_options):
+        return write_run_outputs(trainer, metrics, model_args, data_args, run_args, argv, card_options)
 
     holder["write"] = _write
     _write()
@@ -929,7 +1182,14 @@ def train_and_evaluate(
 
 # ------------------------------------------------------------------------------- evaluation
 def evaluate_checkpoint(eval_args: EvalArguments) -> Dict[str, float]:
-    """Accuracy and macro-F1, fused and per modality, of a saved checkpoint on one split."""
+    """Accuracy and macro-F1, fused and per modality, of a saved checkpoint on one split.
+
+    ``model_name_or_path`` is a local checkpoint directory or a Hub model repo id (downloaded
+    through the Hub cache, so ``HF_HUB_OFFLINE=1`` works once cached); either way the
+    strategy state saved beside the weights (``strategy_state.pt``) is used when the
+    strategy predicts through its own head (MLA), and the recorded dataset (name, folder or
+    Hub dataset repo at its recorded commit) is the default ``--dataset``.
+    """
     import tempfile
 
     from transformers import AutoModel
@@ -945,17 +1205,19 @@ def evaluate_checkpoint(eval_args: EvalArguments) -> Dict[str, float]:
     elif path.startswith((".", "/", "~")) or path.count("/") != 1:
         raise FileNotFoundError(f"model_name_or_path: checkpoint directory {path!r} does not exist")
     try:
-        model = AutoModel.from_pretrained(path)
+        model = AutoModel.from_pretrained(path, revision=eval_args.revision)
     except OSError as e:
         raise FileNotFoundError(f"model_name_or_path: cannot load {path!r}: {e}") from None
     recorded = dict(getattr(model.config, "preprocessing", None) or {})
     dataset_name = eval_args.dataset or recorded.get("dataset")
     if not dataset_name:
         raise ValueError("dataset: the checkpoint records no dataset; pass --dataset")
-    # same dataset as in training: reuse the recorded preprocessing options
+    # same dataset as in training: reuse the recorded preprocessing options (and commit)
     same = eval_args.dataset in (None, recorded.get("dataset"))
     data_args = DataArguments(
         dataset=dataset_name,
+        dataset_config=eval_args.dataset_config or (recorded.get("dataset_config") if same else None),
+        dataset_revision=eval_args.dataset_revision or (recorded.get("dataset_revision") if same else None),
         data_dir=eval_args.data_dir,
         cache_dir=eval_args.cache_dir,
         **{k: recorded.get(k) if same else None for k in ("preprocessing", "audio_duration", "num_frames", "image_size")},
@@ -966,7 +1228,7 @@ def evaluate_checkpoint(eval_args: EvalArguments) -> Dict[str, float]:
     split = ds[eval_args.split]
     if eval_args.max_samples is not None:
         split = split.select(range(min(eval_args.max_samples, len(split))))
-    strategy = _prediction_strategy(model, path)
+    strategy = _prediction_strategy(model, path, eval_args.revision)
     with tempfile.TemporaryDirectory() as tmp:
         args = ARLConfig(
             output_dir=tmp, per_device_eval_batch_size=eval_args.batch_size, report_to="none",
@@ -974,8 +1236,7 @@ def evaluate_checkpoint(eval_args: EvalArguments) -> Dict[str, float]:
         )
         trainer = ARLTrainer(model=model, args=args, data_collator=collator)
         if strategy != "none":
-            trainer.strategy.load_state_dict(
-                torch.load(os.path.join(path, STRATEGY_STATE_NAME), map_location="cpu", weights_only=False))
+            trainer.strategy.load_state_dict(load_strategy_state(strategy_state_file(path, eval_args.revision)))
         raw = trainer.evaluate(eval_dataset=split, metric_key_prefix=eval_args.split)
     metrics = _strip_prefix(raw, eval_args.split)
     if eval_args.output_json:
@@ -984,9 +1245,32 @@ def evaluate_checkpoint(eval_args: EvalArguments) -> Dict[str, float]:
     return metrics
 
 
-def _prediction_strategy(model: Any, path: str) -> str:
+def strategy_state_file(path: str, revision: Optional[str] = None) -> Optional[str]:
+    """Local path of the ``strategy_state.pt`` saved beside a checkpoint: in the directory, or
+    fetched with ``hf_hub_download`` from a Hub model repo; ``None`` when there is none."""
+    if os.path.isdir(path):
+        file = os.path.join(path, STRATEGY_STATE_NAME)
+        return file if os.path.isfile(file) else None
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        return hf_hub_download(path, STRATEGY_STATE_NAME, revision=revision)
+    except (EntryNotFoundError, LocalEntryNotFoundError):
+        return None
+    except HfHubHTTPError as e:
+        raise FileNotFoundError(f"model_name_or_path: cannot fetch {STRATEGY_STATE_NAME} of {path!r}: {e}") from None
+
+
+def load_strategy_state(file: str) -> Dict[str, Any]:
+    """A strategy state file: tensors, numbers, lists and dicts only (``weights_only``, no pickled code)."""
+    return torch.load(file, map_location="cpu", weights_only=True)
+
+
+def _prediction_strategy(model: Any, path: str, revision: Optional[str] = None) -> str:
     """``"none"`` (the model's own heads), or the recorded training strategy when it predicts
-    through its own head (MLA), whose state must then be saved beside the weights."""
+    through its own head (MLA), whose state must then be saved beside the weights (in the
+    checkpoint directory or the Hub repo)."""
     from .strategies import STRATEGIES
 
     name = getattr(model.config, "training_strategy", None)
@@ -995,7 +1279,7 @@ def _prediction_strategy(model: Any, path: str) -> str:
                        "model's own heads", name)
     if not name or name not in STRATEGIES or not STRATEGIES[name].owns_predictions():
         return "none"
-    if not os.path.isfile(os.path.join(path, STRATEGY_STATE_NAME)):
+    if strategy_state_file(path, revision) is None:
         raise FileNotFoundError(
             f"model_name_or_path: {path!r} was trained with strategy {name!r}, which predicts through its own "
             f"head; expected its state in {STRATEGY_STATE_NAME} beside the weights (written by ARLTrainer.save_model)")

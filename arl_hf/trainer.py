@@ -19,13 +19,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import Trainer, TrainerCallback, TrainingArguments
-from transformers.utils import logging
+from .log import get_logger
 
 from .distributed import all_reduce_mean
 from .strategies.base import STRATEGIES, StepContext, Strategy, build_strategy
 from .validation import validate_batch
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 STRATEGY_STATE_NAME = "strategy_state.pt"
 
@@ -168,6 +168,11 @@ class ARLConfig(TrainingArguments):
         if self.output_dir is None:
             self.output_dir = "arl_output"
         super().__post_init__()
+        if self.activation_checkpointing and self.ddp_find_unused_parameters is None:
+            # Trainer would turn unused-parameter detection off under checkpointing (for the reentrant
+            # variant); the model checkpoints non-reentrantly, and several strategies leave the fusion
+            # head or an encoder without gradient on some steps, which DDP must then be told about
+            self.ddp_find_unused_parameters = True
         # make sure the built-in strategies are registered
         from . import strategies  # noqa: F401
 
@@ -397,6 +402,31 @@ class ARLTrainer(Trainer):
             pending.clear()
         super().log(logs, start_time)
 
+    # ---- model card ------------------------------------------------------------------------
+    def create_model_card(self, *args: Any, **kwargs: Any) -> None:
+        """Trainer's card draft (``push_to_hub`` writes it), made true for this model:
+        ``library_name: arl-hf`` (loading needs ``import arl_hf``, not transformers alone) and a
+        usage section with the install line (:func:`arl_hf.env.install_command`)."""
+        super().create_model_card(*args, **kwargs)
+        path = os.path.join(self.args.output_dir, "README.md")
+        if not self.is_world_process_zero() or not os.path.isfile(path):
+            return
+        from huggingface_hub import ModelCard
+
+        from .cards import LIBRARY_NAME
+        from .env import install_command
+
+        card = ModelCard.load(path)
+        card.data.library_name = LIBRARY_NAME
+        card.data.tags = list(dict.fromkeys(list(card.data.tags or []) + list(self._tag_names)))
+        where = self.hub_model_id or self.args.output_dir
+        card.text = card.text.rstrip() + (
+            "\n\n## How to use\n\narl-hf is not on the Python package index; install it from its source:\n\n"
+            f"```bash\n{install_command()}\n```\n\n```python\nimport arl_hf  # registers the model type with "
+            f"transformers' Auto classes\nfrom transformers import AutoModel\n\nmodel = AutoModel.from_pretrained("
+            f'"{where}")\n```\n')
+        card.save(path)
+
     # ---- strategy state with every checkpoint --------------------------------------------
     def save_model(self, output_dir: Optional[str] = None, _internal_call: bool = False) -> None:
         """``Trainer.save_model``, plus: ``config.training_strategy`` records the strategy, and
@@ -415,4 +445,4 @@ class ARLTrainer(Trainer):
         super()._load_from_checkpoint(resume_from_checkpoint, model)
         path = os.path.join(resume_from_checkpoint, STRATEGY_STATE_NAME)
         if os.path.isfile(path):
-            self.strategy.load_state_dict(torch.load(path, map_location="cpu", weights_only=False))
+            self.strategy.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))

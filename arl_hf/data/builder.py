@@ -16,13 +16,13 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 
 import datasets
 import numpy as np
-from transformers.utils import logging
+from ..log import get_logger
 
 from .audio import AudioPreset, compute_features, get_preset, load_audio_file
 from .video import (decode_video_audio, decode_video_frames, encode_jpeg, list_frame_files, pool_indices,
                     read_image_bytes)
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 RECORD_FORMAT = "arl_hf.data/1"
 ON_ERROR = ("raise", "skip")

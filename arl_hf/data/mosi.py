@@ -27,11 +27,11 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import datasets
 import numpy as np
-from transformers.utils import logging
+from ..log import get_logger
 
 from .builder import ARLBuilder, ARLBuilderConfig
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 SINGLE_FILES = ("mosi_data.pkl", "aligned_50.pkl", "unaligned_50.pkl", "mosi.pkl")
 SPLIT_KEYS = {"train": ("train",), "validation": ("valid", "dev", "validation", "val"), "test": ("test",)}

@@ -13,11 +13,11 @@ import json
 import os
 from typing import Any, Dict, List, Mapping, Optional, Union
 
-from transformers.utils import logging
+from ..log import get_logger
 
 from .audio import AudioPreset, get_preset
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 __all__ = [
     "DATASETS",

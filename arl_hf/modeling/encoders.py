@@ -19,9 +19,9 @@ from typing import Any, Callable, Dict, List, Optional
 
 import torch
 from torch import nn
-from transformers.utils import logging
+from ..log import get_logger
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 ENCODERS: Dict[str, Callable[[str, Dict[str, Any]], nn.Module]] = {}
 
@@ -124,6 +124,16 @@ def build_encoder(modality: str, spec: Dict[str, Any]) -> nn.Module:
     """Build the encoder of ``modality`` from its spec (see :class:`MultimodalConfig`)."""
     validate_encoder_spec(modality, spec)
     return ENCODERS[_family(spec["encoder"])](modality, spec)
+
+
+def run_stage(encoder: nn.Module, index: int, h: torch.Tensor) -> torch.Tensor:
+    """``encoder.forward_stage(index, h)``, recomputed in backward when activation
+    checkpointing is on (``MultimodalModel.activation_checkpointing_enable()``)."""
+    func = getattr(encoder, "_gradient_checkpointing_func", None)
+    if func is not None and getattr(encoder, "gradient_checkpointing", False) and encoder.training \
+            and torch.is_grad_enabled():
+        return func(encoder.forward_stage, index, h)
+    return encoder.forward_stage(index, h)
 
 
 def supports_stages(encoder: nn.Module) -> Optional[str]:

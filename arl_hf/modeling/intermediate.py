@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .encoders import TimmEncoder, supports_stages
+from .encoders import TimmEncoder, run_stage, supports_stages
 from .fusion import FUSIONS, Fusion, build_fusion, register_fusion
 
 Streams = Dict[str, torch.Tensor]
@@ -351,7 +351,7 @@ class IntermediateFusion(Fusion):
     @staticmethod
     def _advance(encoder: nn.Module, h: torch.Tensor, done: int, upto: int) -> torch.Tensor:
         for s in range(done + 1, upto + 1):
-            h = encoder.forward_stage(s, h)
+            h = run_stage(encoder, s, h)
         return h
 
     def run(

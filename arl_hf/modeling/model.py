@@ -10,17 +10,44 @@ fusion path with every other modality's representation zeroed, Sec. 3.2).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
+from ..log import get_logger
 from .configuration import MultimodalConfig
 from .encoders import build_encoder
 from .fusion import build_fusion
+
+logger = get_logger(__name__)
+
+#: storage kind of a modality (``arl_hf.data`` records) -> transformers' ``input_modalities`` value
+KIND_TO_INPUT_MODALITY = {"spectrogram": "audio", "waveform": "audio", "audio": "audio", "frames": "video",
+                          "flow": "video", "video": "video", "image": "image", "text": "text"}
+#: modality name -> ``input_modalities`` value, when the data records no kind
+NAME_TO_INPUT_MODALITY = {"audio": "audio", "speech": "audio", "sound": "audio", "visual": "video",
+                          "video": "video", "rgb": "video", "frames": "video", "flow": "video", "image": "image",
+                          "images": "image", "text": "text"}
+
+
+def input_modalities(config: MultimodalConfig) -> List[str]:
+    """transformers' ``input_modalities`` (``text``, ``image``, ``video``, ``audio``, ``time``) of a config,
+    in modality order without repeats: from each modality's recorded storage kind
+    (``config.preprocessing``), else from its name; ``time`` (feature series) otherwise."""
+    record = (getattr(config, "preprocessing", None) or {}).get("data") or {}
+    kinds = record.get("modalities") if isinstance(record, Mapping) else None
+    out: List[str] = []
+    for m in config.modalities:
+        kind = (kinds or {}).get(m, {}).get("kind") if isinstance((kinds or {}).get(m), Mapping) else None
+        value = KIND_TO_INPUT_MODALITY.get(str(kind)) or NAME_TO_INPUT_MODALITY.get(m.lower(), "time")
+        if value not in out:
+            out.append(value)
+    return out
 
 # keyword arguments HF utilities may pass that carry no modality
 _IGNORED_KWARGS = ("return_dict", "output_hidden_states", "output_attentions")
@@ -48,11 +75,52 @@ class MultimodalPreTrainedModel(PreTrainedModel):
 
     config_class = MultimodalConfig
     base_model_prefix = "multimodal"
-    main_input_name = "labels"
+    # the first modality (set per model in __init__): the batch key transformers reads as the
+    # main input (batch size, input counts), as `pixel_values` / `input_values` elsewhere
+    main_input_name = "audio"
+    input_modalities = ["audio", "video"]
     # forward takes **inputs (one keyword per modality) but never num_items_in_batch:
     # tell Trainer so that it divides the loss by the accumulation steps itself.
     accepts_loss_kwargs = False
-    _no_split_modules: list = []
+    # device_map="auto" keeps each modality encoder whole on one device (the fusion reads all
+    # of them); the model adds the class of any other registered encoder it holds
+    _no_split_modules = ["TimmEncoder", "CNNEncoder", "MLPEncoder", "TransformerSequenceEncoder",
+                         "LSTMSequenceEncoder"]
+    supports_gradient_checkpointing = True
+
+    def _set_gradient_checkpointing(self, enable: bool = True, gradient_checkpointing_func: Callable = checkpoint,
+                                    every_n_layers: int = 1) -> None:
+        """Activation checkpointing of the encoders (``activation_checkpointing_enable()``, its
+        alias ``gradient_checkpointing_enable()``, ``--activation_checkpointing`` /
+        ``--gradient_checkpointing``).
+
+        timm backbones checkpoint their own stages (``set_grad_checkpointing``); the other
+        encoders are recomputed whole in backward, and with intermediate fusion every stage
+        is. Gradients are unchanged (tested). BatchNorm layers run forward twice, so their
+        running statistics take two momentum updates per step (as with any recomputation).
+        """
+        encoders = getattr(self, "encoders", None)
+        if not isinstance(encoders, nn.ModuleDict):
+            raise ValueError(f"{type(self).__name__} has no `encoders` ModuleDict to checkpoint")
+        if enable and getattr(gradient_checkpointing_func, "keywords", {}).get("use_reentrant"):
+            raise ValueError(
+                "activation_checkpointing_kwargs['use_reentrant']: expected False (or unset); the reentrant "
+                "variant runs the checkpointed forward without autograd, which drops the gradient modulation "
+                "of ARL and the other strategies")
+        if enable and every_n_layers != 1:
+            logger.warning("activation checkpointing: every_n_layers=%s is not supported here; every encoder "
+                           "is checkpointed", every_n_layers)
+        for enc in encoders.values():
+            enc.gradient_checkpointing = bool(enable)
+            enc._gradient_checkpointing_func = gradient_checkpointing_func
+            own = getattr(getattr(enc, "backbone", None), "set_grad_checkpointing", None)
+            enc._checkpoints_itself = False
+            if own is not None:
+                try:
+                    own(enable=bool(enable))
+                    enc._checkpoints_itself = bool(enable)
+                except (NotImplementedError, AssertionError, TypeError):
+                    enc._checkpoints_itself = False
 
     def _init_weights(self, module: nn.Module) -> None:
         """Keep each library's own init (``init="timm"``) or apply the authors' scheme.
@@ -93,6 +161,9 @@ class MultimodalModel(MultimodalPreTrainedModel):
         self.fusion = build_fusion(
             config.fusion, dims, config.num_labels, encoders=self.encoders, **(config.fusion_kwargs or {})
         )
+        self.main_input_name = next(iter(self.encoders))
+        self.input_modalities = input_modalities(config)
+        self._no_split_modules = sorted(set(self._no_split_modules) | {type(e).__name__ for e in self.encoders.values()})
         self.post_init()
 
     @property
@@ -132,6 +203,15 @@ class MultimodalModel(MultimodalPreTrainedModel):
             raise ValueError(f"labels: expected shape ({batch},), got {tuple(labels.shape)}")
         return batch
 
+    def _encode(self, modality: str, x: torch.Tensor) -> torch.Tensor:
+        """``encoders[modality](x)``, recomputed in backward under activation checkpointing
+        (timm backbones checkpoint their own stages instead)."""
+        enc = self.encoders[modality]
+        if (getattr(enc, "gradient_checkpointing", False) and not getattr(enc, "_checkpoints_itself", False)
+                and self.training and torch.is_grad_enabled()):
+            return enc._gradient_checkpointing_func(enc.__call__, x)
+        return enc(x)
+
     def forward(
         self,
         labels: Optional[torch.Tensor] = None,
@@ -144,7 +224,7 @@ class MultimodalModel(MultimodalPreTrainedModel):
         if self.fusion.intermediate:
             logits, features, unimodal = self.fusion.run(self.encoders, inputs, return_unimodal_logits)
         else:
-            features = {m: self.encoders[m](inputs[m]) for m in self.encoders}
+            features = {m: self._encode(m, inputs[m]) for m in self.encoders}
             logits = self.fusion(features)
             unimodal = self.fusion.unimodal_logits(features) if return_unimodal_logits else None
         loss = F.cross_entropy(logits.float(), labels) if labels is not None else None

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence,
 import torch
 from torch import nn
 from transformers import TrainerCallback
-from transformers.utils import logging
+from ..log import get_logger
 
 from ..distributed import all_reduce_sum, broadcast_, is_distributed, world_size
 from .base import Strategy
@@ -24,7 +24,7 @@ from .base import Strategy
 if TYPE_CHECKING:  # pragma: no cover
     from ..trainer import ARLTrainer
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 
 def epoch_index(epoch: float) -> int:
@@ -266,7 +266,7 @@ class _StrategyStateCallback(TrainerCallback):
 
         path = os.path.join(best, STRATEGY_STATE_NAME)
         if os.path.isfile(path):
-            self.strategy.load_state_dict(torch.load(path, map_location="cpu", weights_only=False))
+            self.strategy.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
             logger.info(f"{self.strategy.name}: strategy state restored from {path}")
 
 

@@ -20,13 +20,13 @@ from typing import Any, Dict, List
 
 import numpy as np
 import torch
-from transformers.utils import logging
+from ..log import get_logger
 
 from ..distributed import broadcast_, rank
 from .base import StrategyOutput, register_strategy
 from .common import StatefulStrategy, collect_features, epoch_index, gather_rows, model_device, num_labels_of, validation_dataset
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 
 def cluster_purity(features: np.ndarray, labels: np.ndarray, num_clusters: int, seed: int = 0) -> float:

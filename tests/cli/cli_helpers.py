@@ -69,3 +69,33 @@ def script_env() -> Dict[str, str]:
 
 
 PYTHON = sys.executable
+
+
+#: the preprocessing record of :func:`make_prepared_dataset` (what arl_hf.data.load records)
+PREPARED_RECORD = {
+    "format": "arl_hf.data/1", "dataset": "tinyav", "label_names": LABELS,
+    "audio_preset": {"name": "tiny", "version": "1.0.0", "output_shape": [16, 16]},
+    "modalities": {"audio": {"kind": "spectrogram", "shape": [16, 16]},
+                   "visual": {"kind": "image", "shape": [3, 16, 16]}},
+}
+
+
+def make_prepared_dataset():
+    """The tiny task as a dataset prepared by ``arl_hf.data`` (its record in ``info.description``):
+    audio a ``(16, 16)`` spectrogram (the transform adds the channel), visual a ``(3, 16, 16)`` image."""
+    import json
+
+    import datasets
+
+    raw = make_tiny_dataset()
+    features = datasets.Features({"audio": datasets.Array2D((16, 16), "float32"),
+                                  "visual": datasets.Array3D((3, 16, 16), "float32"),
+                                  "labels": datasets.ClassLabel(names=LABELS)})
+    info = datasets.DatasetInfo(description=json.dumps(PREPARED_RECORD), features=features)
+    out = {}
+    for split, ds in raw.items():
+        cols = ds.with_format("numpy")[:]
+        out[split] = datasets.Dataset.from_dict(
+            {"audio": cols["audio"][:, 0], "visual": cols["visual"], "labels": cols["labels"]},
+            features=features, info=info)
+    return datasets.DatasetDict(out)

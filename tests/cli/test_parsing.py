@@ -241,3 +241,72 @@ def test_compare_subcommand_is_a_thin_hook_onto_examples_compare(capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert "arl-hf compare: error:" in err and "nosuch" in err and "Traceback" not in err
+
+
+def _sections(text):
+    """``--help`` section title -> its text."""
+    import re
+
+    parts = re.split(r"\n(?=[a-z]+ options \()", text)
+    return {p.split(" options (", 1)[0]: p for p in parts[1:]}
+
+
+def test_help_is_grouped_run_first_with_preset_resolved_defaults(capsys):
+    assert train_main(["--help"], prog="arl-hf train") == 0
+    text = capsys.readouterr().out
+    titles = [line.split(" options (")[0] for line in text.splitlines() if " options (" in line and
+              not line.startswith(" ")]
+    assert titles == ["run", "data", "model", "strategy", "training"]
+    assert text.splitlines()[0].startswith("usage: arl-hf train [CONFIG.json|CONFIG.yaml] [--preset NAME]")
+    sections = _sections(text)
+    for flag in ("--preset", "--config", "--resume", "--output_dir", "--push_to_hub", "--license"):
+        assert f"\n  {flag} " in sections["run"], flag
+    assert "--dataset_revision" in sections["data"] and "--encoder" in sections["model"]
+    for flag in ("--arl_temperature", "--mla_alpha", "--gradient_modulation"):
+        assert flag in sections["strategy"], flag
+    for flag in ("--learning_rate", "--activation_checkpointing", "--gradient_checkpointing"):
+        assert flag in sections["training"] and flag not in sections["strategy"], flag
+    # defaults: the avdigits preset (the no-argument default) resolved, and marked
+    flat = " ".join(sections["training"].split())
+    assert "--learning_rate LEARNING_RATE" in flat and "(default: 0.01, from preset avdigits)" in flat
+    assert "(default: authors, from preset avdigits)" in " ".join(sections["model"].split())
+
+
+def test_help_of_another_preset_shows_its_values(capsys):
+    assert train_main(["--preset", "cremad", "--arl_gamma", "3", "--help"], prog="arl-hf train") == 0
+    sections = _sections(capsys.readouterr().out)
+    strategy = " ".join(sections["strategy"].split())
+    assert "(default: 8.0, from preset cremad)" in strategy  # arl_temperature of the cremad preset
+    assert "ARL weight gamma of the unimodal losses in Eq. 22 (>= 0). (default: 3.0) " in strategy  # the flag wins
+    assert "(default: 0.001, from preset cremad)" in " ".join(sections["training"].split())
+    with pytest.raises(SystemExit) as e:
+        train_main(["--preset", "nosuch", "--help"], prog="arl-hf train")
+    assert e.value.code == 2
+
+
+def test_old_flag_names_still_parse():
+    args, model_args, data_args, run_args = parse_args(
+        ["--preset", "none", "--dataset", "somewhere", "--encoder", "mlp", "--strategy", "none", "--resume", "false",
+         "--gradient_checkpointing", "true", "--no_plots", "--output_dir", "o"])
+    assert args.activation_checkpointing is True and args.strategy == "none" and model_args.encoder == "mlp"
+    assert data_args.dataset == "somewhere" and run_args.plots is False
+
+
+def test_version_and_env_commands(capsys):
+    import arl_hf
+    import huggingface_hub
+    import transformers
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"arl-hf {arl_hf.__version__}"
+    assert main(["env", "--json"]) == 0
+    env = json.loads(capsys.readouterr().out)
+    assert env["arl-hf"] == arl_hf.__version__ and env["frameworks"]["transformers"] == transformers.__version__
+    assert env["devices"]["cuda_available"] is torch.cuda.is_available() and env["devices"]["cpu_count"] >= 1
+    assert env["cache_dirs"]["HF_HUB_CACHE"] == huggingface_hub.constants.HF_HUB_CACHE
+    assert env["optional"]["optuna"]["extra"] == "tune" and env["environment"]["HF_HUB_OFFLINE"] == "1"
+    assert env["install"].startswith("pip install ") and env["install"] != "pip install arl-hf"
+    assert main(["env"]) == 0
+    text = capsys.readouterr().out
+    assert f"- transformers: {transformers.__version__}" in text and "- HF_HUB_CACHE: " in text
+    assert "devices: CUDA" in text

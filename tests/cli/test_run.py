@@ -36,7 +36,8 @@ def test_outputs_written(trained_run):
     assert config["model_type"] == "arl_multimodal"
     assert list(config["modalities"]) == MODALITIES
     assert config["modalities"]["audio"]["in_chans"] == 1 and config["modalities"]["visual"]["in_chans"] == 3
-    assert config["preprocessing"]["dataset"] == "tiny_av"
+    # the record stores the real path (not the folder's name), so evaluation works from anywhere
+    assert config["preprocessing"]["dataset"] == os.path.abspath(trained_run["argv"][1])
     assert config["preprocessing"]["preset"] == "avdigits"
     assert [config["id2label"][str(i)] for i in range(3)] == LABELS
 
@@ -91,20 +92,16 @@ def test_checkpoint_loads_with_automodel_and_reproduces_test_metrics(trained_run
 def test_model_card_metadata_and_text(trained_run):
     from huggingface_hub import ModelCard
 
+    from arl_hf.env import framework_versions, install_command
+
     out, metrics = trained_run["output_dir"], trained_run["metrics"]
     assert template_path() is not None and os.path.realpath(template_path()).endswith(os.path.join("model_cards", "template.md"))
     card = ModelCard.load(os.path.join(out, "README.md"))
-    results = card.data.eval_results
-    assert len(results) == 2 * 3 * 2  # splits x heads x (accuracy, macro-F1)
-    seen = {}
-    for r in results:
-        assert r.dataset_name == "tiny_av" and r.dataset_split in ("validation", "test")
-        seen[(r.dataset_split, r.metric_name)] = r.metric_value
-    assert seen[("test", "Accuracy (fused, test)")] == pytest.approx(metrics["test"]["accuracy"], abs=1e-6)
-    assert seen[("validation", "Macro-F1 (visual, validation)")] == pytest.approx(
-        metrics["validation"]["macro_f1_visual"], abs=1e-6)
-    assert {r.metric_type for r in results} == {"accuracy", "f1"}
-    assert "arl" in card.data.tags and card.data.library_name == "transformers"
+    # a local dataset has no Hub id: no model-index with a made-up dataset_type, no `datasets:` entry
+    assert not card.data.eval_results and "model-index:" not in str(card) and not card.data.datasets
+    assert "no `model-index`" in card.text
+    assert card.data.library_name == "arl-hf" and card.data.license == "mit"
+    assert "arl" in card.data.tags
     text = card.text
     assert ARL_PAPER["citation"].splitlines()[0] in text and "Improving Multimodal Learning" in text
     assert "![" in text and "(plots/arl_dynamics.png)" in text and "(plots/accuracy.png)" in text
@@ -112,7 +109,13 @@ def test_model_card_metadata_and_text(trained_run):
     assert "| `arl_temperature (T)` | 2 |" in text  # hyper-parameters: T from the flag, the rest from the preset
     assert "| `optimizer` | sgd (momentum=0.9) |" in text and "| `mixed_precision` | no |" in text
     assert "AutoModel.from_pretrained" in text and "import arl_hf" in text
-    assert "--arl_temperature 2" in text  # the command that reproduces the run
+    # the install line that works (arl-hf is not on the package index), from its one place
+    assert install_command() in text and "pip install arl-hf\n" not in text
+    # the reproduce / evaluate commands name the console script a wheel installs
+    assert "arl-hf train " in text and "--arl_temperature 2" in text and "examples/run_arl.py" not in text
+    assert f"arl-hf evaluate --model_name_or_path {out} --dataset {os.path.abspath(trained_run['argv'][1])}" in text
+    for name, version in framework_versions().items():
+        assert f"- {name} {version}" in text
     assert f"{100 * metrics['test']['accuracy']:.2f}" in text
 
 
@@ -180,7 +183,7 @@ def test_mla_run_is_evaluated_through_its_saved_head(tiny_dataset_dir, tmp_path,
     metrics = train_and_evaluate(*parse_args(argv), argv=argv)
     with open(os.path.join(out, "config.json")) as f:
         assert json.load(f)["training_strategy"] == "mla"
-    state = torch.load(os.path.join(out, "strategy_state.pt"), weights_only=False)
+    state = torch.load(os.path.join(out, "strategy_state.pt"), weights_only=True)
     assert set(state) >= {"head", "projector"}
     out_json = tmp_path / "m.json"
     assert evaluate_main(["--model_name_or_path", out, "--dataset", tiny_dataset_dir, "--split", "test",
@@ -267,8 +270,8 @@ def test_baseline_through_the_same_pipeline_and_push_to_hub_folder(tiny_dataset_
     assert "plots/arl_dynamics.png" not in final["files"]
     # the pushed card is ours (not the generic Trainer draft) and carries the eval results
     card = ModelCard(final["card"])
-    assert card.data.model_name if hasattr(card.data, "model_name") else True
-    assert len(card.data.eval_results) == 12
+    assert card.data.library_name == "arl-hf"
+    assert not card.data.eval_results  # local data: no model-index (see test_hub.py for a Hub dataset)
     assert "strategy-none" in card.data.tags
     assert "someone/tiny-baseline" in card.text and "with the `none` strategy" in card.text
 
@@ -294,7 +297,8 @@ def test_saved_arl_dataset_keeps_its_transforms_and_record(tmp_path):
     datasets.DatasetDict({"train": split(6), "validation": split(3), "test": split(3)}).save_to_disk(
         str(tmp_path / "saved"))
     ds, collator, rec = load_data(DataArguments(dataset=str(tmp_path / "saved")))
-    assert rec["dataset"] == "fakeav" and rec["data"]["format"] == "arl_hf.data/1"
+    assert rec["dataset"] == str(tmp_path / "saved") and rec["data"]["dataset"] == "fakeav"
+    assert rec["data"]["format"] == "arl_hf.data/1"
     batch = sample_batch(ds["train"], collator, 4)
     assert tuple(batch["audio"].shape) == (4, 1, 16, 16)  # the spectrogram transform added the channel
     assert tuple(batch["visual"].shape) == (4, 3, 16, 16) and sorted(batch) == ["audio", "labels", "visual"]
@@ -306,9 +310,12 @@ def test_saved_arl_dataset_keeps_its_transforms_and_record(tmp_path):
 
     text = preprocessing_text({"dataset": "fakeav", "data": record, "num_frames": 1})
     assert text == "audio preset `avdigits` v1.0.0 (16x16); audio: spectrogram 16x16; visual: image 3x16x16; num_frames=1"
-    results = eval_results(RunSummary(model_name="m", dataset="fakeav", modalities=specs,
+    results = eval_results(RunSummary(model_name="m", dataset="fakeav", modalities=specs, dataset_id="me/fakeav",
                                       metrics={"test": {"accuracy": 0.5}}, preprocessing={"data": record}))
     assert len(results) == 1 and results[0].dataset_config == "avdigits" and results[0].dataset_split == "test"
+    assert results[0].dataset_type == "me/fakeav"
+    assert eval_results(RunSummary(model_name="m", dataset="fakeav", modalities=specs,
+                                   metrics={"test": {"accuracy": 0.5}})) == []
 
 
 def test_fig3_with_three_modalities_plots_shares(tmp_path):

@@ -105,3 +105,16 @@ def mosi_per_split(tmp_path_factory) -> str:
         with open(os.path.join(root, f"{name}.pkl"), "wb") as fh:
             pickle.dump(mosi_split(n, seed, label_key="labels"), fh)
     return root
+
+
+@pytest.fixture
+def caplog(caplog):
+    """arl_hf logs under the ``transformers`` logger, which does not propagate to the root logger
+    (where pytest's caplog listens): let it propagate for the test."""
+    import logging
+
+    library = logging.getLogger("transformers")
+    before = library.propagate
+    library.propagate = True
+    yield caplog
+    library.propagate = before

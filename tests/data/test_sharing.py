@@ -62,43 +62,56 @@ def test_load_prepared_errors(tmp_path):
         load_prepared(str(tmp_path / "empty"))
 
 
-def test_push_prepared_uploads_the_export_and_load_prepared_reads_it_back(cremad_extracted, tmp_path, monkeypatch):
-    """No network: HfApi and snapshot_download are replaced by a folder standing in for the Hub."""
-    import shutil
-
-    import huggingface_hub
+def test_push_prepared_goes_through_push_to_hub_and_a_card_with_the_record(cremad_extracted, tmp_path,
+                                                                          stand_in_hub):
+    """No network: the stand-in Hub takes the uploads of DatasetDict.push_to_hub and DatasetCard.push_to_hub,
+    and load_prepared reads the repo back through snapshot_download under HF_HUB_OFFLINE=1."""
+    from huggingface_hub import DatasetCard
 
     from arl_hf.data import push_prepared
 
-    hub = tmp_path / "hub"
-    calls = []
-
-    class FakeApi:
-        def __init__(self, token=None):
-            calls.append(("token", token))
-
-        def create_repo(self, repo_id, repo_type=None, private=False, exist_ok=False):
-            calls.append(("create", repo_id, repo_type, private, exist_ok))
-
-        def upload_folder(self, folder_path, repo_id, repo_type=None, commit_message=None):
-            calls.append(("upload", repo_id, repo_type, commit_message))
-            shutil.copytree(folder_path, hub / repo_id)  # what the Hub would then serve
-
-    def fake_snapshot(repo_id, repo_type=None, revision=None):
-        calls.append(("download", repo_id, repo_type, revision))
-        return str(hub / repo_id)
-
-    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot)
     built = load("cremad", cremad_extracted, cache_dir=str(tmp_path / "c"), preprocessing="ogm", image_size=16)
     assert push_prepared(built, "me/cremad-ogm", private=True, token="t0k") == "me/cremad-ogm"
-    assert calls[:3] == [("token", "t0k"), ("create", "me/cremad-ogm", "dataset", True, True),
-                         ("upload", "me/cremad-ogm", "dataset", "Upload dataset prepared with arl_hf.data")]
-    uploaded = sorted(os.listdir(hub / "me" / "cremad-ogm"))
-    assert uploaded == ["README.md", "arl_hf_preprocessing.json", "data"]
+    assert stand_in_hub.files("me/cremad-ogm", "dataset") == [
+        ".gitattributes", "README.md", "data/test-00000-of-00001.parquet", "data/train-00000-of-00001.parquet",
+        "data/validation-00000-of-00001.parquet"]
+    assert stand_in_hub.private["me/cremad-ogm"] is True
+    commits = [e for e in stand_in_hub.log if e["call"] == "create_commit"]
+    assert len(commits) == 2
+    assert "data/train-00000-of-00001.parquet" in commits[0]["files"]  # datasets' own push
+    assert commits[1]["files"] == ["README.md"] and "preprocessing record" in commits[1]["message"]
 
-    reloaded = load_prepared("me/cremad-ogm", revision="v1", cache_dir=str(tmp_path / "c2"), image_size=16)
-    assert calls[-1] == ("download", "me/cremad-ogm", "dataset", "v1")
+    # the card on the Hub (read back with hf_hub_download, offline) carries the record and datasets' metadata
+    card = DatasetCard.load("me/cremad-ogm")
+    meta = card.data.to_dict()
+    assert meta["arl_hf_preprocessing"] == json.loads(json.dumps(preprocessing_info(built)))
+    assert meta["arl_hf_preprocessing"]["audio_preset"]["hop_length"] == 353
+    assert meta["arl_hf_build"] == {"config_name": "ogm-v1.0.0", "version": str(built["train"].info.version)}
+    assert {c["split"] for c in meta["configs"][0]["data_files"]} == {"train", "validation", "test"}
+    assert meta["dataset_info"]["features"] and {"arl-hf", "cremad"} <= set(meta["tags"])
+    assert 'load_prepared("me/cremad-ogm")' in card.text and "--dataset me/cremad-ogm" in card.text
+
+    reloaded = load_prepared("me/cremad-ogm", cache_dir=str(tmp_path / "c2"), image_size=16)
     assert preprocessing_info(reloaded) == preprocessing_info(built)
-    np.testing.assert_array_equal(reloaded["test"].with_format("numpy")[:]["audio"],
-                                  built["test"].with_format("numpy")[:]["audio"])
+    assert reloaded["train"].info.config_name == "ogm-v1.0.0"
+    for split in ("train", "validation", "test"):
+        assert reloaded[split].features == built[split].features
+        np.testing.assert_array_equal(reloaded[split].with_format("numpy")[:]["audio"],
+                                      built[split].with_format("numpy")[:]["audio"])
+    # a second push updates the data and keeps the record in the card
+    push_prepared(built, "me/cremad-ogm")
+    assert DatasetCard.load("me/cremad-ogm").data.to_dict()["arl_hf_preprocessing"]["dataset"] == "cremad"
+
+
+def test_push_prepared_errors(tmp_path):
+    from arl_hf.data import push_prepared
+
+    import datasets
+
+    plain = datasets.DatasetDict({s: datasets.Dataset.from_dict({"x": [1]}) for s in ("train", "validation", "test")})
+    with pytest.raises(ValueError, match="arl_hf preprocessing record"):
+        push_prepared(plain, "me/x")
+    with pytest.raises(FileNotFoundError, match="not a Hub repo id"):
+        load_prepared("no/such/folder")
+    with pytest.raises(FileNotFoundError, match="not reachable nor in the local cache"):
+        load_prepared("me/never-pushed")
