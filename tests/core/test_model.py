@@ -30,8 +30,12 @@ def cnn_config(**kw):
 
 
 def test_config_validation_names_the_field():
-    with pytest.raises(ValueError, match=r"modalities\['audio'\]\['encoder'\].*unknown encoder 'cnn'"):
-        MultimodalConfig(modalities={"audio": {"encoder": "cnn"}}, num_labels=3)
+    with pytest.raises(ValueError, match=r"modalities\['audio'\]\['encoder'\].*unknown encoder 'convnet'"):
+        MultimodalConfig(modalities={"audio": {"encoder": "convnet"}}, num_labels=3)
+    with pytest.raises(ValueError, match=r"modalities\['audio'\]\['channels'\]: expected a non-empty list"):
+        MultimodalConfig(modalities={"audio": {"encoder": "cnn", "channels": []}}, num_labels=3)
+    with pytest.raises(ValueError, match=r"modalities\['audio'\]\['width'\]: unknown option for encoder 'cnn'"):
+        MultimodalConfig(modalities={"audio": {"encoder": "cnn", "width": 3}}, num_labels=3)
     with pytest.raises(ValueError, match="timm has no model named 'nonexistent_net'"):
         MultimodalConfig(modalities={"a": {"encoder": "timm:nonexistent_net"}}, num_labels=3)
     with pytest.raises(ValueError, match="fusion: unknown fusion 'bogus'"):
