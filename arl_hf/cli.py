@@ -120,7 +120,9 @@ def plot_main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) 
         with open(state_path, encoding="utf-8") as f:
             history = json.load(f).get("log_history", [])
         with open(config_path, encoding="utf-8") as f:
-            modalities = list((json.load(f).get("modalities") or {}).keys())
+            config = json.load(f)
+        # config.json is written with sorted keys: the training order is modality_order
+        modalities = list(config.get("modality_order") or (config.get("modalities") or {}).keys())
         if not modalities:
             raise ValueError(f"run_dir: {config_path!r} records no modalities")
         written = make_run_plots(history, modalities, args.plots_dir or os.path.join(args.run_dir, "plots"))

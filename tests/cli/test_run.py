@@ -340,3 +340,23 @@ def test_fig3_with_three_modalities_plots_shares(tmp_path):
     assert float(img[..., :3].std()) > 0.01
     assert plot_arl_dynamics([{"epoch": 1.0, "loss": 1.0}], mods, str(tmp_path / "none.png")) is None
     assert not (tmp_path / "none.png").exists()
+
+
+def test_plot_command_keeps_the_training_modality_order(tmp_path, monkeypatch):
+    """config.json is written with sorted keys; the plots follow modality_order (rgb before flow)."""
+    import arl_hf.plots as plots
+
+    run = tmp_path / "ucf"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"modalities": {"flow": {}, "rgb": {}},
+                                                 "modality_order": ["rgb", "flow"]}))
+    (run / "trainer_state.json").write_text(json.dumps({"log_history": [{"epoch": 1.0, "eval_accuracy": 0.5}]}))
+    seen = []
+
+    def fake(history, modalities, directory, title=None):
+        seen.append(list(modalities))
+        return [str(tmp_path / "x.png")]
+
+    monkeypatch.setattr(plots, "make_run_plots", fake)
+    assert plot_main([str(run), "--plots_dir", str(tmp_path / "p")]) == 0
+    assert seen == [["rgb", "flow"]]
