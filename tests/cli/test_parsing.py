@@ -268,8 +268,8 @@ def test_help_is_grouped_run_first_with_preset_resolved_defaults(capsys):
         assert flag in sections["training"] and flag not in sections["strategy"], flag
     # defaults: the avdigits preset (the no-argument default) resolved, and marked
     flat = " ".join(sections["training"].split())
-    assert "--learning_rate LEARNING_RATE" in flat and "(default: 0.01, from preset avdigits)" in flat
-    assert "(default: authors, from preset avdigits)" in " ".join(sections["model"].split())
+    assert "--learning_rate LEARNING_RATE" in flat and "(default: 0.05, from preset avdigits_main)" in flat
+    assert "(default: authors, from preset avdigits_main)" in " ".join(sections["model"].split())
 
 
 def test_help_of_another_preset_shows_its_values(capsys):

@@ -162,10 +162,10 @@ def test_arl_asymmetric_switch_removes_the_coefficients(tmp_path):
 
 
 def test_the_documented_one_file_strategy_trains(tmp_path):
-    """The 'add your own strategy' example of the README, executed as written."""
+    """The 'add your own strategy' example of docs/strategies.md, executed as written."""
     import re
 
-    text = open(os.path.join(os.path.dirname(__file__), "..", "..", "README.md")).read()
+    text = open(os.path.join(os.path.dirname(__file__), "..", "..", "docs", "strategies.md")).read()
     code = re.search(r"```python\n(# my_strategy.py.*?)```", text, re.S).group(1)
     exec(compile(code, "my_strategy.py", "exec"), {})
     model = mlp_model()
