@@ -245,6 +245,7 @@ class ARLTrainer(Trainer):
         if strategy is not None and model_init is not None:
             raise ValueError("strategy: a strategy instance cannot be rebuilt for every model_init model; "
                              "pass args.strategy (a registered name) instead")
+        self._given_strategy = strategy  # read by _build_accelerator_args, inside Trainer.__init__
         super().__init__(model=model, args=args, model_init=model_init, **kwargs)
         self.modalities = model_modalities(self.model)
         if compute_metrics is None:
@@ -254,6 +255,7 @@ class ARLTrainer(Trainer):
         self.compute_metrics = compute_metrics
         self._given_strategy = strategy
         self._build_strategy()
+        self._check_strategy_supports_fsdp()
         self.add_callback(_StrategyCallback(self))
         self._metrics: Dict[str, Dict[str, List[torch.Tensor]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
         num_labels = getattr(getattr(self.model, "config", None), "num_labels", None)
@@ -293,6 +295,79 @@ class ARLTrainer(Trainer):
         finally:
             self.args = saved
             self.create_accelerator_and_postprocess()
+
+    # ---- distributed engines: DDP's unused-parameter search, FSDP2 ------------------------
+    def _strategy_class(self):
+        given = getattr(self, "_given_strategy", None)
+        return type(given) if given is not None else STRATEGIES[self.args.strategy]
+
+    def _build_accelerator_args(self, **kwargs) -> Dict[str, Any]:
+        """``Trainer``'s accelerator arguments, with DDP's ``find_unused_parameters`` set by the
+        strategy: ``Trainer`` turns it on for every ``PreTrainedModel``, which makes DDP traverse
+        the autograd graph after every backward, looking for parameters without a gradient. Only a
+        strategy that leaves some unused (``Strategy.ddp_find_unused_parameters``: MLA) keeps it.
+        An explicit ``ddp_find_unused_parameters`` always wins."""
+        from accelerate.utils import DistributedDataParallelKwargs
+
+        out = super()._build_accelerator_args(**kwargs)
+        if self.args.ddp_find_unused_parameters is None:
+            need = bool(getattr(self._strategy_class(), "ddp_find_unused_parameters", False))
+            for handler in out.get("kwargs_handlers") or []:
+                if isinstance(handler, DistributedDataParallelKwargs) and handler.find_unused_parameters and not need:
+                    handler.find_unused_parameters = False
+        return out
+
+    def create_accelerator_and_postprocess(self) -> None:
+        """``Trainer``'s, then FSDP is refused where accelerate would not shard
+        (:func:`arl_hf.fsdp.check_fsdp`: CPU / ``MULTI_CPU``, a single process, FSDP version 1)."""
+        before = os.environ.get("ACCELERATE_USE_FSDP")
+        super().create_accelerator_and_postprocess()
+        from .fsdp import check_fsdp
+
+        try:
+            self._fsdp2 = check_fsdp(self.accelerator, self.args)
+        except ValueError:
+            # accelerate exported ACCELERATE_USE_FSDP=true for its FSDP plugin: later trainers of this
+            # process must not inherit a request this one refused
+            if before is None:
+                os.environ.pop("ACCELERATE_USE_FSDP", None)
+            else:
+                os.environ["ACCELERATE_USE_FSDP"] = before
+            raise
+        self._fsdp_strategy_ready = not self._fsdp2
+
+    def _check_strategy_supports_fsdp(self) -> None:
+        if getattr(self, "_fsdp2", False) and not getattr(self.strategy, "supports_fsdp", True):
+            raise ValueError(
+                f"strategy: {self.args.strategy!r} is not supported under FSDP (it needs per-parameter statistics "
+                "or gradients of whole, unsharded parameters); use DDP for it, or another strategy"
+            )
+
+    def _shard_strategy_for_fsdp(self) -> None:
+        """Under accelerate's FSDP2, once the model is sharded: shard the strategy's heads with the
+        same mesh and policies, give them to the optimizer, re-attach gradient modulation."""
+        from .fsdp import is_sharded, shard_strategy
+
+        if self._fsdp_strategy_ready or self.optimizer is None or not is_sharded(self.model):
+            return
+        plugin = self.accelerator.state.fsdp_plugin
+        mesh = getattr(self.accelerator, "torch_device_mesh", None)
+        config = getattr(self.accelerator, "parallelism_config", None)
+        if mesh is not None and config is not None:
+            mesh = mesh[tuple(config.fsdp_dim_names)]
+        shard_strategy(self.strategy, self.model, mesh=mesh, reshard_after_forward=plugin.reshard_after_forward,
+                       mp_policy=plugin.mixed_precision_policy or None, offload_policy=plugin.cpu_offload or None)
+        extra = [p for p in self.strategy.extra_parameters() if p.requires_grad]
+        if extra:
+            self.optimizer.add_param_group({"params": extra, "weight_decay": self.args.weight_decay})
+        self._fsdp_strategy_ready = True
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        # Trainer creates the scheduler right after accelerator.prepare: under FSDP2 the strategy's
+        # heads join the optimizer here, before the scheduler records its parameter groups
+        if getattr(self, "_fsdp2", False):
+            self._shard_strategy_for_fsdp()
+        return super().create_scheduler(num_training_steps, optimizer)
 
     # ---- columns: modality keys must survive Trainer's column filtering -----------------
     def _set_signature_columns_if_needed(self) -> None:
@@ -353,6 +428,10 @@ class ARLTrainer(Trainer):
         return (result.loss, result.outputs) if return_outputs else result.loss
 
     def training_step(self, model, inputs, num_items_in_batch=None):
+        if not getattr(self, "_fsdp_strategy_ready", True):
+            raise ValueError("fsdp: the strategy's heads were not sharded with the model (the scheduler was "
+                             "created before accelerate prepared the model); let Trainer.train create the "
+                             "optimizer and scheduler")
         custom = getattr(self.strategy, "training_step", None)
         if custom is not None:
             loss = custom(self, model, inputs, num_items_in_batch)
@@ -363,6 +442,8 @@ class ARLTrainer(Trainer):
 
     def create_optimizer(self, model=None):
         optimizer = super().create_optimizer(model) if model is not None else super().create_optimizer()
+        if getattr(self, "_fsdp2", False):
+            return optimizer  # the heads join after sharding (create_scheduler): accelerate remaps the model's only
         extra = [p for p in self.strategy.extra_parameters() if p.requires_grad]
         if extra:
             known = {id(p) for g in optimizer.param_groups for p in g["params"]}
