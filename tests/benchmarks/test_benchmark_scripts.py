@@ -121,6 +121,7 @@ def test_ddp_two_ranks_share_coefficients(tmp_path):
     assert c["steps"] == 2 and c["coefficients_identical"] and c["params_identical"]
     assert c["local_losses_differ"]  # each rank saw its own data: identical a_m come from the all-reduce
     assert all(r["step_s"] > 0 for r in ranks)
+    assert all(r["find_unused_parameters"] is False for r in ranks)  # ARL uses every parameter: no graph search
 
 
 def test_data_pipeline_tiny_reads_the_same_clips_both_ways():
