@@ -453,6 +453,16 @@ class ARLTrainer(Trainer):
         finally:
             self.data_collator = collator
 
+    def _prepare_inputs(self, inputs):
+        """``Trainer``'s (tensors to the device), then frames left encoded by the data pipeline
+        (``MultimodalTransform(decode_frames="device")``) are decoded and transformed on the device."""
+        inputs = super()._prepare_inputs(inputs)
+        if isinstance(inputs, dict) and any(type(v).__name__ == "EncodedFrames" for v in inputs.values()):
+            from .data.transforms import decode_frames_on_device
+
+            inputs = decode_frames_on_device(inputs, self.args.device)
+        return inputs
+
     # ---- the step -------------------------------------------------------------------------
     def _context(self, training: bool) -> StepContext:
         epoch = self.state.epoch if self.state is not None and self.state.epoch is not None else 0.0

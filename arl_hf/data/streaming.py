@@ -204,7 +204,7 @@ def stream_split(folder: str, split: str = "train", *, transform: bool = True, n
                  image_size: Optional[int] = None, seed: int = 0, pool_sequences: bool = True,
                  rank: Optional[int] = None, world_size: Optional[int] = None, uneven: str = "error",
                  shuffle_buffer: int = 0, shuffle_seed: int = 0, keep_columns: Sequence[str] = (),
-                 map_batch_size: int = 16):
+                 map_batch_size: int = 16, decode_frames: str = "cpu"):
     """Stream one split of an :func:`export_shards` folder as a ``datasets.IterableDataset``.
 
     Args:
@@ -223,6 +223,8 @@ def stream_split(folder: str, split: str = "train", *, transform: bool = True, n
             re-seeded per epoch by ``set_epoch``); 0: sequential.
         keep_columns: raw columns kept beside the transform's output (e.g. ``["id"]``).
         map_batch_size: rows per transform call.
+        decode_frames: ``"cpu"`` or ``"device"`` (frames decoded by ARLTrainer on the training
+            device, see :class:`MultimodalTransform`).
 
     The result's ``info.description`` holds the preprocessing record (so
     :meth:`MultimodalCollator.from_dataset` works) and ``examples_per_rank`` (attribute) the
@@ -272,7 +274,7 @@ def stream_split(folder: str, split: str = "train", *, transform: bool = True, n
         nf = num_frames or (full.get("frames") or {}).get("default_num_frames") or 1
         size = image_size or (entry.image_size if entry and entry.image_size else 224)
         fn = MultimodalTransform(kinds, train=(split == "train"), num_frames=nf, image_size=size, seed=seed,
-                                 pool_sequences=pool_sequences)
+                                 pool_sequences=pool_sequences, decode_frames=decode_frames)
         if keep_columns:
             fn = _KeepColumns(fn, keep_columns)
         ds = ds.map(fn, batched=True, batch_size=map_batch_size, remove_columns=list(features))
