@@ -53,6 +53,8 @@ __all__ = [
     "is_sharded",
     "shard_model",
     "shard_strategy",
+    "attach_strategy_modules",
+    "without_strategy_modules",
     "training_step",
     "save_checkpoint",
     "load_checkpoint",
@@ -61,6 +63,9 @@ __all__ = [
     "load_tree",
 ]
 
+#: the model attribute holding the strategy's heads once sharded: under the model they have stable
+#: names for optimizer state (``torch.distributed.checkpoint`` keys it by the model's parameter names)
+HEADS_ATTRIBUTE = "arl_strategy_heads"
 MODEL_FILE = "model.safetensors"
 STRATEGY_PREFIX = "strategy_state"
 OPTIMIZER_PREFIX = "optimizer"
@@ -145,8 +150,9 @@ def _shard_kwargs(mesh=None, reshard_after_forward: bool = True, mp_policy=None,
 
 def shard_strategy(strategy: Any, model: nn.Module, *, mesh=None, reshard_after_forward: bool = True,
                    mp_policy=None, offload_policy=None) -> None:
-    """``fully_shard`` every module the strategy owns (:meth:`Strategy.owned_modules`, its heads)
-    and tell the strategy that the model is sharded (:meth:`Strategy.after_sharding`)."""
+    """``fully_shard`` every module the strategy owns (:meth:`Strategy.owned_modules`, its heads),
+    attach them to the model (:func:`attach_strategy_modules`) and tell the strategy that the model
+    is sharded (:meth:`Strategy.after_sharding`)."""
     from torch.distributed.fsdp import fully_shard
 
     if not getattr(strategy, "supports_fsdp", True):
@@ -156,7 +162,30 @@ def shard_strategy(strategy: Any, model: nn.Module, *, mesh=None, reshard_after_
     for module in strategy.owned_modules():
         if not is_sharded(module):
             fully_shard(module, **kw)
+    attach_strategy_modules(model, strategy)
     strategy.after_sharding(model)
+
+
+def attach_strategy_modules(model: nn.Module, strategy: Any) -> None:
+    """Register the strategy's heads under ``model.arl_strategy_heads`` (idempotent), so that
+    optimizer state (and FSDP's own checkpoints) name them like the model's parameters. They stay
+    the strategy's modules: the strategy calls them, and saved model weights leave them out
+    (:func:`full_model_state_dict`; ``ARLTrainer._save``); they are saved with the strategy state."""
+    owned = list(strategy.owned_modules()) if strategy is not None else []
+    if not owned:
+        return
+    current = getattr(model, HEADS_ATTRIBUTE, None)
+    if current is not None:
+        if [id(m) for m in current] != [id(m) for m in owned]:
+            raise ValueError(f"model.{HEADS_ATTRIBUTE}: holds other modules than this strategy's heads")
+        return
+    model.add_module(HEADS_ATTRIBUTE, nn.ModuleList(owned))
+
+
+def without_strategy_modules(state_dict: Dict[str, Any]) -> Dict[str, Any]:
+    """``state_dict`` without the attached strategy heads (saved with the strategy state instead)."""
+    prefix = HEADS_ATTRIBUTE + "."
+    return {k: v for k, v in state_dict.items() if not k.startswith(prefix)}
 
 
 def shard_model(model: nn.Module, strategy: Any = None, *, mesh=None, reshard_after_forward: bool = True,
@@ -258,16 +287,6 @@ def load_tree(prefix: str) -> Any:
     return _unflatten(tree, load_file(prefix + ".safetensors"))
 
 
-class _Trainable(nn.Module):
-    """The model and the strategy's own modules under one root, so that optimizer state is keyed by
-    stable names (``model.encoders...``, ``strategy.0.weight``) whatever the sharding."""
-
-    def __init__(self, model: nn.Module, strategy: Any = None):
-        super().__init__()
-        self.model = model
-        self.strategy = nn.ModuleList(strategy.owned_modules() if strategy is not None else [])
-
-
 def _state_options(**kw):
     from torch.distributed.checkpoint.state_dict import StateDictOptions
 
@@ -279,7 +298,7 @@ def full_model_state_dict(model: nn.Module) -> Dict[str, torch.Tensor]:
     (a collective under FSDP: every rank must call it)."""
     from torch.distributed.checkpoint.state_dict import get_model_state_dict
 
-    sd = get_model_state_dict(model, options=_state_options())
+    sd = without_strategy_modules(get_model_state_dict(model, options=_state_options()))
     return {k: v.detach().cpu().contiguous() for k, v in sd.items()}
 
 
@@ -293,11 +312,12 @@ def save_checkpoint(folder: str, model: nn.Module, strategy: Any = None,
 
     from .distributed import rank
 
+    attach_strategy_modules(model, strategy)
     model_sd = full_model_state_dict(model)
     strategy_sd = strategy.state_dict() if strategy is not None else {}
     optim_sd = None
     if optimizer is not None:
-        optim_sd = get_optimizer_state_dict(_Trainable(model, strategy), optimizer, options=_state_options())
+        optim_sd = get_optimizer_state_dict(model, optimizer, options=_state_options())
     if rank() == 0:
         os.makedirs(folder, exist_ok=True)
         save_file(model_sd, os.path.join(folder, MODEL_FILE))
@@ -322,13 +342,19 @@ def load_checkpoint(folder: str, model: nn.Module, strategy: Any = None,
     path = os.path.join(folder, MODEL_FILE)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no model weights (expected a folder written by arl_hf.fsdp.save_checkpoint)")
-    set_model_state_dict(model, load_file(path), options=_state_options())
+    attach_strategy_modules(model, strategy)
+    weights = load_file(path)
+    expected = set(without_strategy_modules(model.state_dict()))
+    missing, unexpected = sorted(expected - set(weights)), sorted(set(weights) - expected)
+    if missing or unexpected:
+        raise ValueError(f"{path}: weights do not match the model (missing {missing[:5]}, unexpected {unexpected[:5]})")
+    set_model_state_dict(model, weights, options=_state_options(strict=False))  # the heads come with the strategy
     if strategy is not None:
         state = load_tree(os.path.join(folder, STRATEGY_PREFIX))
         if state:
             strategy.load_state_dict(state)
     if optimizer is not None:
-        set_optimizer_state_dict(_Trainable(model, strategy), optimizer,
+        set_optimizer_state_dict(model, optimizer,
                                  optim_state_dict=load_tree(os.path.join(folder, OPTIMIZER_PREFIX)),
                                  # a parameter that never got a gradient (MLA's fusion head) has no state
                                  options=_state_options(strict=False))

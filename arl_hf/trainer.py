@@ -555,6 +555,15 @@ class ARLTrainer(Trainer):
         if state and self.args.should_save:  # also each checkpoint: Trainer._save_checkpoint calls save_model
             torch.save(state, os.path.join(output_dir or self.args.output_dir, STRATEGY_STATE_NAME))
 
+    def _save(self, output_dir: Optional[str] = None, state_dict=None):
+        # under FSDP the strategy's heads sit in the model (arl_hf.fsdp.attach_strategy_modules): the saved
+        # model weights leave them out (they are in strategy_state.pt)
+        if state_dict is not None and getattr(self, "_fsdp2", False):
+            from .fsdp import without_strategy_modules
+
+            state_dict = without_strategy_modules(state_dict)
+        return super()._save(output_dir, state_dict=state_dict)
+
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         super()._load_from_checkpoint(resume_from_checkpoint, model)
         path = os.path.join(resume_from_checkpoint, STRATEGY_STATE_NAME)

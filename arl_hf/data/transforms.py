@@ -18,7 +18,10 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .formatting import FORMAT_TYPE  # noqa: F401  (registers the arl_hf format in worker processes)
+try:  # registers the arl_hf format in worker processes; the transforms themselves need no `datasets`
+    from .formatting import FORMAT_TYPE  # noqa: F401
+except ImportError:  # pragma: no cover - e.g. a GPU image without `datasets` decoding frames on the device
+    pass
 from .video import select_frame_indices
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "MultimodalTransform", "crop_params", "EncodedClip", "EncodedFrames",
