@@ -176,3 +176,19 @@ def test_gpu_check_script_and_core_import_without_optional_packages(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "blocked" in out.stdout and f"ok {REPO / 'arl_hf' / '__init__.py'}" in out.stdout
+
+
+def test_fsdp_check_plain_mode_runs_on_cpu(tmp_path):
+    """The device check's unsharded half on CPU (the sharded half needs GPUs: FSDP is refused here)."""
+    import json
+
+    import fsdp_check
+
+    fsdp_check.main(["--mode", "plain", "--device", "cpu", "--out-dir", str(tmp_path), "--cases", "arl_parameters,mla"])
+    r = json.loads((tmp_path / "fsdp_check_plain.json").read_text())
+    assert set(r) == {"arl_parameters", "mla"}
+    for case in r.values():
+        assert not case["sharded"] and case["heads_in_optimizer"]
+        assert case["resumed_params"] == case["params"]  # resuming through Trainer reproduces the run
+    with pytest.raises(ValueError, match="fsdp: FSDP was requested"):
+        fsdp_check.main(["--mode", "fsdp", "--device", "cpu", "--out-dir", str(tmp_path), "--cases", "mla"])
