@@ -56,6 +56,7 @@ __all__ = [
     "attach_strategy_modules",
     "without_strategy_modules",
     "training_step",
+    "trainable_parameters",
     "save_checkpoint",
     "load_checkpoint",
     "full_model_state_dict",
@@ -221,10 +222,23 @@ def shard_model(model: nn.Module, strategy: Any = None, *, mesh=None, reshard_af
     return model
 
 
+def trainable_parameters(model: nn.Module, strategy: Any = None) -> List[nn.Parameter]:
+    """The model's parameters and the strategy's (:meth:`Strategy.extra_parameters`) that require
+    gradients, each once (after :func:`shard_strategy` the heads are also under the model): what
+    the optimizer of a loop around :func:`training_step` must hold."""
+    seen, out = set(), []
+    extra = strategy.extra_parameters() if strategy is not None else []
+    for p in list(model.parameters()) + list(extra):
+        if p.requires_grad and id(p) not in seen:
+            seen.add(id(p))
+            out.append(p)
+    return out
+
+
 def training_step(strategy: Any, model: nn.Module, inputs: Dict[str, torch.Tensor], context: Any) -> torch.Tensor:
     """One strategy micro-batch outside ``Trainer``: loss, backward, the strategy's post-backward
     work (its gradient edits, the end of gradient modulation). Returns the detached loss.
-    The caller steps and zeroes its optimizer (which must hold ``strategy.extra_parameters()``)."""
+    The caller steps and zeroes its optimizer (over :func:`trainable_parameters`)."""
     result = strategy.compute_loss(model, inputs, context)
     result.loss.backward()
     strategy.after_backward(model, context)

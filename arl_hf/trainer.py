@@ -372,7 +372,8 @@ class ARLTrainer(Trainer):
             mesh = mesh[tuple(config.fsdp_dim_names)]
         shard_strategy(self.strategy, self.model, mesh=mesh, reshard_after_forward=plugin.reshard_after_forward,
                        mp_policy=plugin.mixed_precision_policy or None, offload_policy=plugin.cpu_offload or None)
-        extra = [p for p in self.strategy.extra_parameters() if p.requires_grad]
+        known = {id(p) for g in self.optimizer.param_groups for p in g["params"]}
+        extra = [p for p in self.strategy.extra_parameters() if p.requires_grad and id(p) not in known]
         if extra:
             self.optimizer.add_param_group({"params": extra, "weight_decay": self.args.weight_decay})
         self._fsdp_strategy_ready = True

@@ -136,6 +136,10 @@ def test_data_pipeline_tiny_reads_the_same_clips_both_ways():
     assert r["one_core_median_ratio"] == pytest.approx(sp["cached"][0] / sp["on_the_fly"][0])
     assert r["one_core_small_frames_median_ratio"] == pytest.approx(sp["cached_small_frames"][0] / sp["on_the_fly"][0])
     assert r["cached_cores_to_feed_gpu"] == pytest.approx(100 / r["cached_samples_per_s_per_core"])
+    b = r["one_core_ms_per_sample"]  # decoding on the GPU leaves the CPU less per sample
+    assert 0 < b["cached_device_decode_visual_ms"] < b["cached_visual_ms"]
+    assert r["device_decode_cores_to_feed_gpu"] == pytest.approx(
+        100 * (b["cached_audio_ms"] + b["cached_device_decode_visual_ms"]) / 1000)
     # 480x360 frames shrunk to 256 px: the eval input differs by resampling only (a few % of a unit)
     assert 0.0 < r["small_frames_eval_mean_abs_diff"] < 0.1
 

@@ -31,6 +31,7 @@ from arl_hf.fsdp import (  # noqa: E402
     load_checkpoint,
     save_checkpoint,
     shard_model,
+    trainable_parameters,
     training_step,
 )
 from arl_hf.strategies.base import StepContext  # noqa: E402
@@ -69,8 +70,7 @@ def build(name, out_dir, single, shard=True, track=True):
     strategy = trainer.strategy
     if shard and not single:
         shard_model(model, strategy if track else None)
-    params = list(model.parameters()) + [p for p in strategy.extra_parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=0.1, momentum=0.9)
+    optimizer = torch.optim.SGD(trainable_parameters(model, strategy), lr=0.1, momentum=0.9)
     return trainer, model, strategy, optimizer, rows
 
 
