@@ -191,6 +191,21 @@ class ARLConfig(TrainingArguments):
         check_peer_fields(self)
 
 
+def _node_split(dataset) -> Optional[tuple]:
+    """``(rank, world_size)`` of a ``datasets.IterableDataset`` made by ``split_dataset_by_node``
+    (``datasets`` records it as the dataset's distributed config), else ``None``."""
+    try:
+        import datasets
+    except ImportError:  # pragma: no cover - datasets is optional for the core
+        return None
+    if not isinstance(dataset, datasets.IterableDataset):
+        return None
+    config = getattr(dataset, "_distributed", None)
+    if config is None:
+        return None
+    return int(config.rank), int(config.world_size)
+
+
 def model_modalities(model: nn.Module) -> List[str]:
     """Modality names of a model following the contract (its ``encoders`` keys, in order)."""
     encoders = getattr(model, "encoders", None)
@@ -250,6 +265,7 @@ class ARLTrainer(Trainer):
         if strategy is not None and model_init is not None:
             raise ValueError("strategy: a strategy instance cannot be rebuilt for every model_init model; "
                              "pass args.strategy (a registered name) instead")
+        self._given_strategy = strategy  # read by _build_accelerator_args, inside Trainer.__init__
         super().__init__(model=model, args=args, model_init=model_init, **kwargs)
         self.modalities = model_modalities(self.model)
         if compute_metrics is None:
@@ -259,6 +275,7 @@ class ARLTrainer(Trainer):
         self.compute_metrics = compute_metrics
         self._given_strategy = strategy
         self._build_strategy()
+        self._check_strategy_supports_fsdp()
         self.add_callback(_StrategyCallback(self))
         self._metrics: Dict[str, Dict[str, List[torch.Tensor]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
         num_labels = getattr(getattr(self.model, "config", None), "num_labels", None)
@@ -299,6 +316,80 @@ class ARLTrainer(Trainer):
             self.args = saved
             self.create_accelerator_and_postprocess()
 
+    # ---- distributed engines: DDP's unused-parameter search, FSDP2 ------------------------
+    def _strategy_class(self):
+        given = getattr(self, "_given_strategy", None)
+        return type(given) if given is not None else STRATEGIES[self.args.strategy]
+
+    def _build_accelerator_args(self, **kwargs) -> Dict[str, Any]:
+        """``Trainer``'s accelerator arguments, with DDP's ``find_unused_parameters`` set by the
+        strategy: ``Trainer`` turns it on for every ``PreTrainedModel``, which makes DDP traverse
+        the autograd graph after every backward, looking for parameters without a gradient. Only a
+        strategy that leaves some unused (``Strategy.ddp_find_unused_parameters``: MLA) keeps it.
+        An explicit ``ddp_find_unused_parameters`` always wins."""
+        from accelerate.utils import DistributedDataParallelKwargs
+
+        out = super()._build_accelerator_args(**kwargs)
+        if self.args.ddp_find_unused_parameters is None:
+            need = bool(getattr(self._strategy_class(), "ddp_find_unused_parameters", False))
+            for handler in out.get("kwargs_handlers") or []:
+                if isinstance(handler, DistributedDataParallelKwargs) and handler.find_unused_parameters and not need:
+                    handler.find_unused_parameters = False
+        return out
+
+    def create_accelerator_and_postprocess(self) -> None:
+        """``Trainer``'s, then FSDP is refused where accelerate would not shard
+        (:func:`arl_hf.fsdp.check_fsdp`: CPU / ``MULTI_CPU``, a single process, FSDP version 1)."""
+        before = os.environ.get("ACCELERATE_USE_FSDP")
+        super().create_accelerator_and_postprocess()
+        from .fsdp import check_fsdp
+
+        try:
+            self._fsdp2 = check_fsdp(self.accelerator, self.args)
+        except ValueError:
+            # accelerate exported ACCELERATE_USE_FSDP=true for its FSDP plugin: later trainers of this
+            # process must not inherit a request this one refused
+            if before is None:
+                os.environ.pop("ACCELERATE_USE_FSDP", None)
+            else:
+                os.environ["ACCELERATE_USE_FSDP"] = before
+            raise
+        self._fsdp_strategy_ready = not self._fsdp2
+
+    def _check_strategy_supports_fsdp(self) -> None:
+        if getattr(self, "_fsdp2", False) and not getattr(self.strategy, "supports_fsdp", True):
+            raise ValueError(
+                f"strategy: {self.args.strategy!r} is not supported under FSDP (it needs per-parameter statistics "
+                "or gradients of whole, unsharded parameters); use DDP for it, or another strategy"
+            )
+
+    def _shard_strategy_for_fsdp(self) -> None:
+        """Under accelerate's FSDP2, once the model is sharded: shard the strategy's heads with the
+        same mesh and policies, give them to the optimizer, re-attach gradient modulation."""
+        from .fsdp import is_sharded, shard_strategy
+
+        if self._fsdp_strategy_ready or self.optimizer is None or not is_sharded(self.model):
+            return
+        plugin = self.accelerator.state.fsdp_plugin
+        mesh = getattr(self.accelerator, "torch_device_mesh", None)
+        config = getattr(self.accelerator, "parallelism_config", None)
+        if mesh is not None and config is not None:
+            mesh = mesh[tuple(config.fsdp_dim_names)]
+        shard_strategy(self.strategy, self.model, mesh=mesh, reshard_after_forward=plugin.reshard_after_forward,
+                       mp_policy=plugin.mixed_precision_policy or None, offload_policy=plugin.cpu_offload or None)
+        known = {id(p) for g in self.optimizer.param_groups for p in g["params"]}
+        extra = [p for p in self.strategy.extra_parameters() if p.requires_grad and id(p) not in known]
+        if extra:
+            self.optimizer.add_param_group({"params": extra, "weight_decay": self.args.weight_decay})
+        self._fsdp_strategy_ready = True
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        # Trainer creates the scheduler right after accelerator.prepare: under FSDP2 the strategy's
+        # heads join the optimizer here, before the scheduler records its parameter groups
+        if getattr(self, "_fsdp2", False):
+            self._shard_strategy_for_fsdp()
+        return super().create_scheduler(num_training_steps, optimizer)
+
     # ---- columns: modality keys must survive Trainer's column filtering -----------------
     def _set_signature_columns_if_needed(self) -> None:
         if self._signature_columns is None:
@@ -313,7 +404,45 @@ class ARLTrainer(Trainer):
         return super()._remove_unused_columns(dataset, description)
 
     def get_train_dataloader(self):
+        if _node_split(self.train_dataset) is not None:
+            return self._with_key_filter(self._node_split_train_dataloader)
         return self._with_key_filter(super().get_train_dataloader)
+
+    def _node_split_train_dataloader(self):
+        """Training loader of a ``datasets.IterableDataset`` already split with
+        ``split_dataset_by_node`` (e.g. :func:`arl_hf.data.streaming.stream_split`).
+
+        accelerate would lose data twice over: with ``dispatch_batches`` (its default for an
+        ``IterableDataset``) rank 0 reads only its own split and broadcasts it; without, it shards
+        the dataset again across processes. So ``dispatch_batches=False`` is required and the loader
+        is prepared as the single-process loader of this rank's split (device placement, epochs)."""
+        from accelerate.data_loader import prepare_data_loader
+        from torch.utils.data import DataLoader
+
+        dataset = self.train_dataset
+        rank, world = _node_split(dataset)
+        if world != self.args.world_size or rank != self.args.process_index:
+            raise ValueError(
+                f"train_dataset: split_dataset_by_node(rank={rank}, world_size={world}) does not match this process "
+                f"(rank {self.args.process_index} of {self.args.world_size})")
+        if self.args.world_size > 1 and self.accelerator.dispatch_batches is not False:
+            raise ValueError(
+                "accelerator_config.dispatch_batches: expected False for a training set split with "
+                f"split_dataset_by_node, got {self.accelerator.dispatch_batches!r} (accelerate's default for an "
+                "IterableDataset is True: rank 0 reads its own split and broadcasts it, and the other ranks' data is "
+                "never seen); pass ARLConfig(accelerator_config={'dispatch_batches': False})")
+        collator = self._get_collator_with_removed_columns(self.data_collator, description="training")
+        loader = DataLoader(
+            dataset, batch_size=self._train_batch_size, collate_fn=collator,
+            num_workers=self.args.dataloader_num_workers, pin_memory=self.args.dataloader_pin_memory,
+            persistent_workers=self.args.dataloader_persistent_workers,
+            prefetch_factor=self.args.dataloader_prefetch_factor,
+            multiprocessing_context=self.args.dataloader_multiprocessing_context)
+        acc = self.accelerator
+        return prepare_data_loader(
+            loader, acc.device, num_processes=1, process_index=0, put_on_device=acc.device_placement,
+            rng_types=acc.rng_types.copy(), dispatch_batches=False, non_blocking=acc.non_blocking,
+            use_stateful_dataloader=acc.use_stateful_dataloader)
 
     def get_eval_dataloader(self, eval_dataset=None):
         return self._with_key_filter(lambda: super(ARLTrainer, self).get_eval_dataloader(eval_dataset))
@@ -329,6 +458,16 @@ class ARLTrainer(Trainer):
             return make_loader()
         finally:
             self.data_collator = collator
+
+    def _prepare_inputs(self, inputs):
+        """``Trainer``'s (tensors to the device), then frames left encoded by the data pipeline
+        (``MultimodalTransform(decode_frames="device")``) are decoded and transformed on the device."""
+        inputs = super()._prepare_inputs(inputs)
+        if isinstance(inputs, dict) and any(type(v).__name__ == "EncodedFrames" for v in inputs.values()):
+            from .data.transforms import decode_frames_on_device
+
+            inputs = decode_frames_on_device(inputs, self.args.device)
+        return inputs
 
     # ---- the step -------------------------------------------------------------------------
     def _context(self, training: bool) -> StepContext:
@@ -358,6 +497,10 @@ class ARLTrainer(Trainer):
         return (result.loss, result.outputs) if return_outputs else result.loss
 
     def training_step(self, model, inputs, num_items_in_batch=None):
+        if not getattr(self, "_fsdp_strategy_ready", True):
+            raise ValueError("fsdp: the strategy's heads were not sharded with the model (the scheduler was "
+                             "created before accelerate prepared the model); let Trainer.train create the "
+                             "optimizer and scheduler")
         custom = getattr(self.strategy, "training_step", None)
         if custom is not None:
             loss = custom(self, model, inputs, num_items_in_batch)
@@ -368,6 +511,8 @@ class ARLTrainer(Trainer):
 
     def create_optimizer(self, model=None):
         optimizer = super().create_optimizer(model) if model is not None else super().create_optimizer()
+        if getattr(self, "_fsdp2", False):
+            return optimizer  # the heads join after sharding (create_scheduler): accelerate remaps the model's only
         extra = [p for p in self.strategy.extra_parameters() if p.requires_grad]
         if extra:
             known = {id(p) for g in optimizer.param_groups for p in g["params"]}
@@ -440,6 +585,15 @@ class ARLTrainer(Trainer):
         state = self.strategy.state_dict()
         if state and self.args.should_save:  # also each checkpoint: Trainer._save_checkpoint calls save_model
             torch.save(state, os.path.join(output_dir or self.args.output_dir, STRATEGY_STATE_NAME))
+
+    def _save(self, output_dir: Optional[str] = None, state_dict=None):
+        # under FSDP the strategy's heads sit in the model (arl_hf.fsdp.attach_strategy_modules): the saved
+        # model weights leave them out (they are in strategy_state.pt)
+        if state_dict is not None and getattr(self, "_fsdp2", False):
+            from .fsdp import without_strategy_modules
+
+            state_dict = without_strategy_modules(state_dict)
+        return super()._save(output_dir, state_dict=state_dict)
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         super()._load_from_checkpoint(resume_from_checkpoint, model)

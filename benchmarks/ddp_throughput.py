@@ -45,9 +45,12 @@ def worker(args: argparse.Namespace) -> None:
     model = C.build_model(args.encoder, "concat", args.num_labels, mlp_dims=mlp_dims, seed=0)
     shapes = {"audio": args.audio_shape, "visual": args.visual_shape}
     batches = C.synthetic_batches(16, args.batch_size, shapes, args.num_labels, seed=1)
+    find_unused = {"auto": None, "true": True, "false": False}[args.find_unused]
     bench = C.make_bench("arl", model, batches, strategy="arl", warmup=args.warmup, steps=args.steps,
-                         arl_overrides={"arl_all_reduce": not args.no_all_reduce})
+                         arl_overrides={"arl_all_reduce": not args.no_all_reduce,
+                                        "ddp_find_unused_parameters": find_unused})
     trainer = bench.trainer
+    handler = trainer.accelerator.ddp_handler
     mods = list(trainer.modalities)
     history: List[Dict[str, Any]] = []
 
@@ -63,6 +66,7 @@ def worker(args: argparse.Namespace) -> None:
     params = torch.cat([p.detach().double().flatten() for p in trainer.model.parameters()])
     out = {"rank": rank(), "world_size": world_size(), "step_s": bench.times[-1],
            "per_device_batch": args.batch_size, "history": history,
+           "find_unused_parameters": None if handler is None else bool(handler.find_unused_parameters),
            "param_checksum": [float(params.sum()), float(params.abs().sum())]}
     with open(os.path.join(args.out_dir, f"rank{rank()}.json"), "w") as f:
         json.dump(out, f)
@@ -83,6 +87,7 @@ def launch(nproc: int, args: argparse.Namespace, out_dir: str) -> List[Dict[str,
            "--num-labels", str(args.num_labels), "--steps", str(args.steps), "--warmup", str(args.warmup)]
     if args.no_all_reduce:
         cmd.append("--no-all-reduce")
+    cmd += ["--find-unused", args.find_unused]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.launch_timeout)
     files = sorted(glob.glob(os.path.join(out_dir, "rank*.json")))
     if proc.returncode != 0 or len(files) != nproc:
@@ -126,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--pairs", type=int, default=1, help="launches of 1 then 2 processes (ABBA order)")
     p.add_argument("--no-all-reduce", action="store_true", help="ARLConfig(arl_all_reduce=False): ranks must disagree")
+    p.add_argument("--find-unused", choices=("auto", "true", "false"), default="auto",
+                   help="DDP find_unused_parameters: 'auto' (ARLTrainer's choice: off for ARL), or forced via "
+                        "ARLConfig(ddp_find_unused_parameters=...) ('true': what Trainer does for every PreTrainedModel)")
     p.add_argument("--launch-timeout", type=float, default=900.0)
     p.add_argument("--json", default=None)
     p.add_argument("--tiny", action="store_true", help="MLP encoders on 8-d inputs, batch 4")
@@ -153,7 +161,9 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         "benchmark": "ddp_throughput",
         "setting": {"encoder": args.encoder, "per_device_batch": args.batch_size, "audio_shape": args.audio_shape,
                     "visual_shape": args.visual_shape, "steps": args.steps, "pairs": args.pairs,
-                    "arl_all_reduce": not args.no_all_reduce, "backend": "gloo (CPU), OMP_NUM_THREADS=1"},
+                    "arl_all_reduce": not args.no_all_reduce, "backend": "gloo (CPU), OMP_NUM_THREADS=1",
+                    "find_unused": args.find_unused,
+                    "find_unused_parameters": results[2][0][0].get("find_unused_parameters") if results[2] else None},
         "machine": C.machine_info(),
         "samples_per_s": thr,
         "ratios": ratios,
@@ -170,7 +180,7 @@ def report(r: Dict[str, Any]) -> str:
     c = r["rank_checks"][0]
     return "\n".join([
         f"ddp_throughput: ARL, {s['encoder']} encoders, per-device batch {s['per_device_batch']}, {s['backend']}, "
-        f"arl_all_reduce={s['arl_all_reduce']}",
+        f"arl_all_reduce={s['arl_all_reduce']}, DDP find_unused_parameters={s.get('find_unused_parameters')}",
         f"  samples/s: 1 process {t1:.2f} | 2 processes {t2:.2f}",
         f"  throughput 2 processes / 1 process: {r['median_ratio']:.2f} (ideal 2.0; pairs: "
         + " ".join(f"{x:.2f}" for x in r["ratios"]) + ")",

@@ -58,6 +58,15 @@ class MultimodalCollator:
             raise ValueError("features: expected a non-empty list of examples")
         out: Dict[str, Any] = {}
         for name in self._names(features[0]):
+            first = features[0].get(name)
+            if type(first).__name__ == "EncodedClip":  # frames decoded later, on the training device
+                from .transforms import EncodedClip, EncodedFrames
+
+                clips = [ex.get(name) for ex in features]
+                if not all(isinstance(c, EncodedClip) for c in clips):
+                    raise ValueError(f"{name}: some examples hold encoded frames and others not; expected one kind")
+                out[name] = EncodedFrames(clips, clips[0].spec or {})
+                continue
             tensors = []
             for i, ex in enumerate(features):
                 if name not in ex:

@@ -209,13 +209,14 @@ def load(
 
 
 def attach_transforms(dsd, num_frames: Optional[int] = None, image_size: Optional[int] = None, seed: int = 0,
-                      pool_sequences: bool = True):
+                      pool_sequences: bool = True, decode_frames: str = "cpu"):
     """Attach :class:`MultimodalTransform` to each split (augmentation on ``train`` only).
 
     The transform is set as the ``arl_hf`` format (:mod:`arl_hf.data.formatting`): like
     ``with_transform``, but array columns arrive as NumPy views and frames undecoded, so
     only the frames used are decoded. ``num_frames`` / ``image_size`` default to the
-    dataset's recorded defaults.
+    dataset's recorded defaults. ``decode_frames="device"`` leaves the chosen frames encoded for
+    :class:`~arl_hf.ARLTrainer` to decode on the training device (see :class:`MultimodalTransform`).
     """
     import datasets
 
@@ -230,7 +231,8 @@ def attach_transforms(dsd, num_frames: Optional[int] = None, image_size: Optiona
     size = image_size or (entry.image_size if entry and entry.image_size else 224)
     return datasets.DatasetDict({
         split: ds.with_format(FORMAT_TYPE, transform=MultimodalTransform(
-            kinds, train=(split == "train"), num_frames=nf, image_size=size, seed=seed, pool_sequences=pool_sequences))
+            kinds, train=(split == "train"), num_frames=nf, image_size=size, seed=seed, pool_sequences=pool_sequences,
+            decode_frames=decode_frames))
         for split, ds in dsd.items()
     })
 

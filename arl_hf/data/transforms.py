@@ -18,10 +18,14 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .formatting import FORMAT_TYPE  # noqa: F401  (registers the arl_hf format in worker processes)
+try:  # registers the arl_hf format in worker processes; the transforms themselves need no `datasets`
+    from .formatting import FORMAT_TYPE  # noqa: F401
+except ImportError:  # pragma: no cover - e.g. a GPU image without `datasets` decoding frames on the device
+    pass
 from .video import select_frame_indices
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "MultimodalTransform", "crop_params"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "MultimodalTransform", "crop_params", "EncodedClip", "EncodedFrames",
+           "decode_jpeg_batch", "decode_frames_on_device"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -61,6 +65,89 @@ def decode_pixels(value: Any, name: str = "image", mode: str = "RGB"):
         return v2.functional.pil_to_tensor(value.convert(mode))
     raise ValueError(f"{name}: expected a PIL image or an image record with 'bytes' or 'path', "
                      f"got {type(value).__name__}")
+
+
+def _encoded_bytes(value: Any, name: str) -> bytes:
+    """The encoded bytes of an undecoded ``{"bytes", "path"}`` image record."""
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{name}: decode_frames='device' needs undecoded frames ({{'bytes', 'path'}} records: the "
+                         f"arl_hf format, Image(decode=False)), got {type(value).__name__}")
+    data, path = value.get("bytes"), value.get("path")
+    if data is None and path:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    if data is None:
+        raise ValueError(f"{name}: image record has neither 'bytes' nor 'path'")
+    return data
+
+
+class EncodedClip:
+    """The frames of one clip chosen by the transform, still JPEG-encoded (``decode_frames="device"``),
+    with the sample's seed (its crop and flip are drawn from it at decoding time, as on CPU)."""
+
+    __slots__ = ("jpegs", "seed", "spec")
+
+    def __init__(self, jpegs: List[Any], seed: Optional[int], spec: Optional[Dict[str, Any]] = None):
+        self.jpegs, self.seed, self.spec = jpegs, seed, spec
+
+
+class EncodedFrames:
+    """A batch of :class:`EncodedClip` (what :class:`~arl_hf.data.MultimodalCollator` emits for a
+    ``frames`` modality decoded on the device) and the spatial settings of the transform.
+    Deliberately not a tensor, list or mapping (and without ``.to``): accelerate and ``Trainer``
+    pass it through unchanged to :func:`decode_frames_on_device`."""
+
+    def __init__(self, clips: List[EncodedClip], spec: Dict[str, Any]):
+        self.clips, self.spec = list(clips), dict(spec)
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __repr__(self) -> str:
+        return f"EncodedFrames({len(self.clips)} clips, spec={self.spec})"
+
+
+def decode_jpeg_batch(jpegs: Sequence[Any], device: Any = "cuda", mode: str = "RGB") -> List[Any]:
+    """Decode a list of JPEGs (bytes or 1-D uint8 CPU tensors) in one
+    ``torchvision.io.decode_jpeg(..., device=device)`` call (nvJPEG batched on CUDA, libjpeg-turbo
+    on CPU); returns uint8 ``(C, H, W)`` tensors on ``device``."""
+    import torch
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    data = [j if torch.is_tensor(j) else torch.frombuffer(bytearray(j), dtype=torch.uint8) for j in jpegs]
+    if not data:
+        return []
+    with warnings.catch_warnings():  # torchvision 0.29 deprecates its decoders for torchcodec's
+        warnings.simplefilter("ignore", DeprecationWarning)
+        out = decode_jpeg(data, mode=ImageReadMode.RGB if mode == "RGB" else ImageReadMode.GRAY, device=device)
+    return list(out)
+
+
+def decode_frames_on_device(batch: Mapping[str, Any], device: Any) -> Dict[str, Any]:
+    """Replace every :class:`EncodedFrames` in ``batch`` by its float ``(B, T, 3, S, S)`` tensor on
+    ``device``: one batched JPEG decode for all frames of the batch, then the same crop / flip /
+    resize / normalisation as the CPU transform (torch ops, run on ``device``)."""
+    import torch
+
+    out = dict(batch)
+    for name, value in batch.items():
+        if not isinstance(value, EncodedFrames):
+            continue
+        spec = value.spec
+        t = MultimodalTransform({name: {"kind": "frames"}}, train=spec["train"], image_size=spec["image_size"],
+                                mean=spec["mean"], std=spec["std"], scale=spec["scale"], ratio=spec["ratio"])
+        flat = [j for clip in value.clips for j in clip.jpegs]
+        decoded = decode_jpeg_batch(flat, device=device)
+        scale, shift = t._scale_shift
+        scale_shift = (scale.to(device), shift.to(device))
+        clips, k = [], 0
+        for clip in value.clips:
+            frames = decoded[k:k + len(clip.jpegs)]
+            k += len(clip.jpegs)
+            x, _ = t._spatial(frames, clip.seed)
+            clips.append(t._to_float(x, scale_shift))
+        out[name] = torch.stack(clips)
+    return out
 
 
 def crop_params(height: int, width: int, scale: Sequence[float], ratio: Sequence[float],
@@ -105,12 +192,23 @@ class MultimodalTransform:
         pool_sequences: average ``sequence`` features over time -> ``(D,)`` (for MLP
             encoders); ``False`` keeps ``(L, D)``.
         scale, ratio: ``RandomResizedCrop`` parameters.
+        decode_frames: ``"cpu"`` (default): ``frames`` are decoded and transformed here (in the
+            DataLoader workers); ``"device"``: the chosen frames stay JPEG bytes
+            (:class:`EncodedClip`), the collator batches them (:class:`EncodedFrames`) and
+            :class:`~arl_hf.ARLTrainer` decodes each batch on the training device in one
+            ``torchvision.io.decode_jpeg(device=...)`` call (:func:`decode_frames_on_device`), then
+            crops, flips, resizes and normalises there with the same seeded parameters. Frees the
+            CPU cores of JPEG decoding (see docs/scale.md). Optical flow is always decoded on CPU.
     """
 
     def __init__(self, modalities: Mapping[str, Mapping[str, Any]], train: bool, num_frames: int = 1,
                  image_size: int = 224, seed: int = 0, pool_sequences: bool = True,
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-                 scale: Tuple[float, float] = (0.08, 1.0), ratio: Tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0)):
+                 scale: Tuple[float, float] = (0.08, 1.0), ratio: Tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0),
+                 decode_frames: str = "cpu"):
+        if decode_frames not in ("cpu", "device"):
+            raise ValueError(f"decode_frames: expected 'cpu' or 'device', got {decode_frames!r}")
+        self.decode_frames = decode_frames
         if int(num_frames) < 1:
             raise ValueError(f"num_frames: expected a positive int, got {num_frames!r}")
         if int(image_size) < 1:
@@ -141,6 +239,7 @@ class MultimodalTransform:
         return {"train": self.train, "num_frames": self.num_frames, "image_size": self.image_size,
                 "seed": self.seed, "pool_sequences": self.pool_sequences, "mean": list(self.mean),
                 "std": list(self.std), "scale": list(self.scale), "ratio": list(self.ratio),
+                "decode_frames": self.decode_frames,
                 "eval_resize": "Resize((image_size, image_size))",
                 "train_crop": "RandomResizedCrop(image_size, scale, ratio) + RandomHorizontalFlip(0.5)"}
 
@@ -162,6 +261,8 @@ class MultimodalTransform:
             raise ValueError(f"{name}: clip has no frames")
         rng = np.random.default_rng(sample_seed) if self.train else None
         idx = select_frame_indices(len(images), self.num_frames, train=self.train, rng=rng)
+        if self.decode_frames == "device":
+            return EncodedClip([_encoded_bytes(images[i], name) for i in idx], sample_seed)
         x, _ = self._spatial([decode_pixels(images[i], name) for i in idx], sample_seed)
         return self._to_float(x, self._scale_shift)
 
@@ -178,6 +279,11 @@ class MultimodalTransform:
         if flipped:  # mirrored motion: horizontal flow changes sign (v -> 255 - v, i.e. x -> 1 - x in [0, 1])
             x[:, 0] = 255 - x[:, 0]
         return self._to_float(x, (2.0 / 255.0, -1.0))  # [0, 255] -> [-1, 1]
+
+    def device_spec(self) -> Dict[str, Any]:
+        """The spatial settings :func:`decode_frames_on_device` needs (carried by :class:`EncodedFrames`)."""
+        return {"train": self.train, "image_size": self.image_size, "mean": list(self.mean), "std": list(self.std),
+                "scale": list(self.scale), "ratio": list(self.ratio)}
 
     def _spatial(self, frames: List[Any], sample_seed: Optional[int]):
         """Resize (eval) or random resized crop + flip (train) of uint8 ``(C, H, W)`` frames (one
@@ -236,6 +342,10 @@ class MultimodalTransform:
             kind, col = spec["kind"], batch[name]
             if kind == "frames":
                 out[name] = [self._frames(col[i], name, seeds[i]) for i in range(n)]
+                if self.decode_frames == "device":
+                    spec = self.device_spec()
+                    for clip in out[name]:
+                        clip.spec = spec
             elif kind == "flow":
                 out[name] = [self._flow(col[i], name, seeds[i]) for i in range(n)]
             else:

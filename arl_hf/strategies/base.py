@@ -21,14 +21,18 @@ and select it with ``ARLConfig(strategy="mine")``.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, TYPE_CHECKING, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers.utils import logging
 
 from ..registry import registrar
+
+logger = logging.get_logger(__name__)
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..trainer import ARLConfig, ARLTrainer
@@ -106,6 +110,8 @@ class GradientModulator:
         self.scales: Optional[torch.Tensor] = None
         self.fired: set = set()
         self._handles: List[Any] = []
+        self._tracked: Optional[Dict[int, Any]] = None  # id -> weakref of the parameters hooked after sharding
+        self._untracked: Dict[str, int] = {}  # module name -> direct parameters, until its forward runs
         for i, m in enumerate(self.modalities):
             enc = model.encoders[m]
             if mode == "output":
@@ -133,6 +139,58 @@ class GradientModulator:
             return grad * self.scales[index].to(grad.dtype)
 
         return hook
+
+    def track_sharded_parameters(self, model: nn.Module) -> None:
+        """Keep parameter-mode hooks working after ``fully_shard`` (FSDP2).
+
+        ``fully_shard`` replaces each parameter by a sharded ``DTensor``, and during a unit's
+        forward and backward the modules hold *unsharded* parameters: the hooks registered on
+        the original parameters never fire again. This installs a forward pre-hook on every
+        encoder submodule that owns parameters; the first time it runs, the module holds its
+        unsharded parameters (the enclosing unit has all-gathered them) and a gradient hook is
+        registered on each (once: FSDP2 reuses the same unsharded parameter objects). The scale
+        then applies before FSDP's reduce-scatter, per micro-batch. Output mode needs nothing
+        (forward hooks on modules survive sharding). Call once, after sharding.
+        """
+        if self.mode != "parameters" or self._tracked is not None:
+            return
+        self._tracked = {}
+        for i, m in enumerate(self.modalities):
+            for name, sub in model.encoders[m].named_modules():
+                own = [p for p in sub.parameters(recurse=False) if p.requires_grad]
+                if own:
+                    label = f"encoders.{m}.{name}" if name else f"encoders.{m}"
+                    self._untracked[label] = len(own)
+                    self._handles.append(sub.register_forward_pre_hook(self._track_hook(i, label)))
+
+    def _track_hook(self, index: int, label: str):
+        from ..fsdp import is_dtensor
+
+        def hook(module, args):
+            if not torch.is_grad_enabled():
+                return None
+            for p in module.parameters(recurse=False):
+                seen = self._tracked.get(id(p))
+                if p.requires_grad and not is_dtensor(p) and (seen is None or seen() is not p):
+                    self._tracked[id(p)] = weakref.ref(p)
+                    self._handles.append(p.register_hook(self._param_hook(index)))
+            self._untracked.pop(label, None)
+            return None
+
+        return torch.compiler.disable(hook)
+
+    def check_tracked(self) -> None:
+        """After the first training forward under sharding: warn about encoder modules whose own
+        parameters were never seen unsharded (their ``forward`` never ran), since their gradients
+        are not modulated."""
+        if self._tracked is None or not self._untracked:
+            return
+        names = sorted(self._untracked)
+        logger.warning(
+            "gradient_modulation='parameters' under FSDP: the forward of %d encoder module(s) holding parameters "
+            "never ran (%s%s), so their gradients are not modulated", len(names), ", ".join(names[:5]),
+            ", ..." if len(names) > 5 else "")
+        self._untracked.clear()
 
     def set_scales(self, scales: Optional[torch.Tensor]) -> None:
         """Install ``(M,)`` scales for the next backward (``None``: no modulation)."""
@@ -173,6 +231,12 @@ class Strategy:
     #: the strategy's own knobs tuned by the comparison protocol (``--tune_trials``), beside the
     #: learning rate: option name -> ``(low, high, "log" | "linear")``
     search_space: Dict[str, Tuple[float, float, str]] = {}
+    #: whether some parameter of the model gets no gradient from this strategy's loss (MLA does not
+    #: train the model's fusion head): DDP must then run with ``find_unused_parameters=True``, which
+    #: costs an extra graph traversal per step, so ARLTrainer sets it only for such strategies
+    ddp_find_unused_parameters = False
+    #: whether the strategy is correct with FSDP2-sharded parameters (ARLTrainer refuses it otherwise)
+    supports_fsdp = True
 
     def __init__(self, args: "ARLConfig", modalities: Sequence[str]):
         self.args = args
@@ -192,6 +256,17 @@ class Strategy:
         """Whether this strategy installs per-modality gradient scales."""
         return False
 
+    def owned_modules(self) -> List[nn.Module]:
+        """Strategy-owned modules that are called as a whole (its heads), each sharded as its own
+        FSDP unit when the model is (:func:`arl_hf.fsdp.shard_strategy`). Default: none."""
+        return []
+
+    def after_sharding(self, model: nn.Module) -> None:
+        """Called once after ``fully_shard`` was applied to the model and :meth:`owned_modules`:
+        re-attaches parameter-mode gradient modulation to the sharded parameters."""
+        if self.modulator is not None:
+            self.modulator.track_sharded_parameters(model)
+
     # ---- per step -------------------------------------------------------------------
     def forward(self, model: nn.Module, inputs: Dict[str, torch.Tensor], unimodal: bool = False):
         """Run the model on the modality inputs (labels are not passed: the strategy owns the loss)."""
@@ -199,6 +274,8 @@ class Strategy:
             self.modulator.fired.clear()
         feed = {m: inputs[m] for m in self.modalities}
         out = model(**feed, return_unimodal_logits=unimodal)
+        if self.modulator is not None and self.modulator._untracked and torch.is_grad_enabled():
+            self.modulator.check_tracked()
         if self.modulator is not None and self.modulator.mode == "output" and torch.is_grad_enabled():
             silent = [m for m in self.modalities if m not in self.modulator.fired]
             if silent:

@@ -113,7 +113,10 @@ def average_gradients_across_ranks(params: Sequence[nn.Parameter], trainer: Opti
     so their accumulated gradients are averaged here on the synchronising micro-batch."""
     if not is_distributed() or not is_sync_step(trainer):
         return
-    grads = [p.grad for p in params if p.grad is not None]
+    from ..fsdp import is_dtensor
+
+    # FSDP-sharded heads (DTensor gradients) were already reduce-scattered by FSDP
+    grads = [p.grad for p in params if p.grad is not None and not is_dtensor(p.grad)]
     if not grads:
         return
     flat = torch.cat([g.reshape(-1).float() for g in grads])
@@ -283,12 +286,36 @@ class StatefulStrategy(Strategy):
 
 
 def module_state(module: nn.Module) -> Dict[str, torch.Tensor]:
-    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+    """Full CPU copies of a module's state. FSDP-sharded entries (``DTensor``) are gathered, so
+    every rank must call it when the module is sharded."""
+    from ..fsdp import is_dtensor
+
+    out = {}
+    for k, v in module.state_dict().items():
+        if is_dtensor(v):
+            v = v.full_tensor()
+        out[k] = v.detach().cpu().clone()
+    return out
 
 
 def load_module_state(module: nn.Module, state: Dict[str, torch.Tensor]) -> None:
+    """Load full tensors (what :func:`module_state` returns) into a plain or FSDP-sharded module:
+    a sharded entry keeps this rank's shard of the full tensor."""
+    from ..fsdp import is_dtensor
+
     dev = model_device(module)
-    module.load_state_dict({k: v.to(dev) for k, v in state.items()})
+    current = module.state_dict()
+    fixed = {}
+    for k, v in state.items():
+        cur = current.get(k)
+        if is_dtensor(cur):
+            from torch.distributed.tensor import distribute_tensor
+
+            fixed[k] = distribute_tensor(v.to(device=cur.device, dtype=cur.dtype), cur.device_mesh, cur.placements,
+                                         src_data_rank=None)  # every rank holds the full tensor: no communication
+        else:
+            fixed[k] = v.to(dev)
+    module.load_state_dict(fixed)
 
 
 def check_peer_fields(args: Any) -> None:

@@ -71,9 +71,16 @@ def relearn_strength(purity_train: float, purity_val: float, lam: float) -> floa
 
 @torch.no_grad()
 def soft_reinit_(params: List[torch.nn.Parameter], init: List[torch.Tensor], w: float) -> None:
-    """``θ <- w θ_init + (1 - w) θ`` in place."""
+    """``θ <- w θ_init + (1 - w) θ`` in place (an FSDP-sharded ``θ`` takes its shard of ``θ_init``)."""
+    from ..fsdp import is_dtensor
+
     for p, p0 in zip(params, init):
-        p.mul_(1.0 - w).add_(p0.to(p.device, p.dtype), alpha=w)
+        p0 = p0.to(p.device, p.dtype)
+        if is_dtensor(p) and not is_dtensor(p0):
+            from torch.distributed.tensor import distribute_tensor
+
+            p0 = distribute_tensor(p0, p.device_mesh, p.placements, src_data_rank=None)
+        p.mul_(1.0 - w).add_(p0, alpha=w)
 
 
 @register_strategy("dr")

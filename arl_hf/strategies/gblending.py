@@ -75,6 +75,9 @@ class GradientBlending(StatefulStrategy):
     def extra_parameters(self):
         return list(self.heads.parameters())
 
+    def owned_modules(self):
+        return list(self.heads.values())
+
     def head_keys(self):
         return ["fused"] + list(self.modalities)
 

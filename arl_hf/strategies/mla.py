@@ -30,10 +30,11 @@ Added parameters: ``head`` (``Linear(D, C)``); state: ``head`` and ``P``, in ``s
 
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ..distributed import all_reduce_mean
 from .base import StrategyOutput, register_strategy
@@ -65,6 +66,16 @@ class _ProjectGrad(torch.autograd.Function):
         return (grad.to(projector.dtype) @ projector).to(grad.dtype), None
 
 
+class ProjectedLinear(nn.Linear):
+    """MLA's shared head: ``Linear(D, C)`` whose weight gradient is right-multiplied by an OWM
+    projector when one is given (``head(z, projector)``). The projection runs inside the module's
+    ``forward``, so the head can be an FSDP unit of its own (its weight is only unsharded there)."""
+
+    def forward(self, x: torch.Tensor, projector: Optional[torch.Tensor] = None) -> torch.Tensor:
+        weight = self.weight if projector is None else _ProjectGrad.apply(self.weight, projector)
+        return F.linear(x, weight, self.bias)
+
+
 def owm_update(projector: torch.Tensor, r: torch.Tensor, alpha: float) -> torch.Tensor:
     """``P - (P r)(P r)^T / (alpha + r^T P r)`` (float64 for stability)."""
     p = projector.double()
@@ -85,6 +96,8 @@ class MLA(StatefulStrategy):
     """MLA (see module docstring). Hyper-parameters: ``mla_alpha``, ``mla_dynamic_fusion``."""
 
     search_space = {"mla_alpha": (0.1, 1.0, "log")}
+    #: the model's own fusion head gets no gradient (MLA predicts through its shared head)
+    ddp_find_unused_parameters = True
 
     def __init__(self, args, modalities):
         super().__init__(args, modalities)
@@ -104,11 +117,17 @@ class MLA(StatefulStrategy):
             )
         d = next(iter(dims.values()))
         dev, dt = model_device(model), model_dtype(model)
-        self.head = make_linear(d, num_labels_of(model), self.args.seed + 31, dev, dt)
+        plain = make_linear(d, num_labels_of(model), self.args.seed + 31, dev, dt)
+        with torch.random.fork_rng(devices=[]):  # its own init is overwritten: keep the global RNG untouched
+            self.head = ProjectedLinear(d, plain.out_features, device=dev, dtype=dt)
+        self.head.load_state_dict(plain.state_dict())
         self.projector = torch.eye(d, device=dev, dtype=torch.promote_types(dt, torch.float32))
 
     def extra_parameters(self):
         return list(self.head.parameters())
+
+    def owned_modules(self):
+        return [self.head]
 
     def _batches_per_epoch(self) -> int:
         t = self._trainer
@@ -149,8 +168,7 @@ class MLA(StatefulStrategy):
         loss = torch.zeros((), device=out.logits.device)
         for m in self.modalities:
             z = out.features[m]
-            w = _ProjectGrad.apply(self.head.weight, self.projector.detach().clone())
-            lm = F.cross_entropy(F.linear(z, w, self.head.bias).float(), labels)
+            lm = F.cross_entropy(self.head(z, self.projector.detach().clone()).float(), labels)
             loss = loss + lm
             logs[f"loss_{m}"] = lm.detach()
             with torch.no_grad():

@@ -78,6 +78,9 @@ def mmpareto_gradient(g_mm: List[torch.Tensor], g_u: List[torch.Tensor], gamma: 
 class MMPareto(StatefulStrategy):
     """MMPareto (see module docstring). Hyper-parameter: ``mmpareto_gamma``."""
 
+    #: not under FSDP2: it differentiates each loss w.r.t. every whole encoder parameter (autograd.grad)
+    supports_fsdp = False
+
     search_space = {"mmpareto_gamma": (0.5, 3.0, "log")}
 
     def __init__(self, args, modalities):
@@ -90,6 +93,9 @@ class MMPareto(StatefulStrategy):
 
     def extra_parameters(self):
         return list(self.heads.parameters())
+
+    def owned_modules(self):
+        return list(self.heads.values())
 
     def _loss_scale(self) -> float:
         scaler = getattr(getattr(self._trainer, "accelerator", None), "scaler", None)

@@ -65,6 +65,9 @@ class OGMGE(Strategy):
     """OGM-GE (see module docstring). Hyper-parameters: ``ogm_alpha``, ``ogm_start_epoch``,
     ``ogm_end_epoch``, ``ogm_noise``, ``ogm_conv_only``."""
 
+    #: not under FSDP2: its per-parameter gradient std would be a shard's
+    supports_fsdp = False
+
     search_space = {"ogm_alpha": (0.05, 1.0, "log")}
 
     requires_unimodal_logits = True

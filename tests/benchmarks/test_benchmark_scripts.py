@@ -121,6 +121,7 @@ def test_ddp_two_ranks_share_coefficients(tmp_path):
     assert c["steps"] == 2 and c["coefficients_identical"] and c["params_identical"]
     assert c["local_losses_differ"]  # each rank saw its own data: identical a_m come from the all-reduce
     assert all(r["step_s"] > 0 for r in ranks)
+    assert all(r["find_unused_parameters"] is False for r in ranks)  # ARL uses every parameter: no graph search
 
 
 def test_data_pipeline_tiny_reads_the_same_clips_both_ways():
@@ -135,6 +136,10 @@ def test_data_pipeline_tiny_reads_the_same_clips_both_ways():
     assert r["one_core_median_ratio"] == pytest.approx(sp["cached"][0] / sp["on_the_fly"][0])
     assert r["one_core_small_frames_median_ratio"] == pytest.approx(sp["cached_small_frames"][0] / sp["on_the_fly"][0])
     assert r["cached_cores_to_feed_gpu"] == pytest.approx(100 / r["cached_samples_per_s_per_core"])
+    b = r["one_core_ms_per_sample"]  # decoding on the GPU leaves the CPU less per sample
+    assert 0 < b["cached_device_decode_visual_ms"] < b["cached_visual_ms"]
+    assert r["device_decode_cores_to_feed_gpu"] == pytest.approx(
+        100 * (b["cached_audio_ms"] + b["cached_device_decode_visual_ms"]) / 1000)
     # 480x360 frames shrunk to 256 px: the eval input differs by resampling only (a few % of a unit)
     assert 0.0 < r["small_frames_eval_mean_abs_diff"] < 0.1
 
@@ -175,3 +180,19 @@ def test_gpu_check_script_and_core_import_without_optional_packages(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "blocked" in out.stdout and f"ok {REPO / 'arl_hf' / '__init__.py'}" in out.stdout
+
+
+def test_fsdp_check_plain_mode_runs_on_cpu(tmp_path):
+    """The device check's unsharded half on CPU (the sharded half needs GPUs: FSDP is refused here)."""
+    import json
+
+    import fsdp_check
+
+    fsdp_check.main(["--mode", "plain", "--device", "cpu", "--out-dir", str(tmp_path), "--cases", "arl_parameters,mla"])
+    r = json.loads((tmp_path / "fsdp_check_plain.json").read_text())
+    assert set(r) == {"arl_parameters", "mla"}
+    for case in r.values():
+        assert not case["sharded"] and case["heads_in_optimizer"]
+        assert case["resumed_params"] == case["params"]  # resuming through Trainer reproduces the run
+    with pytest.raises(ValueError, match="fsdp: FSDP was requested"):
+        fsdp_check.main(["--mode", "fsdp", "--device", "cpu", "--out-dir", str(tmp_path), "--cases", "mla"])
