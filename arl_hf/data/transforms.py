@@ -46,12 +46,7 @@ def decode_pixels(value: Any, name: str = "image", mode: str = "RGB"):
     from torchvision.transforms import v2
 
     if isinstance(value, Mapping):
-        data, path = value.get("bytes"), value.get("path")
-        if data is None and path:
-            with open(path, "rb") as fh:
-                data = fh.read()
-        if data is None:
-            raise ValueError(f"{name}: image record has neither 'bytes' nor 'path'")
+        data = _encoded_bytes(value, name)
         try:
             from torchvision.io import ImageReadMode, decode_image
 
