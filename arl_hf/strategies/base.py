@@ -274,7 +274,8 @@ class Strategy:
             self.modulator.fired.clear()
         feed = {m: inputs[m] for m in self.modalities}
         out = model(**feed, return_unimodal_logits=unimodal)
-        if self.modulator is not None and self.modulator._untracked and torch.is_grad_enabled():
+        # modulators without FSDP re-hooking (e.g. OGM-GE's conv-only one) track nothing
+        if self.modulator is not None and getattr(self.modulator, "_untracked", None) and torch.is_grad_enabled():
             self.modulator.check_tracked()
         if self.modulator is not None and self.modulator.mode == "output" and torch.is_grad_enabled():
             silent = [m for m in self.modalities if m not in self.modulator.fired]
