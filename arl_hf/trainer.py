@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, List, Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
 from .log import get_logger
 
 from .distributed import all_reduce_mean
@@ -156,6 +156,11 @@ class ARLConfig(TrainingArguments):
         metadata={"help": "fixed: constant gradient multiplier per modality, in modality order "
                   "(e.g. '5 1' = audio x5, Fig. 1(b)); default all 1."},
     )
+    early_stopping_patience: Optional[int] = field(
+        default=None,
+        metadata={"help": "Stop when metric_for_best_model has not improved for this many evaluations "
+                  "(transformers.EarlyStoppingCallback; needs load_best_model_at_end). Default: no early stop."},
+    )
     max_grad_norm: float = field(
         default=0.0,
         metadata={
@@ -186,6 +191,13 @@ class ARLConfig(TrainingArguments):
             raise ValueError(f"arl_variant: expected 'paper' or 'official', got {self.arl_variant!r}")
         if self.arl_warmup_epochs < 0:
             raise ValueError(f"arl_warmup_epochs: expected an int >= 0, got {self.arl_warmup_epochs!r}")
+        if self.early_stopping_patience is not None:
+            if not isinstance(self.early_stopping_patience, int) or self.early_stopping_patience < 1:
+                raise ValueError(f"early_stopping_patience: expected an int >= 1, got {self.early_stopping_patience!r}")
+            if not self.load_best_model_at_end or self.metric_for_best_model is None:
+                raise ValueError("early_stopping_patience: needs load_best_model_at_end=True and a "
+                                 f"metric_for_best_model (got {self.load_best_model_at_end!r}, "
+                                 f"{self.metric_for_best_model!r})")
         from .strategies.common import check_peer_fields
 
         check_peer_fields(self)
@@ -226,6 +238,15 @@ class _StrategyCallback(TrainerCallback):
     def on_epoch_begin(self, args, state, control, **kwargs):
         t = self.trainer
         t.strategy.on_epoch_begin(t, t.model, t._context(training=True))
+
+
+class _EarlyStopping(EarlyStoppingCallback):
+    """``EarlyStoppingCallback`` whose patience counter restarts with every ``train()``
+    (hyper-parameter search trials reuse the trainer and its callbacks)."""
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.early_stopping_patience_counter = 0
+        return super().on_train_begin(args, state, control, **kwargs)
 
 
 class ARLTrainer(Trainer):
@@ -277,6 +298,8 @@ class ARLTrainer(Trainer):
         self._build_strategy()
         self._check_strategy_supports_fsdp()
         self.add_callback(_StrategyCallback(self))
+        if args.early_stopping_patience is not None:
+            self.add_callback(_EarlyStopping(early_stopping_patience=args.early_stopping_patience))
         self._metrics: Dict[str, Dict[str, List[torch.Tensor]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
         num_labels = getattr(getattr(self.model, "config", None), "num_labels", None)
         self._num_labels: Optional[int] = num_labels

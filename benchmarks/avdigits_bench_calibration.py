@@ -45,6 +45,15 @@ ROUNDS: Dict[int, List[Dict[str, Any]]] = {
         {**_BASE, "visual_confused_classes": "56789", "snr_db_min": -3.0, "snr_db_max": 9.0},
         {**_BASE, "visual_confused_classes": "56789", "snr_db_min": 0.0, "snr_db_max": 12.0},
         {**_BASE, "visual_confused_classes": "56789", "repeats": 2}],
+    # round 3: setting 2.1 with more samples per digit image (each with its own voice and noise
+    # draws) and a budget that ends with early stopping
+    3: [{**_BASE, "visual_confused_classes": "56789", "snr_db_min": -3.0, "snr_db_max": 9.0, "repeats": 2},
+        {**_BASE, "visual_confused_classes": "56789", "snr_db_min": -3.0, "snr_db_max": 9.0, "repeats": 3}],
+}
+#: run options of a round's settings (default: the preset's own)
+ROUND_RUN_OPTIONS: Dict[int, List[List[str]]] = {
+    3: [["--num_train_epochs", "24", "--early_stopping_patience", "6"],
+        ["--num_train_epochs", "16", "--early_stopping_patience", "4"]],
 }
 MODALITIES = ("audio", "visual")
 
@@ -107,6 +116,7 @@ def main(argv: List[str]) -> int:
     p.add_argument("--round", type=int, default=0, choices=[0] + sorted(ROUNDS),
                    help="Run every setting of a calibration round (default 0: the bench configuration as it is).")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    p.add_argument("--settings", nargs="+", type=int, default=None, help="Only these settings of the round (0-based).")
     p.add_argument("--double", action="store_true", help="Also run concat at twice the epochs.")
     p.add_argument("--workers", type=int, default=1, help="One-thread processes side by side.")
     p.add_argument("--out", default="outputs/bench-calibration", help="Run directories (reused: resumes).")
@@ -116,22 +126,30 @@ def main(argv: List[str]) -> int:
     args = p.parse_args(argv)
     extra = [a for a in args.extra if a != "--"]
     settings = ROUNDS[args.round] if args.round else [{}]
+    run_options = ROUND_RUN_OPTIONS.get(args.round, [[] for _ in settings])
     cache = args.cache_dir or os.path.join(args.out, "cache")
     payloads, keys = [], []
     for i, knobs in enumerate(settings):
+        if args.settings is not None and i not in args.settings:
+            continue
         load(cache, knobs)  # build once, before the workers read it
         for seed in args.seeds:
             methods = [("none", [])] + [(f"bound:{m}", []) for m in MODALITIES]
             if args.double:
-                methods.append(("none-double", ["--num_train_epochs", "60"]))
+                opts = run_options[i]
+                epochs = float(opts[opts.index("--num_train_epochs") + 1]) if "--num_train_epochs" in opts else 30
+                methods.append(("none-double", ["--num_train_epochs", f"{2 * epochs:g}"]))
             for method, more in methods:
                 run_dir = os.path.join(args.out, f"setting{i}", f"{method.replace(':', '-')}-seed{seed}")
-                payloads.append((cache, knobs, method.replace("-double", ""), seed, extra + more, run_dir))
+                payloads.append((cache, knobs, method.replace("-double", ""), seed, run_options[i] + extra + more,
+                                 run_dir))
                 keys.append((i, method, seed))
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         records = list(pool.map(job, payloads))
     summaries = []
     for i, knobs in enumerate(settings):
+        if args.settings is not None and i not in args.settings:
+            continue
         runs = {(m, s): r for (j, m, s), r in zip(keys, records) if j == i}
         summary = summarise(knobs, runs, args.seeds, args.double)
         print(report(summary), flush=True)
