@@ -51,6 +51,7 @@ ROUNDS: Dict[int, List[Dict[str, Any]]] = {
         {**_BASE, "visual_confused_classes": "56789", "snr_db_min": -3.0, "snr_db_max": 9.0, "repeats": 3},
         {**_BASE, "visual_confused_classes": "56789", "snr_db_min": -3.0, "snr_db_max": 9.0, "repeats": 2},
         {**_BASE, "visual_confused_classes": "56789", "snr_db_min": -3.0, "snr_db_max": 9.0, "repeats": 1},
+        {**_BASE, "visual_confused_classes": "56789", "snr_db_min": -3.0, "snr_db_max": 9.0, "repeats": 2},
         {**_BASE, "visual_confused_classes": "56789", "snr_db_min": -3.0, "snr_db_max": 9.0, "repeats": 2}],
 }
 #: run options of a round's settings (default: the preset's own)
@@ -60,7 +61,8 @@ ROUND_RUN_OPTIONS: Dict[int, List[List[str]]] = {
         # the learning rate x0.1 after the first epochs (as the authors' MultiStep schedule)
         ["--num_train_epochs", "24", "--lr_decay_epochs", "10", "--early_stopping_patience", "5"],
         ["--num_train_epochs", "30", "--lr_decay_epochs", "15", "--early_stopping_patience", "6"],
-        ["--num_train_epochs", "16", "--lr_decay_epochs", "7", "--early_stopping_patience", "4"]],
+        ["--num_train_epochs", "16", "--lr_decay_epochs", "7", "--early_stopping_patience", "4"],
+        ["--num_train_epochs", "20", "--lr_decay_epochs", "7", "12", "--early_stopping_patience", "4"]],
 }
 MODALITIES = ("audio", "visual")
 
