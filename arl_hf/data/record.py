@@ -185,8 +185,9 @@ class PreprocessingRecord:
     def to_dict(self) -> Dict[str, Any]:
         """The record as a JSON-ready dict: the same keys and values that were parsed."""
         out: Dict[str, Any] = dict(self.extra)
-        out.update(format=self.format, dataset=self.dataset,
-                   modalities={k: v.to_dict() for k, v in self.modalities.items()})
+        out.update(format=self.format, modalities={k: v.to_dict() for k, v in self.modalities.items()})
+        if self.dataset or "dataset" in self.recorded_keys:
+            out["dataset"] = self.dataset
         for key in ("label_names", "builder_version", "audio_preset", "frames", "splits", "on_error", "options"):
             value = getattr(self, key)
             if value is not None or key in self.recorded_keys:
