@@ -13,22 +13,52 @@ but absent counts with F1 0 (tested against scikit-learn).
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Sequence
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["accuracy", "macro_f1", "classification_metrics", "multimodal_metrics", "make_compute_metrics"]
+from .validation import class_indices as _as_labels
+
+__all__ = ["METRIC_NAMES", "accuracy", "macro_f1", "classification_metrics", "multimodal_metrics",
+           "make_compute_metrics", "metric_key", "parse_metric_key"]
+
+#: the metrics computed for the fused head and for each modality's head
+METRIC_NAMES = ("accuracy", "macro_f1")
 
 
-def _as_labels(values, field: str) -> np.ndarray:
-    arr = np.asarray(values)
-    if arr.ndim != 1:
-        raise ValueError(f"{field}: expected a 1-D array of class indices, got shape {arr.shape}")
-    if arr.size and not np.issubdtype(arr.dtype, np.integer):
-        if not np.all(np.equal(np.mod(arr, 1), 0)):
-            raise ValueError(f"{field}: expected integer class indices, got dtype {arr.dtype}")
-        arr = arr.astype(np.int64)
-    return arr.astype(np.int64, copy=False)
+def metric_key(name: str, modality: Optional[str] = None) -> str:
+    """The key of a metric: ``name`` for the fused head, ``<name>_<modality>`` for a modality's head.
+
+    Raises:
+        ValueError: ``name`` is not one of :data:`METRIC_NAMES`, or ``modality`` is empty.
+    """
+    if name not in METRIC_NAMES:
+        raise ValueError(f"name: expected one of {METRIC_NAMES}, got {name!r}")
+    if modality is None:
+        return name
+    if not modality:
+        raise ValueError("modality: expected a modality name or None (the fused head), got ''")
+    return f"{name}_{modality}"
+
+
+def parse_metric_key(key: str, prefix: Optional[str] = None) -> Tuple[str, Optional[str]]:
+    """``(name, modality or None)`` of a key written by :func:`metric_key` (after an optional
+    ``<prefix>_`` such as ``eval``), e.g. ``"eval_macro_f1_audio"`` -> ``("macro_f1", "audio")``.
+
+    Raises:
+        ValueError: the key is not a metric key (or lacks the prefix).
+    """
+    rest = key
+    if prefix:
+        if not key.startswith(f"{prefix}_"):
+            raise ValueError(f"key: expected a metric key starting with {prefix + '_'!r}, got {key!r}")
+        rest = key[len(prefix) + 1:]
+    for name in sorted(METRIC_NAMES, key=len, reverse=True):  # macro_f1 before a shorter name could match
+        if rest == name:
+            return name, None
+        if rest.startswith(f"{name}_") and len(rest) > len(name) + 1:
+            return name, rest[len(name) + 1:]
+    raise ValueError(f"key: expected '<metric>' or '<metric>_<modality>' with a metric in {METRIC_NAMES}, got {key!r}")
 
 
 def _check_pair(labels: np.ndarray, preds: np.ndarray) -> None:
@@ -85,7 +115,7 @@ def multimodal_metrics(predictions: np.ndarray, labels: np.ndarray, modalities: 
     out = classification_metrics(predictions[:, 0], labels)
     for i, m in enumerate(modalities):
         for k, v in classification_metrics(predictions[:, i + 1], labels).items():
-            out[f"{k}_{m}"] = v
+            out[metric_key(k, m)] = v
     return out
 
 

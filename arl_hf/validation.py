@@ -1,10 +1,41 @@
-"""Batch checks run before a step: a bad batch is a ``ValueError`` naming the field."""
+"""Checks of the data contract: class indices and batches; a bad value is a ``ValueError`` naming the field.
+
+:func:`class_indices` is the one place labels are normalised (the transform, the collator and
+the metrics call it); :func:`validate_batch` checks a collated batch before a training step.
+"""
 
 from __future__ import annotations
 
 from typing import Any, Mapping, Optional, Sequence
 
+import numpy as np
 import torch
+
+__all__ = ["class_indices", "validate_batch"]
+
+
+def class_indices(values: Any, field: str = "labels") -> np.ndarray:
+    """``values`` (a sequence, array or tensor of class indices) as a 1-D ``int64`` array.
+
+    Integer values are kept; floats are accepted only when whole (``2.0`` -> ``2``).
+
+    Raises:
+        ValueError: not 1-D, or values that are not whole numbers (names ``field``).
+    """
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().numpy()
+    arr = np.asarray(values)
+    if arr.ndim != 1:
+        raise ValueError(f"{field}: expected a 1-D array of class indices, got shape {arr.shape}")
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        if arr.dtype == object:
+            try:
+                arr = arr.astype(np.float64)
+            except (TypeError, ValueError):
+                raise ValueError(f"{field}: expected integer class indices, got {values[:3]!r}...") from None
+        if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number) or not np.all(np.equal(np.mod(arr, 1), 0)):
+            raise ValueError(f"{field}: expected integer class indices, got dtype {arr.dtype}")
+    return arr.astype(np.int64, copy=False)
 
 
 def validate_batch(batch: Mapping[str, Any], modalities: Sequence[str], num_labels: Optional[int]) -> None:

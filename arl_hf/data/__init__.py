@@ -4,7 +4,8 @@
 ``train`` / ``validation`` / ``test``, one column per modality and ``labels``. Names:
 ``cremad``, ``ave``, ``kinetics_sounds``, ``mosi``, ``ucf101``, ``avdigits`` (embedded,
 built offline). Audio presets (``ogm``, ``scipy``, ``fbank``) live in :mod:`.audio`; the
-batch collator in :mod:`.collator`; sharing a prepared dataset in :mod:`.sharing`.
+batch collator (which applies each split's transform) in :mod:`.collator`; the typed preprocessing
+record in :mod:`.record`; sharing a prepared dataset in :mod:`.sharing`.
 
 Importing this package is light: ``datasets``, ``librosa``, ``soundfile``, ``scipy``,
 ``sklearn`` and ``av`` are imported only when a function needs them.
@@ -18,6 +19,9 @@ from typing import Any
 _EXPORTS = {
     "load": "registry",
     "attach_transforms": "registry",
+    "make_transform": "registry",
+    "PreprocessingRecord": "record",
+    "ModalitySpec": "record",
     "available_datasets": "registry",
     "builder_class": "registry",
     "modality_spec": "registry",

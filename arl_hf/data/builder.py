@@ -19,12 +19,12 @@ import numpy as np
 from ..log import get_logger
 
 from .audio import AudioPreset, compute_features, get_preset, load_audio_file
+from .record import MODALITY_KINDS, RECORD_FORMAT, PreprocessingRecord
 from .video import (decode_video_audio, decode_video_frames, encode_jpeg, list_frame_files, pool_indices,
                     read_image_bytes)
 
 logger = get_logger(__name__)
 
-RECORD_FORMAT = "arl_hf.data/1"
 ON_ERROR = ("raise", "skip")
 
 # Modality kinds (how a column is stored and what the transform turns it into):
@@ -33,7 +33,7 @@ ON_ERROR = ("raise", "skip")
 #   flow:        List({"x": Image, "y": Image})     -> (T_frames, 2, H, W), scaled to [-1, 1]
 #   sequence:    Array2D (L, D) float32             -> (D,) time-averaged, or (L, D)
 #   image:       Array3D (C, H, W) float32          -> (C, H, W) unchanged
-MODALITY_KINDS = ("spectrogram", "frames", "flow", "sequence", "image")
+# (MODALITY_KINDS and RECORD_FORMAT live in .record, with the record itself)
 
 
 @dataclasses.dataclass
@@ -167,7 +167,7 @@ class ARLBuilder(datasets.GeneratorBasedBuilder):
     def _split_generators(self, dl_manager) -> List[datasets.SplitGenerator]:
         items, label_names, splits, options = self._resolve()
         self.info.features = self._make_features(label_names)
-        self.info.description = json.dumps(self.record(label_names, splits, options), sort_keys=True)
+        self.info.description = PreprocessingRecord.from_dict(self.record(label_names, splits, options)).to_json()
         gens = []
         for split in ("train", "validation", "test"):
             if not items.get(split):

@@ -1,4 +1,8 @@
-"""Collator: a list of transformed examples -> the model inputs (one float tensor per modality + labels).
+"""Collator: a list of examples -> the model inputs (one float tensor per modality + labels).
+
+A collator built for a split (``MultimodalCollator.from_dataset(ds["train"])``) holds that
+split's :class:`~arl_hf.data.MultimodalTransform` and applies it to the stored columns of each
+batch (decoding, training-time augmentation), so the dataset itself stays a plain dataset.
 
 Shapes: audio spectrograms ``(B, 1, F, T)``; frames ``(B, T_frames, 3, H, W)``; optical
 flow ``(B, T_frames, 2, H, W)``; feature vectors ``(B, D)``; feature sequences
@@ -8,9 +12,12 @@ Keys are the modality names. Nothing else is emitted (no ids, no masks).
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
+
+from ..validation import class_indices
 
 __all__ = ["MultimodalCollator"]
 
@@ -24,10 +31,15 @@ class MultimodalCollator:
             collator also works on a dataset without the transform, ``with_format("torch")``).
             ``None``: every key of the examples except ``labels`` and string-valued ones.
         label_key: the label column.
+        transform: a :class:`~arl_hf.data.MultimodalTransform` applied to each batch of stored
+            columns before stacking (``None``: the examples are already model-ready).
     """
 
     def __init__(self, modalities: Optional[Union[Sequence[str], Mapping[str, Mapping[str, Any]]]] = None,
-                 label_key: str = "labels"):
+                 label_key: str = "labels", transform: Optional[Any] = None):
+        if transform is not None and not callable(transform):
+            raise ValueError(f"transform: expected a callable (a MultimodalTransform), got {type(transform).__name__}")
+        self.transform = transform
         if isinstance(modalities, Mapping):
             self.kinds = {k: dict(v).get("kind") for k, v in modalities.items()}
             self.modalities: Optional[List[str]] = list(modalities)
@@ -39,11 +51,83 @@ class MultimodalCollator:
         self.label_key = label_key
 
     @classmethod
-    def from_dataset(cls, dataset: Any) -> "MultimodalCollator":
-        """Collator for a dataset (or DatasetDict) built by :func:`arl_hf.data.load`."""
-        from .registry import modality_kinds
+    def from_dataset(cls, dataset: Any, *, train: Optional[bool] = None, num_frames: Optional[int] = None,
+                     image_size: Optional[int] = None, seed: Optional[int] = None,
+                     pool_sequences: Optional[bool] = None, decode_frames: str = "cpu") -> "MultimodalCollator":
+        """Collator for a dataset built by :func:`arl_hf.data.load` (or ``load_prepared`` / ``stream_split``).
 
-        return cls({name: {"kind": kind} for name, kind in modality_kinds(dataset).items()})
+        * A split (``Dataset``) holding the stored columns: the collator applies that split's
+          :class:`~arl_hf.data.MultimodalTransform` (augmentation when ``train``, by default when
+          the split is ``train``). ``num_frames`` / ``image_size`` / ``seed`` / ``pool_sequences``
+          default to the ones given to ``load`` (else the recorded defaults, seed 0).
+        * A split whose transform is already applied (a stream from ``stream_split``, or a split
+          from :func:`~arl_hf.data.attach_transforms`): a collator that only stacks.
+        * A whole ``DatasetDict`` (one collator shared by every split): each split of the dict that
+          holds stored columns gets its transform bound in place (``attach_transforms``, so the
+          training split is augmented and the others not), and the collator only stacks. Prefer
+          one collator per split.
+        """
+        from .registry import bind_transforms_in_place, is_transformed, make_transform, modality_kinds
+
+        kinds = {name: {"kind": kind} for name, kind in modality_kinds(dataset).items()}
+        if not hasattr(dataset, "info") and isinstance(dataset, Mapping):  # a DatasetDict
+            bind_transforms_in_place(dataset, num_frames=num_frames, image_size=image_size, seed=seed,
+                                     pool_sequences=pool_sequences, decode_frames=decode_frames)
+            return cls(kinds)
+        if is_transformed(dataset):
+            return cls(kinds)
+        role = train
+        if role is None:
+            split = getattr(dataset, "split", None)
+            if split is None:
+                raise ValueError("train: this dataset does not say which split it is (dataset.split is None); pass "
+                                 "train=True for the training split (augmentation) or train=False")
+            role = str(split) == "train"
+        transform = make_transform(dataset, train=role, num_frames=num_frames, image_size=image_size, seed=seed,
+                                   pool_sequences=pool_sequences, decode_frames=decode_frames, strict=False)
+        return cls(kinds, transform=transform)
+
+    def deterministic(self) -> "MultimodalCollator":
+        """This collator with its transform's training-time augmentation switched off (itself when it
+        has no training transform)."""
+        if self.transform is None or not getattr(self.transform, "train", False):
+            return self
+        frozen = copy.copy(self.transform)
+        frozen.train = False
+        return type(self)(self._spec(), label_key=self.label_key, transform=frozen)
+
+    def for_modality(self, modality: str) -> "MultimodalCollator":
+        """This collator restricted to one modality (and the labels), with the same transform.
+
+        Raises:
+            ValueError: ``modality`` is not one of the collator's modalities.
+        """
+        if self.modalities is not None and modality not in self.modalities:
+            raise ValueError(f"modality: {modality!r} is not a modality of the collator {self.modalities}")
+        return type(self)({modality: {"kind": self.kinds.get(modality)}}, label_key=self.label_key,
+                          transform=self.transform)
+
+    def _spec(self) -> Union[List[str], Dict[str, Dict[str, Any]], None]:
+        if self.modalities is None:
+            return None
+        return {m: {"kind": self.kinds.get(m)} for m in self.modalities} if self.kinds else list(self.modalities)
+
+    def __repr__(self) -> str:
+        return f"MultimodalCollator(modalities={self.modalities}, transform={self.transform!r})"
+
+    def _apply_transform(self, features: List[Mapping[str, Any]]) -> List[Dict[str, Any]]:
+        """The transform on the batch's columns: the modalities present and the labels."""
+        keys = [k for k in features[0] if k in getattr(self.transform, "modalities", {}) or k == self.label_key]
+        for i, ex in enumerate(features):
+            if self.label_key not in ex:
+                raise ValueError(f"features[{i}]: label column {self.label_key!r} missing; got keys {sorted(ex)}")
+        columns = {k: [ex[k] for ex in features] for k in keys}
+        if self.label_key != "labels":
+            columns["labels"] = columns.pop(self.label_key)
+        out = self.transform(columns)
+        if self.label_key != "labels":
+            out[self.label_key] = out.pop("labels")
+        return [{k: v[i] for k, v in out.items()} for i in range(len(features))]
 
     def _names(self, example: Mapping[str, Any]) -> List[str]:
         if self.modalities is not None:
@@ -56,6 +140,8 @@ class MultimodalCollator:
 
         if not features:
             raise ValueError("features: expected a non-empty list of examples")
+        if self.transform is not None:
+            features = self._apply_transform(features)
         out: Dict[str, Any] = {}
         for name in self._names(features[0]):
             first = features[0].get(name)
@@ -81,8 +167,8 @@ class MultimodalCollator:
         for i, ex in enumerate(features):
             if self.label_key not in ex:
                 raise ValueError(f"features[{i}]: label column {self.label_key!r} missing; got keys {sorted(ex)}")
-            labels.append(int(ex[self.label_key]))
-        out[self.label_key] = torch.tensor(labels, dtype=torch.long)
+            labels.append(ex[self.label_key])
+        out[self.label_key] = torch.from_numpy(class_indices(labels, self.label_key))
         return out
 
     @staticmethod

@@ -1,4 +1,9 @@
-"""``load(name, ...)``: build (or reuse from the Arrow cache) a dataset and attach its transforms.
+"""``load(name, ...)``: build (or reuse from the Arrow cache) a dataset; the transforms that go with it.
+
+``load`` returns a plain ``DatasetDict`` (NumPy format: every ``datasets`` operation works on
+it); the per-split :class:`~arl_hf.data.MultimodalTransform` is applied by the collator
+(``MultimodalCollator.from_dataset(ds["train"])``), or bound to the splits with
+:func:`attach_transforms` (``Dataset.with_transform``).
 
 Also the per-dataset metadata helpers: :func:`modality_spec` (the encoder suggestion the
 model config needs), :func:`modality_kinds`, :func:`preprocessing_info`,
@@ -16,6 +21,7 @@ from typing import Any, Dict, List, Mapping, Optional, Union
 from ..log import get_logger
 
 from .audio import AudioPreset, get_preset
+from .record import PreprocessingRecord
 
 logger = get_logger(__name__)
 
@@ -25,6 +31,9 @@ __all__ = [
     "builder_class",
     "load",
     "attach_transforms",
+    "make_transform",
+    "is_transformed",
+    "TRANSFORM_OPTIONS_ATTR",
     "modality_spec",
     "modality_kinds",
     "preprocessing_info",
@@ -95,7 +104,7 @@ def load(
     validation_fraction: Optional[float] = None,
     on_error: str = "raise",
     cache_dir: Optional[str] = None,
-    transform: bool = True,
+    transform: bool = False,
     seed: int = 0,
     pool_sequences: bool = True,
     rebuild: bool = False,
@@ -129,10 +138,13 @@ def load(
             held out (default 0.1; AV-Digits 0.15/0.85, i.e. 70/15/15 overall).
         on_error: ``"raise"`` (default) or ``"skip"`` bad raw files (the count is logged).
         cache_dir: Arrow cache root (default: the HF datasets cache).
-        transform: attach :class:`MultimodalTransform` (train augmentation on ``train``,
-            deterministic on the others); ``False`` returns the raw cached columns.
-        seed: seed of the training-time randomness of the transform.
-        pool_sequences: for feature sequences (MOSI), average over time -> ``(D,)``.
+        transform: ``False`` (default): the splits hold the stored columns (NumPy format) and
+            ``MultimodalCollator.from_dataset(split)`` applies the split's transform; ``True``:
+            the transforms are bound to the splits (:func:`attach_transforms`).
+        num_frames, image_size, seed, pool_sequences: settings of the transforms (kept in the
+            result's ``transform_options`` attribute, which ``MultimodalCollator.from_dataset``
+            reads). ``seed``: seed of the training-time randomness; ``pool_sequences``: for
+            feature sequences (MOSI), average over time -> ``(D,)``.
         rebuild: ignore an existing cache and rebuild from the raw files.
         num_proc: processes used to build (``datasets`` shards the clip lists).
         config: a named builder configuration of the dataset (``AVDigits``: ``"default"``,
@@ -202,39 +214,91 @@ def load(
         raise cause from err
     dsd = builder.as_dataset()
     dsd = datasets.DatasetDict({k: dsd[k] for k in ("train", "validation", "test")})
+    return finish(dsd, transform, num_frames=num_frames, image_size=image_size, seed=seed,
+                  pool_sequences=pool_sequences)
+
+
+#: attribute of a ``DatasetDict`` from :func:`load` / ``load_prepared`` holding its transform settings
+TRANSFORM_OPTIONS_ATTR = "transform_options"
+
+
+def finish(dsd, transform: bool, **options: Any):
+    """The NumPy-formatted splits of ``dsd`` with the transform settings ``options`` recorded on the
+    dict (``transform_options``), or with the transforms bound when ``transform``."""
+    import datasets
+
     if transform:
-        dsd = attach_transforms(dsd, num_frames=num_frames, image_size=image_size, seed=seed,
-                                pool_sequences=pool_sequences)
-    return dsd
+        return attach_transforms(dsd, **options)
+    out = datasets.DatasetDict({k: ds.with_format("numpy") for k, ds in dsd.items()})
+    setattr(out, TRANSFORM_OPTIONS_ATTR, dict(options))
+    return out
 
 
-def attach_transforms(dsd, num_frames: Optional[int] = None, image_size: Optional[int] = None, seed: int = 0,
-                      pool_sequences: bool = True, decode_frames: str = "cpu"):
-    """Attach :class:`MultimodalTransform` to each split (augmentation on ``train`` only).
+def make_transform(dataset: Any, train: bool, num_frames: Optional[int] = None, image_size: Optional[int] = None,
+                   seed: Optional[int] = None, pool_sequences: Optional[bool] = None, decode_frames: str = "cpu",
+                   strict: bool = True):
+    """The :class:`MultimodalTransform` of a dataset (or :class:`PreprocessingRecord`): its modality
+    kinds, ``num_frames`` defaulting to the recorded default, ``image_size`` to the dataset's (224),
+    ``seed`` to 0 and ``pool_sequences`` to ``True``."""
+    from .transforms import MultimodalTransform
 
-    The transform is set as the ``arl_hf`` format (:mod:`arl_hf.data.formatting`): like
-    ``with_transform``, but array columns arrive as NumPy views and frames undecoded, so
-    only the frames used are decoded. ``num_frames`` / ``image_size`` default to the
-    dataset's recorded defaults. ``decode_frames="device"`` leaves the chosen frames encoded for
-    :class:`~arl_hf.ARLTrainer` to decode on the training device (see :class:`MultimodalTransform`).
+    record = dataset if isinstance(dataset, PreprocessingRecord) else PreprocessingRecord.from_dataset(dataset)
+    entry = DATASETS.get(record.dataset)
+    nf = num_frames or record.default_num_frames
+    size = image_size or (entry.image_size if entry and entry.image_size else 224)
+    kinds = {k: {"kind": v} for k, v in record.kinds().items()}
+    return MultimodalTransform(kinds, train=bool(train), num_frames=nf, image_size=size,
+                               seed=0 if seed is None else int(seed),
+                               pool_sequences=True if pool_sequences is None else bool(pool_sequences),
+                               decode_frames=decode_frames, strict=strict)
+
+
+def is_transformed(dataset: Any) -> bool:
+    """Whether a split yields model-ready examples: a :class:`MultimodalTransform` set with
+    ``with_transform`` (:func:`attach_transforms`), or mapped over a stream (``stream_split``)."""
+    from .transforms import MultimodalTransform
+
+    fmt = getattr(dataset, "format", None) or {}
+    if isinstance((fmt.get("format_kwargs") or {}).get("transform"), MultimodalTransform):
+        return True
+    return bool(getattr(dataset, "transformed", False))
+
+
+def attach_transforms(dsd, num_frames: Optional[int] = None, image_size: Optional[int] = None,
+                      seed: Optional[int] = None, pool_sequences: Optional[bool] = None, decode_frames: str = "cpu"):
+    """Bind :class:`MultimodalTransform` to each split with ``Dataset.with_transform``
+    (augmentation on ``train`` only); returns a new ``DatasetDict``.
+
+    The transform passes every other column through and skips absent modalities, so column
+    queries (``ds["id"]``), ``select_columns`` and ``filter(input_columns=...)`` work on the
+    bound splits. ``num_frames`` / ``image_size`` default to the dataset's recorded defaults.
+    The collator of such splits only stacks (``MultimodalCollator.from_dataset``). Prefer the
+    plain splits with one collator per split: ``save_to_disk``, ``to_iterable_dataset`` and
+    ``map`` then see the stored columns.
     """
     import datasets
 
-    from .formatting import FORMAT_TYPE
-    from .transforms import MultimodalTransform
-
-    record = preprocessing_info(dsd)
-    kinds = {k: {"kind": v["kind"]} for k, v in record["modalities"].items()}
-    frames = record.get("frames") or {}
-    entry = DATASETS.get(record.get("dataset", ""))
-    nf = num_frames or frames.get("default_num_frames") or 1
-    size = image_size or (entry.image_size if entry and entry.image_size else 224)
+    record = PreprocessingRecord.from_dataset(dsd)
     return datasets.DatasetDict({
-        split: ds.with_format(FORMAT_TYPE, transform=MultimodalTransform(
-            kinds, train=(split == "train"), num_frames=nf, image_size=size, seed=seed, pool_sequences=pool_sequences,
-            decode_frames=decode_frames))
+        split: ds.with_format(None).with_transform(make_transform(
+            record, train=(split == "train"), num_frames=num_frames, image_size=image_size, seed=seed,
+            pool_sequences=pool_sequences, decode_frames=decode_frames, strict=False))
         for split, ds in dsd.items()
     })
+
+
+def bind_transforms_in_place(dsd, **options: Any) -> None:
+    """Bind the transforms (:func:`attach_transforms`) to the splits of ``dsd`` that hold stored
+    columns, replacing them in ``dsd``; settings not given come from ``dsd.transform_options``."""
+    recorded = dict(getattr(dsd, TRANSFORM_OPTIONS_ATTR, None) or {})
+    settings = {k: (v if v is not None else recorded.get(k)) for k, v in options.items()}
+    for k, v in recorded.items():
+        settings.setdefault(k, v)
+    plain = {split: ds for split, ds in dsd.items() if not is_transformed(ds) and hasattr(ds, "with_transform")}
+    if plain:
+        bound = attach_transforms(plain, **settings)
+        for split in plain:
+            dsd[split] = bound[split]
 
 
 def _first(dataset: Any):
@@ -246,25 +310,13 @@ def _first(dataset: Any):
 
 
 def preprocessing_info(dataset: Any) -> Dict[str, Any]:
-    """The preprocessing record of a built dataset (preset name + parameters, frames, splits, seeds).
+    """The preprocessing record of a built dataset as a dict (see :class:`PreprocessingRecord`,
+    ``PreprocessingRecord.from_dataset`` for the typed record).
 
     Raises:
         ValueError: the dataset was not built by :func:`load` (no record in its info).
     """
-    ds = _first(dataset)
-    try:
-        record = json.loads(ds.info.description or "")
-    except json.JSONDecodeError:
-        record = None
-    if not isinstance(record, dict) or record.get("format", "").split("/")[0] != "arl_hf.data" \
-            or not record.get("modalities"):
-        raise ValueError("dataset.info.description: expected the arl_hf preprocessing record (JSON); "
-                         "this dataset was not built by arl_hf.data.load / load_prepared")
-    return record
-
-
-def _encoder_only(spec: Mapping[str, Any]) -> Dict[str, Any]:
-    return {k: v for k, v in spec.items() if k in ("encoder", "in_chans", "input_dim", "hidden_dims")}
+    return PreprocessingRecord.from_dataset(_first(dataset)).to_dict()
 
 
 def modality_spec(dataset_or_name: Any) -> Dict[str, Dict[str, Any]]:
@@ -275,17 +327,18 @@ def modality_spec(dataset_or_name: Any) -> Dict[str, Dict[str, Any]]:
     (MOSI's ``input_dim`` then is unknown and omitted).
     """
     if isinstance(dataset_or_name, str):
+        from .record import ModalitySpec
+
         cls = builder_class(dataset_or_name)
-        return {k: _encoder_only(v) for k, v in cls.MODALITIES.items()}
-    record = preprocessing_info(dataset_or_name)
-    return {k: _encoder_only(v) for k, v in record["modalities"].items()}
+        return {k: ModalitySpec.from_dict(k, v).encoder_spec() for k, v in cls.MODALITIES.items()}
+    return PreprocessingRecord.from_dataset(_first(dataset_or_name)).suggested_encoders()
 
 
 def modality_kinds(dataset_or_name: Any) -> Dict[str, str]:
     """Modality name -> storage kind (``spectrogram``, ``frames``, ``flow``, ``sequence``, ``image``)."""
     if isinstance(dataset_or_name, str):
         return {k: v["kind"] for k, v in builder_class(dataset_or_name).MODALITIES.items()}
-    return {k: v["kind"] for k, v in preprocessing_info(dataset_or_name)["modalities"].items()}
+    return PreprocessingRecord.from_dataset(_first(dataset_or_name)).kinds()
 
 
 def label_names(dataset: Any) -> List[str]:

@@ -227,7 +227,7 @@ def read_record(folder: str) -> Tuple[Optional[Dict[str, Any]], Dict[str, Any]]:
     return None, {}
 
 
-def load_prepared(path_or_repo: str, *, cache_dir: Optional[str] = None, transform: bool = True,
+def load_prepared(path_or_repo: str, *, cache_dir: Optional[str] = None, transform: bool = False,
                   num_frames: Optional[int] = None, image_size: Optional[int] = None, seed: int = 0,
                   revision: Optional[str] = None):
     """Reload a folder written by :func:`export_prepared` or a Hub dataset repo written by
@@ -235,7 +235,9 @@ def load_prepared(path_or_repo: str, *, cache_dir: Optional[str] = None, transfo
 
     The record is put back into each split's ``info.description``, so
     :func:`preprocessing_info`, :func:`modality_spec` and the collator work as on a freshly
-    built dataset; recorded features are checked.
+    built dataset; recorded features are checked. Like :func:`arl_hf.data.load`, the splits hold
+    the stored columns (``transform=True`` binds the transforms) and ``num_frames`` /
+    ``image_size`` / ``seed`` are the transform settings kept for ``MultimodalCollator.from_dataset``.
 
     Raises:
         FileNotFoundError: no such folder or repo / no record in it / a missing split.
@@ -243,7 +245,8 @@ def load_prepared(path_or_repo: str, *, cache_dir: Optional[str] = None, transfo
     """
     import datasets
 
-    from .registry import attach_transforms
+    from .record import PreprocessingRecord
+    from .registry import finish
 
     folder = os.path.expanduser(str(path_or_repo))
     if not os.path.isdir(folder):
@@ -262,7 +265,7 @@ def load_prepared(path_or_repo: str, *, cache_dir: Optional[str] = None, transfo
         raise FileNotFoundError(f"prepared dataset {path_or_repo}: split(s) {missing} not found "
                                 f"(found {sorted(dsd)})")
     features = datasets.Features.from_dict(build["features"]) if build.get("features") else None
-    description = json.dumps(record, sort_keys=True)
+    description = PreprocessingRecord.from_dict(record).to_json()
     out = {}
     for s in SPLITS:
         ds = dsd[s]
@@ -273,7 +276,4 @@ def load_prepared(path_or_repo: str, *, cache_dir: Optional[str] = None, transfo
         if build.get("version"):
             ds.info.version = datasets.Version(build["version"])
         out[s] = ds
-    dsd = datasets.DatasetDict(out)
-    if transform:
-        dsd = attach_transforms(dsd, num_frames=num_frames, image_size=image_size, seed=seed)
-    return dsd
+    return finish(datasets.DatasetDict(out), transform, num_frames=num_frames, image_size=image_size, seed=seed)

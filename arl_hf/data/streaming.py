@@ -227,8 +227,8 @@ def stream_split(folder: str, split: str = "train", *, transform: bool = True, n
             device, see :class:`MultimodalTransform`).
 
     The result's ``info.description`` holds the preprocessing record (so
-    :meth:`MultimodalCollator.from_dataset` works) and ``examples_per_rank`` (attribute) the
-    examples this rank sees per epoch.
+    :meth:`MultimodalCollator.from_dataset` works), ``transformed`` (attribute) whether the
+    transform is applied, and ``examples_per_rank`` (attribute) the examples this rank sees per epoch.
 
     Raises:
         ValueError: shards not divisible over the ranks, uneven shards with ``uneven="error"``,
@@ -237,9 +237,9 @@ def stream_split(folder: str, split: str = "train", *, transform: bool = True, n
     import datasets
     from datasets.distributed import split_dataset_by_node
 
-    from .registry import DATASETS
+    from .record import PreprocessingRecord
+    from .registry import make_transform
     from .sharing import RECORD_FILE
-    from .transforms import MultimodalTransform
 
     if split not in SPLITS:
         raise ValueError(f"split: expected one of {list(SPLITS)}, got {split!r}")
@@ -267,18 +267,17 @@ def stream_split(folder: str, split: str = "train", *, transform: bool = True, n
         ds = split_dataset_by_node(ds, rank=rank, world_size=world_size, strategy="shards")
         if per_rank < sum(rows) // world_size or len(set(rows)) > 1:
             ds = ds.take(per_rank)
-    ds.info.description = json.dumps(full, sort_keys=True)
+    record = PreprocessingRecord.from_dict(full)
+    ds.info.description = record.to_json()
     if transform:
-        kinds = {k: {"kind": v["kind"]} for k, v in full["modalities"].items()}
-        entry = DATASETS.get(full.get("dataset", ""))
-        nf = num_frames or (full.get("frames") or {}).get("default_num_frames") or 1
-        size = image_size or (entry.image_size if entry and entry.image_size else 224)
-        fn = MultimodalTransform(kinds, train=(split == "train"), num_frames=nf, image_size=size, seed=seed,
-                                 pool_sequences=pool_sequences, decode_frames=decode_frames)
+        fn = make_transform(record, train=(split == "train"), num_frames=num_frames, image_size=image_size, seed=seed,
+                            pool_sequences=pool_sequences, decode_frames=decode_frames)
         if keep_columns:
             fn = _KeepColumns(fn, keep_columns)
         ds = ds.map(fn, batched=True, batch_size=map_batch_size, remove_columns=list(features))
-        ds.info.description = json.dumps(full, sort_keys=True)
+        ds.info.description = record.to_json()
+    #: whether the examples are model-ready (MultimodalCollator.from_dataset then only stacks)
+    ds.transformed = bool(transform)
     ds.examples_per_rank = per_rank
     return ds
 

@@ -1,8 +1,9 @@
-"""On-the-fly transforms (the ``arl_hf`` format, or ``Dataset.with_transform``): cached columns -> model-ready tensors.
+"""On-the-fly transforms (applied by :class:`~arl_hf.data.MultimodalCollator`, or ``Dataset.with_transform``): cached columns -> model-ready tensors.
 
 Images: ``RandomResizedCrop(image_size)`` + horizontal flip at training time, ``Resize``
 to ``(image_size, image_size)`` at evaluation time, ImageNet mean/std. Only the chosen
-frames are decoded (when given undecoded records, as the ``arl_hf`` format does), and
+frames are decoded (when given undecoded ``{"bytes", "path"}`` records, e.g. a stream or a column
+cast to ``Image(decode=False)``), and
 crop + resize run on the uint8 pixels before the float conversion. The same crop and
 flip apply to every frame of a clip. Frame choice: see :func:`arl_hf.data.video.select_frame_indices`.
 Training-time randomness is drawn from the transform's own seeded generator (re-seeded
@@ -18,10 +19,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-try:  # registers the arl_hf format in worker processes; the transforms themselves need no `datasets`
-    from .formatting import FORMAT_TYPE  # noqa: F401
-except ImportError:  # pragma: no cover - e.g. a GPU image without `datasets` decoding frames on the device
-    pass
+from ..validation import class_indices
 from .video import select_frame_indices
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "MultimodalTransform", "crop_params", "EncodedClip", "EncodedFrames",
@@ -32,19 +30,26 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def decode_pixels(value: Any, name: str = "image", mode: str = "RGB"):
-    """uint8 ``(C, H, W)`` pixels (``mode`` ``"RGB"``: C = 3, ``"L"``: C = 1) of a PIL image
-    or an undecoded ``{"bytes", "path"}`` record. Encoded bytes are decoded by
+    """uint8 ``(C, H, W)`` pixels (``mode`` ``"RGB"``: C = 3, ``"L"``: C = 1) of a PIL image, the
+    uint8 ``(H, W[, C])`` array of a decoded image (``with_format("numpy")``) or an undecoded
+    ``{"bytes", "path"}`` record. Encoded bytes are decoded by
     ``torchvision.io.decode_image`` (libjpeg-turbo straight to a tensor: ~2x faster than
     PIL + conversion), with PIL as the fallback for formats it does not read (and for a
     torchvision without ``torchvision.io`` decoders: they are deprecated since 0.29).
 
     Raises:
-        ValueError: ``value`` is neither (names ``name``).
+        ValueError: ``value`` is none of these (names ``name``).
     """
     import torch
     from PIL import Image
     from torchvision.transforms import v2
 
+    if isinstance(value, np.ndarray) and value.dtype == np.uint8 and value.ndim in (2, 3):
+        channels = 1 if value.ndim == 2 else value.shape[2]
+        if channels == (3 if mode == "RGB" else 1):  # what PIL's convert(mode) would leave unchanged
+            x = torch.from_numpy(np.array(value))  # a writable copy, as pil_to_tensor makes
+            return x.unsqueeze(0) if value.ndim == 2 else x.permute(2, 0, 1)
+        value = Image.fromarray(value)
     if isinstance(value, Mapping):
         data = _encoded_bytes(value, name)
         try:
@@ -58,15 +63,15 @@ def decode_pixels(value: Any, name: str = "image", mode: str = "RGB"):
             value = Image.open(io.BytesIO(data))
     if isinstance(value, Image.Image):
         return v2.functional.pil_to_tensor(value.convert(mode))
-    raise ValueError(f"{name}: expected a PIL image or an image record with 'bytes' or 'path', "
-                     f"got {type(value).__name__}")
+    raise ValueError(f"{name}: expected a PIL image, a uint8 image array or an image record with 'bytes' or "
+                     f"'path', got {type(value).__name__}")
 
 
 def _encoded_bytes(value: Any, name: str) -> bytes:
     """The encoded bytes of an undecoded ``{"bytes", "path"}`` image record."""
     if not isinstance(value, Mapping):
-        raise ValueError(f"{name}: decode_frames='device' needs undecoded frames ({{'bytes', 'path'}} records: the "
-                         f"arl_hf format, Image(decode=False)), got {type(value).__name__}")
+        raise ValueError(f"{name}: decode_frames='device' needs undecoded frames ({{'bytes', 'path'}} records: a "
+                         f"column cast to Image(decode=False), or a stream), got {type(value).__name__}")
     data, path = value.get("bytes"), value.get("path")
     if data is None and path:
         with open(path, "rb") as fh:
@@ -172,10 +177,10 @@ def crop_params(height: int, width: int, scale: Sequence[float], ratio: Sequence
 
 
 class MultimodalTransform:
-    """Batch transform for ``ds.with_format("arl_hf", transform=...)`` (see
-    :mod:`arl_hf.data.formatting`) or ``Dataset.with_transform``; returns only modality
-    tensors and ``labels``. Frames may be PIL images or undecoded ``{"bytes", "path"}``
-    records; spectrograms / sequences nested lists or arrays.
+    """Batch transform (column -> values of a batch) applied by
+    :class:`~arl_hf.data.MultimodalCollator` or set with ``Dataset.with_transform``. Frames may
+    be PIL images, decoded uint8 arrays or undecoded ``{"bytes", "path"}`` records;
+    spectrograms / sequences nested lists or arrays.
 
     Args:
         modalities: modality name -> spec with a ``kind`` (``spectrogram``, ``frames``,
@@ -194,13 +199,18 @@ class MultimodalTransform:
             ``torchvision.io.decode_jpeg(device=...)`` call (:func:`decode_frames_on_device`), then
             crops, flips, resizes and normalises there with the same seeded parameters. Frees the
             CPU cores of JPEG decoding (see docs/scale.md). Optical flow is always decoded on CPU.
+        strict: ``True``: every modality and ``labels`` must be in the batch and only modality
+            tensors and ``labels`` are returned; ``False``: modality columns absent from the batch
+            are skipped and every other column is passed through unchanged (what a
+            ``with_transform`` transform needs to keep ``ds["id"]``, ``select_columns``... working).
     """
 
     def __init__(self, modalities: Mapping[str, Mapping[str, Any]], train: bool, num_frames: int = 1,
                  image_size: int = 224, seed: int = 0, pool_sequences: bool = True,
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                  scale: Tuple[float, float] = (0.08, 1.0), ratio: Tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0),
-                 decode_frames: str = "cpu"):
+                 decode_frames: str = "cpu", strict: bool = True):
+        self.strict = bool(strict)
         if decode_frames not in ("cpu", "device"):
             raise ValueError(f"decode_frames: expected 'cpu' or 'device', got {decode_frames!r}")
         self.decode_frames = decode_frames
@@ -226,7 +236,7 @@ class MultimodalTransform:
         self._cached_scale_shift = None
 
     def __repr__(self) -> str:
-        return (f"MultimodalTransform(train={self.train}, num_frames={self.num_frames}, "
+        return (f"MultimodalTransform(train={self.train}, num_frames={self.num_frames}, strict={self.strict}, "
                 f"image_size={self.image_size}, seed={self.seed}, modalities={list(self.modalities)})")
 
     def config(self) -> Dict[str, Any]:
@@ -326,15 +336,23 @@ class MultimodalTransform:
     def __call__(self, batch: Dict[str, List[Any]]) -> Dict[str, List[Any]]:
         import torch
 
-        if "labels" not in batch:
-            raise ValueError(f"batch: expected a 'labels' column, got columns {sorted(batch)}")
-        n = len(batch["labels"])
-        out: Dict[str, List[Any]] = {}
-        seeds = [self._sample_seed() if self.train else None for _ in range(n)]
-        for name, spec in self.modalities.items():
-            if name not in batch:
-                raise ValueError(f"batch: modality column {name!r} missing; got columns {sorted(batch)}")
-            kind, col = spec["kind"], batch[name]
+        present = [name for name in self.modalities if name in batch]
+        if self.strict:
+            if "labels" not in batch:
+                raise ValueError(f"batch: expected a 'labels' column, got columns {sorted(batch)}")
+            missing = [name for name in self.modalities if name not in batch]
+            if missing:
+                raise ValueError(f"batch: modality column {missing[0]!r} missing; got columns {sorted(batch)}")
+            out: Dict[str, List[Any]] = {}
+        else:
+            out = {k: v for k, v in batch.items() if k not in self.modalities and k != "labels"}
+        if not present and "labels" not in batch:
+            return out
+        n = len(batch["labels"]) if "labels" in batch else len(batch[present[0]])
+        # one seed per example, drawn whether or not its modalities are all present
+        seeds = [self._sample_seed() if self.train and present else None for _ in range(n)]
+        for name in present:
+            kind, col = self.modalities[name]["kind"], batch[name]
             if kind == "frames":
                 out[name] = [self._frames(col[i], name, seeds[i]) for i in range(n)]
                 if self.decode_frames == "device":
@@ -344,12 +362,13 @@ class MultimodalTransform:
             elif kind == "flow":
                 out[name] = [self._flow(col[i], name, seeds[i]) for i in range(n)]
             else:
-                # np.array copies: values from the arl_hf format are read-only views of the Arrow map
+                # np.array copies: values may be read-only views of the Arrow memory map
                 arrs = [torch.from_numpy(np.array(v, dtype=np.float32)) for v in col]
                 if kind == "spectrogram":
                     arrs = [a.unsqueeze(0) for a in arrs]
                 elif kind == "sequence" and self.pool_sequences:
                     arrs = [a.mean(dim=0) for a in arrs]
                 out[name] = arrs
-        out["labels"] = [int(v) for v in batch["labels"]]
+        if "labels" in batch:
+            out["labels"] = class_indices(batch["labels"], "labels").tolist()
         return out

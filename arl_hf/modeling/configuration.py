@@ -25,8 +25,9 @@ class MultimodalConfig(PreTrainedConfig):
         init: ``"timm"`` keeps each library's own initialisation; ``"authors"``
             reproduces the ARL authors' code: xavier-normal Linear (bias 0),
             kaiming-normal fan-out Conv, BatchNorm weight 1 / bias 0.
-        preprocessing: free-form record of the data preprocessing (preset name and
-            parameters) the model was trained on; saved in ``config.json``.
+        preprocessing: record of the data the model was trained on (saved in
+            ``config.json``); its ``data`` entry, when present, is the dataset's
+            preprocessing record (:attr:`data_record`).
 
     Example::
 
@@ -79,6 +80,17 @@ class MultimodalConfig(PreTrainedConfig):
         super().__post_init__(**kwargs)
         if self.num_labels is None or self.num_labels < 2:
             raise ValueError(f"num_labels: expected an integer >= 2, got {self.num_labels!r}")
+
+    @property
+    def data_record(self):
+        """The dataset's :class:`~arl_hf.data.PreprocessingRecord` (``preprocessing["data"]``), or
+        ``None`` when the model was trained on data without one."""
+        from ..data.record import PreprocessingRecord
+
+        data = (self.preprocessing or {}).get("data") if isinstance(self.preprocessing, dict) else None
+        if not isinstance(data, dict) or not str(data.get("format", "")).startswith("arl_hf.data"):
+            return None
+        return PreprocessingRecord.from_dict(data)
 
     @property
     def modality_names(self) -> list:

@@ -119,3 +119,36 @@ def test_compute_metrics_stays_pluggable(tmp_path):
     labels = np.array([0, 1, 2, 0, 1, 2])
     got = default(EvalPrediction(predictions=preds, label_ids=labels))
     assert got["accuracy_visual"] == pytest.approx(float((preds[:, 2].argmax(-1) == labels).mean()))
+
+
+def test_metric_keys_are_written_and_parsed_by_one_helper():
+    from arl_hf.metrics import METRIC_NAMES, metric_key, parse_metric_key
+
+    assert [metric_key(n, m) for n in METRIC_NAMES for m in (None, "audio")] == [
+        "accuracy", "accuracy_audio", "macro_f1", "macro_f1_audio"]
+    assert parse_metric_key("macro_f1_visual_2") == ("macro_f1", "visual_2")
+    assert parse_metric_key("eval_accuracy_audio", prefix="eval") == ("accuracy", "audio")
+    assert parse_metric_key("accuracy") == ("accuracy", None)
+    for bad in ("loss", "accuracy_", "f1_audio"):
+        with pytest.raises(ValueError, match="key: expected"):
+            parse_metric_key(bad)
+    with pytest.raises(ValueError, match="name: expected one of"):
+        metric_key("recall", "audio")
+    preds = np.zeros((4, 3, 2))
+    preds[:, :, 1] = 1.0
+    keys = multimodal_metrics(preds, np.array([1, 1, 0, 1]), ["audio", "visual"])
+    assert {parse_metric_key(k) for k in keys} == {(n, m) for n in METRIC_NAMES for m in (None, "audio", "visual")}
+    assert keys["accuracy_visual"] == 0.75
+
+
+def test_class_indices_is_the_one_label_normaliser():
+    import torch
+
+    from arl_hf.validation import class_indices
+
+    assert class_indices([2.0, 1, np.int64(0)]).tolist() == [2, 1, 0]
+    assert class_indices(torch.tensor([3, 4])).dtype == np.int64
+    with pytest.raises(ValueError, match="labels: expected integer class indices"):
+        class_indices([0.5, 1.0])
+    with pytest.raises(ValueError, match="y: expected a 1-D array"):
+        class_indices([[1]], "y")

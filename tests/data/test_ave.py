@@ -33,7 +33,7 @@ def test_official_splits_segments_and_shapes(ave_root, cache_dir):
 
 
 def test_default_preset_is_paper_input_and_three_frames(ave_root, cache_dir):
-    dsd = load("ave", ave_root, cache_dir=cache_dir, image_size=32)
+    dsd = load("ave", ave_root, cache_dir=cache_dir, image_size=32, transform=True)
     ex = dsd["test"][0]
     assert tuple(ex["audio"].shape) == (1, 257, 1004)  # scipy, 10 s
     assert tuple(ex["visual"].shape) == (3, 3, 32, 32)  # 3 evenly spaced frames

@@ -18,7 +18,7 @@ def _ids(ds):
 
 
 def test_official_layout_shapes_labels_and_splits(cremad_official, cache_dir):
-    dsd = load("cremad", cremad_official, cache_dir=cache_dir, image_size=32)
+    dsd = load("cremad", cremad_official, cache_dir=cache_dir, image_size=32, transform=True)
     assert list(dsd) == ["train", "validation", "test"]
     # 30 clips: test 10 % (3), validation 10 % of the rest (3), train 24
     assert [len(dsd[s]) for s in dsd] == [24, 3, 3]
@@ -34,7 +34,7 @@ def test_official_layout_shapes_labels_and_splits(cremad_official, cache_dir):
     ex = dsd["train"][0]
     assert tuple(ex["audio"].shape) == (1, 257, 299)
     assert tuple(ex["visual"].shape) == (1, 3, 32, 32)  # 1 frame (CREMA-D default), image_size 32
-    assert set(ex) == {"audio", "visual", "labels"}
+    assert {"audio", "visual", "labels"} <= set(ex) and ex["id"] == dsd["train"].with_format(None)[0]["id"]  # others pass through
     assert modality_spec(dsd) == {"audio": {"encoder": "timm:resnet18", "in_chans": 1},
                                   "visual": {"encoder": "timm:resnet18", "in_chans": 3}}
     rec = preprocessing_info(dsd)
@@ -87,7 +87,7 @@ def test_actor_split_is_actor_disjoint_and_recorded(cremad_official, cache_dir):
 
 
 def test_extracted_layout_uses_the_csvs(cremad_extracted, cache_dir):
-    dsd = load("cremad", cremad_extracted, cache_dir=cache_dir, num_frames=2, image_size=24)
+    dsd = load("cremad", cremad_extracted, cache_dir=cache_dir, num_frames=2, image_size=24, transform=True)
     test_ids = _ids(dsd["test"])
     assert sorted(test_ids) == sorted(c for c in cremad_clips() if c.startswith("1005_"))
     assert len(dsd["train"]) + len(dsd["validation"]) == 24 and len(dsd["validation"]) == 2

@@ -28,7 +28,7 @@ def test_user_class_list_and_holdout(ks_root, cache_dir):
 def test_transform_and_collate_three_frames(ks_root, cache_dir):
     from arl_hf.data import MultimodalCollator
 
-    dsd = load("kinetics_sounds", ks_root, cache_dir=cache_dir, audio_duration=3.0, image_size=16)
+    dsd = load("kinetics_sounds", ks_root, cache_dir=cache_dir, audio_duration=3.0, image_size=16, transform=True)
     batch = MultimodalCollator.from_dataset(dsd)([dsd["train"][i] for i in range(4)])
     assert tuple(batch["visual"].shape) == (4, 3, 3, 16, 16)
     assert tuple(batch["audio"].shape) == (4, 1, 257, 299)

@@ -33,7 +33,7 @@ def test_single_pickle_non_negative(mosi_single, cache_dir, caplog):
 
 
 def test_per_split_pickles_non_zero_and_pooling(mosi_per_split, cache_dir):
-    dsd = load("mosi", mosi_per_split, cache_dir=cache_dir, label_convention="non_zero")
+    dsd = load("mosi", mosi_per_split, cache_dir=cache_dir, label_convention="non_zero", transform=True)
     assert label_names(dsd) == ["negative", "positive"]
     assert [len(dsd[s]) for s in dsd] == [n - 1 for n in MOSI_SIZES.values()]  # score-0 utterances dropped
     rec = preprocessing_info(dsd)["options"]
@@ -43,7 +43,7 @@ def test_per_split_pickles_non_zero_and_pooling(mosi_per_split, cache_dir):
     raw = dsd["train"].with_format("numpy")[:4]
     np.testing.assert_allclose(batch["text"].numpy(), raw["text"].mean(axis=1), atol=1e-6)
     assert batch["labels"].tolist() == [int(s > 0) for s in raw["score"]]
-    seq = load("mosi", mosi_per_split, cache_dir=cache_dir, label_convention="non_zero", pool_sequences=False)
+    seq = load("mosi", mosi_per_split, cache_dir=cache_dir, label_convention="non_zero", pool_sequences=False, transform=True)
     b2 = MultimodalCollator.from_dataset(seq)([seq["test"][0], seq["test"][1]])
     assert tuple(b2["visual"].shape) == (2, MOSI_LEN, MOSI_DIMS["vision"])
 
