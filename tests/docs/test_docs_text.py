@@ -181,3 +181,23 @@ def test_paper_page_names_what_the_package_has():
     for name in ("ave", "kinetics_sounds", "mosi", "ucf101", "arl_unimodal_loss", "arl_asymmetric",
                  "arl_residual", "fixed", "arl_variant=paper", "arl_variant=official"):
         assert name in names, name
+
+
+def test_strategy_option_names_in_the_docs_are_options():
+    """A name like `ogm_alpha` or `arl_gamma` in any page is an option of the parser (or one of the few
+    other names that carry a strategy's prefix)."""
+    from arl_hf.runner import build_parser
+    from arl_hf.strategies import STRATEGIES
+
+    options = {a.dest for a in build_parser()._actions}
+    others = {
+        "arl_hf",  # the package
+        "arl_hf_preprocessing", "arl_hf_build",  # keys of a prepared dataset's card
+        "arl_gradient_modulation",  # the model attribute that selects parameter-mode modulation
+        "dr_times",  # a logged metric
+    }
+    token = re.compile(r"`(?:--)?((?:arl|ogm|agm|pmr|gblending|mmpareto|mla|dr|fixed)_[a-z0-9_]+)`")
+    bad = [f"{os.path.relpath(p, REPO)}: {name}" for p in PAGES for name in token.findall(open(p, encoding="utf-8").read())
+           if name not in options | set(STRATEGIES) | others]
+    assert not bad, bad
+    assert token.findall("`--ogm_alpha` and `arl_gama`") == ["ogm_alpha", "arl_gama"]
