@@ -189,7 +189,10 @@ def test_strategy_option_names_in_the_docs_are_options():
     from arl_hf.runner import build_parser
     from arl_hf.strategies import STRATEGIES
 
-    options = {a.dest for a in build_parser()._actions}
+    from arl_hf.protocol.compare import parse_compare_args
+
+    own, _ = parse_compare_args([])  # arl-hf compare's own options (the rest are train's)
+    options = {a.dest for a in build_parser()._actions} | set(vars(own))
     others = {
         "arl_hf",  # the package
         "arl_hf_preprocessing", "arl_hf_build",  # keys of a prepared dataset's card
