@@ -87,10 +87,27 @@ def test_pages_with_python_blocks_are_found():
     assert {"README.md", "docs/quickstart.md", "docs/training.md", "docs/strategies.md"} <= names
 
 
-def test_no_run_blocks_say_why():
+def test_no_run_blocks_say_why_and_compile():
     bad = [f"{os.path.relpath(p, REPO)}:{line}" for p in PAGES for line, run, source in python_blocks(p)
            if not run and not source.lstrip().startswith("#")]
     assert not bad, "a no-run block must start with a comment saying why it cannot run: " + ", ".join(bad)
+    for page in PAGES:  # what is not run is at least valid Python
+        for line, run, source in python_blocks(page):
+            if not run:
+                compile(source, f"{os.path.relpath(page, REPO)}, block at line {line}", "exec")
+
+
+def test_block_extraction():
+    import tempfile
+
+    text = ("# t\n```python\nx = 1\n```\n\n- item\n\n  ```python no-run\n  # needs a GPU\n  y = 2\n  ```\n"
+            "```\nnot python\n```\n```bash\necho\n```\n")
+    with tempfile.NamedTemporaryFile("w", suffix=".md", delete=False) as fh:
+        fh.write(text)
+    try:
+        assert python_blocks(fh.name) == [(2, True, "x = 1\n"), (8, False, "# needs a GPU\ny = 2\n")]
+    finally:
+        os.unlink(fh.name)
 
 
 @pytest.fixture(scope="session")
@@ -98,8 +115,8 @@ def datasets_cache(tmp_path_factory):
     return str(tmp_path_factory.mktemp("docs-datasets-cache"))
 
 
-@pytest.mark.parametrize("page", RUNNABLE, ids=[os.path.relpath(p, REPO) for p in RUNNABLE])
-def test_python_blocks_run(page, tmp_path, datasets_cache):
+def run_page(page, tmp_path, datasets_cache):
+    """Run a page's runnable blocks in order in a fresh interpreter; returns the finished process."""
     rel = os.path.relpath(page, REPO)
     blocks = [{"where": f"{rel}, block at line {line}", "source": source}
               for line, run, source in python_blocks(page) if run]
@@ -119,9 +136,24 @@ def test_python_blocks_run(page, tmp_path, datasets_cache):
         "TQDM_DISABLE": "1",
         "PYTHONPATH": os.pathsep.join([REPO] + [p for p in [env.get("PYTHONPATH")] if p]),
     })
-    proc = subprocess.run([sys.executable, str(tmp_path / "driver.py"), str(tmp_path / "blocks.json")],
+    return subprocess.run([sys.executable, str(tmp_path / "driver.py"), str(tmp_path / "blocks.json")],
                           cwd=work, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
+
+
+@pytest.mark.parametrize("page", RUNNABLE, ids=[os.path.relpath(p, REPO) for p in RUNNABLE])
+def test_python_blocks_run(page, tmp_path, datasets_cache):
+    proc = run_page(page, tmp_path, datasets_cache)
     if proc.returncode != 0:
         failed = re.findall(r"^FAILED: (.*)$", proc.stderr, flags=re.M)
-        pytest.fail(f"{failed[0] if failed else rel} failed (exit {proc.returncode}):\n"
+        pytest.fail(f"{failed[0] if failed else os.path.relpath(page, REPO)} failed (exit {proc.returncode}):\n"
                     f"{proc.stderr[-6000:]}\n--- stdout ---\n{proc.stdout[-2000:]}")
+
+
+def test_a_failing_block_is_reported_with_its_page_and_line(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text("```python\nimport os\nx = 1\n```\n\ntext\n\n```python\nassert x == 2, 'x is 1'\n```\n"
+                    "```python\nprint('never reached')\n```\n", encoding="utf-8")
+    proc = run_page(str(page), tmp_path, str(tmp_path / "cache"))
+    assert proc.returncode == 1
+    assert re.search(r"^FAILED: .*page\.md, block at line 8$", proc.stderr, flags=re.M), proc.stderr
+    assert "AssertionError: x is 1" in proc.stderr and "never reached" not in proc.stdout
