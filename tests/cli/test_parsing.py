@@ -20,7 +20,7 @@ from cli_helpers import PYTHON, REPO, script_env
 def test_no_arguments_is_the_avdigits_default():
     args, model_args, data_args, run_args = parse_args([])
     assert run_args.preset == "avdigits_main"
-    assert data_args.dataset == "avdigits" and data_args.dataset_config == "bench"
+    assert data_args.dataset == "avdigits" and data_args.dataset_config == "main"
     assert model_args.encoder == "cnn"
     assert args.strategy == "arl"
     assert str(args.lr_scheduler_type.value) == "cosine" and args.warmup_steps == 40
