@@ -89,6 +89,10 @@ class GradientBlending(Strategy):
         """The blending weights (fused head first), on the CPU."""
         return self.state_module.weights.detach().cpu()
 
+    @weights.setter
+    def weights(self, value: torch.Tensor) -> None:
+        self.state_module.weights.copy_(value)
+
     @property
     def last_measure(self) -> Optional[Dict[str, torch.Tensor]]:
         state = self.state_module

@@ -110,6 +110,17 @@ class PMR(Strategy):
             return {}
         return {m: getattr(state.prototypes, m) for m in self.modalities}
 
+    @prototypes.setter
+    def prototypes(self, value: Dict[str, torch.Tensor]) -> None:
+        """Set every modality's prototypes (``{m: (C, D_m)}``)."""
+        missing = [m for m in self.modalities if m not in value]
+        if missing:
+            raise ValueError(f"prototypes: expected a tensor for every modality {self.modalities}, missing {missing}")
+        with torch.no_grad():
+            for m in self.modalities:
+                getattr(self.state_module.prototypes, m).copy_(value[m])
+            self.state_module.has_prototypes.fill_(1)
+
     @property
     def last_epoch(self) -> int:
         return int(self.state_module.last_epoch)
