@@ -170,30 +170,66 @@ class MLA(Strategy):
             w = torch.full((len(logits), logits[0].shape[0]), 1.0 / len(logits), device=logits[0].device)
         return sum(w[i][:, None] * logits[i] for i in range(len(logits)))
 
+    # ---- the head runs inside the model's forward -------------------------------------------
+    def setup(self, trainer, model) -> None:
+        super().setup(trainer, model)
+        self._mode: Optional[str] = None
+        self._head_logits: Optional[Dict[str, torch.Tensor]] = None
+        model.register_forward_hook(self._heads_in_forward)
+
+    def _heads_in_forward(self, module, args, output):
+        """Forward hook of the model: the shared head's per-modality logits (``training``: through
+        the projector, which then takes in each modality's mean feature), returned as the output's
+        ``unimodal_logits`` (MLA's own per-modality logits; the model is run without its unimodal
+        path). Inside the forward, DDP sees the head among the parameters the output depends on
+        (MLA runs with ``find_unused_parameters``)."""
+        mode, self._mode = self._mode, None
+        if mode is None:
+            return output
+        features = output["features"] if isinstance(output, dict) else output.features
+        if mode == "eval":
+            per = self.logits(features)
+        else:
+            per_epoch = self._per_epoch
+            self._alpha = self.options.mla_alpha ** (1.0 + min(self.batch_in_epoch, per_epoch) / per_epoch)
+            per = {}
+            for m in self.modalities:
+                z = features[m]
+                per[m] = self.head(z, self.projector.detach().clone())
+                with torch.no_grad():
+                    r = all_reduce_mean(z.detach().float().mean(0))
+                    self.projector.copy_(owm_update(self.projector, r, self._alpha))
+        self._head_logits = per
+        if isinstance(output, dict):
+            output["unimodal_logits"] = per
+        return output
+
+    def _forward_heads(self, model, inputs, training: bool):
+        self._mode = "train" if training else "eval"
+        try:
+            out = self.forward(model, inputs, unimodal=False)
+        finally:
+            self._mode = None
+        per, self._head_logits = self._head_logits, None
+        returned = out.get("unimodal_logits") if isinstance(out, dict) else None
+        return out, dict(returned) if returned is not None else per
+
     def compute_loss(self, model, inputs: Dict[str, torch.Tensor], context) -> StrategyOutput:
         labels = inputs["labels"]
-        out = self.forward(model, inputs, unimodal=False)
+        out, per = self._forward_heads(model, inputs, context.training)
         logs: Dict[str, torch.Tensor] = {}
         if not context.training:
-            per = self.logits(out.features)
             loss = F.cross_entropy(self.fuse(per), labels)
             return StrategyOutput(loss=loss, outputs=out, logs={"loss_fused": loss.detach()})
-        per_epoch = self._per_epoch
-        alpha = self.options.mla_alpha ** (1.0 + min(self.batch_in_epoch, per_epoch) / per_epoch)
         loss = torch.zeros((), device=out.logits.device)
         for m in self.modalities:
-            z = out.features[m]
-            lm = F.cross_entropy(self.head(z, self.projector.detach().clone()).float(), labels)
+            lm = F.cross_entropy(per[m].float(), labels)
             loss = loss + lm
             logs[f"loss_{m}"] = lm.detach()
-            with torch.no_grad():
-                r = all_reduce_mean(z.detach().float().mean(0))
-                self.projector.copy_(owm_update(self.projector, r, alpha))
         self.state_module.batch_in_epoch.add_(1)
-        logs["owm_alpha"] = torch.tensor(alpha, device=loss.device)
+        logs["owm_alpha"] = torch.tensor(self._alpha, device=loss.device)
         return StrategyOutput(loss=loss, outputs=out, logs=logs)
 
     def predict(self, model, inputs):
-        out = self.forward(model, inputs, unimodal=False)
-        per = self.logits(out.features)
+        out, per = self._forward_heads(model, inputs, training=False)
         return self.fuse(per), per
