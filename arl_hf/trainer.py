@@ -24,6 +24,7 @@ from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, Traini
 
 from .distributed import all_reduce_mean
 from .log import get_logger
+from .paper import ARL_PAPER  # noqa: F401  (re-exported)
 from .strategies import (
     STRATEGIES,
     ModulationOptions,
@@ -46,18 +47,6 @@ from .validation import validate_batch
 
 logger = get_logger(__name__)
 
-ARL_PAPER = {
-    "title": "Improving Multimodal Learning via Imbalanced Learning",
-    "venue": "ICCV 2025",
-    "citation": (
-        "@inproceedings{wei2025improving,\n"
-        "  title     = {Improving Multimodal Learning via Imbalanced Learning},\n"
-        "  author    = {Wei, Shicai and Luo, Chunbo and Luo, Yang},\n"
-        "  booktitle = {Proceedings of the IEEE/CVF International Conference on Computer Vision (ICCV)},\n"
-        "  year      = {2025}\n"
-        "}"
-    ),
-}
 
 
 @dataclass
