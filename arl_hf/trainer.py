@@ -24,6 +24,7 @@ from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, Traini
 
 from .distributed import all_reduce_mean
 from .log import get_logger
+from .node_split import node_split, node_split_train_dataloader
 from .paper import ARL_PAPER  # noqa: F401  (re-exported)
 from .strategies import (
     STRATEGIES,
@@ -112,21 +113,6 @@ class ARLConfig(FixedOptions, DROptions, MLAOptions, MMParetoOptions, GBlendingO
         for options in BUILTIN_OPTIONS:
             if options is not ARLOptions:
                 options.check(self)
-
-
-def _node_split(dataset) -> Optional[tuple]:
-    """``(rank, world_size)`` of a ``datasets.IterableDataset`` made by ``split_dataset_by_node``
-    (``datasets`` records it as the dataset's distributed config), else ``None``."""
-    try:
-        import datasets
-    except ImportError:  # pragma: no cover - datasets is optional for the core
-        return None
-    if not isinstance(dataset, datasets.IterableDataset):
-        return None
-    config = getattr(dataset, "_distributed", None)
-    if config is None:
-        return None
-    return int(config.rank), int(config.world_size)
 
 
 def model_modalities(model: nn.Module) -> List[str]:
@@ -370,45 +356,14 @@ class ARLTrainer(Trainer):
         return super()._remove_unused_columns(dataset, description)
 
     def get_train_dataloader(self):
-        if _node_split(self.train_dataset) is not None:
+        if node_split(self.train_dataset) is not None:
             return self._with_key_filter(self._node_split_train_dataloader)
         return self._with_key_filter(super().get_train_dataloader)
 
     def _node_split_train_dataloader(self):
-        """Training loader of a ``datasets.IterableDataset`` already split with
-        ``split_dataset_by_node`` (e.g. :func:`arl_hf.data.streaming.stream_split`).
-
-        accelerate would lose data twice over: with ``dispatch_batches`` (its default for an
-        ``IterableDataset``) rank 0 reads only its own split and broadcasts it; without, it shards
-        the dataset again across processes. So ``dispatch_batches=False`` is required and the loader
-        is prepared as the single-process loader of this rank's split (device placement, epochs)."""
-        from accelerate.data_loader import prepare_data_loader
-        from torch.utils.data import DataLoader
-
-        dataset = self.train_dataset
-        rank, world = _node_split(dataset)
-        if world != self.args.world_size or rank != self.args.process_index:
-            raise ValueError(
-                f"train_dataset: split_dataset_by_node(rank={rank}, world_size={world}) does not match this process "
-                f"(rank {self.args.process_index} of {self.args.world_size})")
-        if self.args.world_size > 1 and self.accelerator.dispatch_batches is not False:
-            raise ValueError(
-                "accelerator_config.dispatch_batches: expected False for a training set split with "
-                f"split_dataset_by_node, got {self.accelerator.dispatch_batches!r} (accelerate's default for an "
-                "IterableDataset is True: rank 0 reads its own split and broadcasts it, and the other ranks' data is "
-                "never seen); pass ARLConfig(accelerator_config={'dispatch_batches': False})")
-        collator = self._get_collator_with_removed_columns(self.data_collator, description="training")
-        loader = DataLoader(
-            dataset, batch_size=self._train_batch_size, collate_fn=collator,
-            num_workers=self.args.dataloader_num_workers, pin_memory=self.args.dataloader_pin_memory,
-            persistent_workers=self.args.dataloader_persistent_workers,
-            prefetch_factor=self.args.dataloader_prefetch_factor,
-            multiprocessing_context=self.args.dataloader_multiprocessing_context)
-        acc = self.accelerator
-        return prepare_data_loader(
-            loader, acc.device, num_processes=1, process_index=0, put_on_device=acc.device_placement,
-            rng_types=acc.rng_types.copy(), dispatch_batches=False, non_blocking=acc.non_blocking,
-            use_stateful_dataloader=acc.use_stateful_dataloader)
+        """Training loader of a training set split with ``split_dataset_by_node``
+        (:func:`arl_hf.node_split.node_split_train_dataloader`)."""
+        return node_split_train_dataloader(self)
 
     def get_eval_dataloader(self, eval_dataset=None):
         return self._with_key_filter(lambda: super(ARLTrainer, self).get_eval_dataloader(eval_dataset))
