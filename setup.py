@@ -12,7 +12,7 @@ from setuptools import find_packages, setup
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-with open(os.path.join(HERE, "arl_hf", "__init__.py"), encoding="utf-8") as f:
+with open(os.path.join(HERE, "arl_hf", "version.py"), encoding="utf-8") as f:
     VERSION = re.search(r'^__version__ = "([^"]+)"', f.read(), re.M).group(1)
 
 with open(os.path.join(HERE, "README.md"), encoding="utf-8") as f:

@@ -10,8 +10,7 @@ from transformers import AutoConfig, AutoModel
 from .modeling import MultimodalConfig, MultimodalModel, MultimodalOutput, load_backbone_weights
 from .strategies import arl_coefficients, arl_statistics, coefficients_from_statistics
 from .trainer import ARLConfig, ARLTrainer
-
-__version__ = "0.1.0"
+from .version import __version__
 
 AutoConfig.register(MultimodalConfig.model_type, MultimodalConfig, exist_ok=True)
 AutoModel.register(MultimodalConfig, MultimodalModel, exist_ok=True)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from .log import get_logger
-from .trainer import ARL_PAPER
+from .paper import ARL_PAPER
 
 logger = get_logger(__name__)
 

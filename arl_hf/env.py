@@ -46,7 +46,7 @@ def _version(dist: str) -> Optional[str]:
 
 
 def arl_hf_version() -> str:
-    from . import __version__
+    from .version import __version__
 
     return __version__
 

@@ -4,14 +4,15 @@ Two ways in:
 
 * **Through accelerate (GPUs).** ``ARLConfig(fsdp=True, fsdp_config={"fsdp_version": 2})``
   under ``accelerate launch`` / ``torchrun``. accelerate shards the model when it prepares
-  it; :class:`~arl_hf.ARLTrainer` then shards the strategy's own heads the same way (same
-  mesh, mixed-precision and offload policy), adds them to the optimizer and re-attaches
-  parameter-mode gradient modulation to the sharded model. accelerate applies FSDP only to
+  it (the strategy's heads included: they are part of the model, ``model.strategy_state``);
+  :class:`~arl_hf.ARLTrainer` then re-attaches parameter-mode gradient modulation to the
+  sharded model. accelerate applies FSDP only to
   GPU-like multi-process runs (``DistributedType.FSDP``); wherever it would not (CPU /
   ``MULTI_CPU``, a single process, FSDP version 1), ``ARLTrainer`` raises a ``ValueError``
   (:func:`check_fsdp`) instead of training an unsharded or DDP model in silence.
 * **A loop of your own (any backend, CPU/gloo included).** :func:`shard_model` applies
-  ``fully_shard`` to a model following the arl_hf contract and to its strategy's heads;
+  ``fully_shard`` to a model following the arl_hf contract, its strategy's heads as units of
+  their own;
   :func:`training_step` runs one strategy micro-batch; :func:`save_checkpoint` /
   :func:`load_checkpoint` write and read full (unsharded) state as safetensors + JSON. The
   CPU tests use exactly this loop around ``ARLTrainer(...).strategy`` to prove that a
@@ -27,11 +28,11 @@ What sharding changes, and how the package copes:
   applies before FSDP's reduce-scatter, once per micro-batch, exactly as without sharding.
 * Output-mode modulation lives in forward hooks of the encoder modules, which
   ``fully_shard`` keeps: nothing to do.
-* Strategy-owned heads (G-Blending, MMPareto, MLA) are sharded as their own units
-  (:meth:`~arl_hf.strategies.base.Strategy.owned_modules`); FSDP then averages their
-  gradients, so the strategies' own cross-rank averaging skips ``DTensor`` gradients.
-* Strategy state with sharded heads is gathered to full tensors when saved and
-  re-sharded when loaded (:func:`arl_hf.strategies.common.module_state`).
+* Strategy heads (G-Blending, MMPareto, MLA) live in ``model.strategy_state`` and are called
+  outside the model's ``forward``: :func:`shard_model` makes each its own unit
+  (:meth:`~arl_hf.strategies.base.Strategy.owned_modules`) before the root unit, and FSDP
+  reduces their gradients as any other. Strategy buffers (prototypes, projector, initial
+  weights, counters) are not sharded; the checkpoint holds them with the model's weights.
 """
 
 from __future__ import annotations
@@ -52,9 +53,6 @@ __all__ = [
     "is_dtensor",
     "is_sharded",
     "shard_model",
-    "shard_strategy",
-    "attach_strategy_modules",
-    "without_strategy_modules",
     "training_step",
     "trainable_parameters",
     "save_checkpoint",
@@ -64,11 +62,7 @@ __all__ = [
     "load_tree",
 ]
 
-#: the model attribute holding the strategy's heads once sharded: under the model they have stable
-#: names for optimizer state (``torch.distributed.checkpoint`` keys it by the model's parameter names)
-HEADS_ATTRIBUTE = "arl_strategy_heads"
 MODEL_FILE = "model.safetensors"
-STRATEGY_PREFIX = "strategy_state"
 OPTIMIZER_PREFIX = "optimizer"
 TRAINING_STATE_FILE = "training_state.json"
 
@@ -149,55 +143,17 @@ def _shard_kwargs(mesh=None, reshard_after_forward: bool = True, mp_policy=None,
     return kw
 
 
-def shard_strategy(strategy: Any, model: nn.Module, *, mesh=None, reshard_after_forward: bool = True,
-                   mp_policy=None, offload_policy=None) -> None:
-    """``fully_shard`` every module the strategy owns (:meth:`Strategy.owned_modules`, its heads),
-    attach them to the model (:func:`attach_strategy_modules`) and tell the strategy that the model
-    is sharded (:meth:`Strategy.after_sharding`)."""
-    from torch.distributed.fsdp import fully_shard
-
-    if not getattr(strategy, "supports_fsdp", True):
-        raise ValueError(f"strategy: {getattr(strategy, 'name', type(strategy).__name__)!r} is not supported under FSDP "
-                         "(see its supports_fsdp note); use DDP for it, or another strategy")
-    kw = _shard_kwargs(mesh, reshard_after_forward, mp_policy, offload_policy)
-    for module in strategy.owned_modules():
-        if not is_sharded(module):
-            fully_shard(module, **kw)
-    attach_strategy_modules(model, strategy)
-    strategy.after_sharding(model)
-
-
-def attach_strategy_modules(model: nn.Module, strategy: Any) -> None:
-    """Register the strategy's heads under ``model.arl_strategy_heads`` (idempotent), so that
-    optimizer state (and FSDP's own checkpoints) name them like the model's parameters. They stay
-    the strategy's modules: the strategy calls them, and saved model weights leave them out
-    (:func:`full_model_state_dict`; ``ARLTrainer._save``); they are saved with the strategy state."""
-    owned = list(strategy.owned_modules()) if strategy is not None else []
-    if not owned:
-        return
-    current = getattr(model, HEADS_ATTRIBUTE, None)
-    if current is not None:
-        if [id(m) for m in current] != [id(m) for m in owned]:
-            raise ValueError(f"model.{HEADS_ATTRIBUTE}: holds other modules than this strategy's heads")
-        return
-    model.add_module(HEADS_ATTRIBUTE, nn.ModuleList(owned))
-
-
-def without_strategy_modules(state_dict: Dict[str, Any]) -> Dict[str, Any]:
-    """``state_dict`` without the attached strategy heads (saved with the strategy state instead)."""
-    prefix = HEADS_ATTRIBUTE + "."
-    return {k: v for k, v in state_dict.items() if not k.startswith(prefix)}
-
-
 def shard_model(model: nn.Module, strategy: Any = None, *, mesh=None, reshard_after_forward: bool = True,
                 mp_policy=None, offload_policy=None, encoders_as_units: bool = True) -> nn.Module:
-    """Apply FSDP2 to a model following the arl_hf contract (and to its strategy's heads).
+    """Apply FSDP2 to a model following the arl_hf contract, its strategy's heads included.
 
     Units: each encoder (``encoders_as_units``; not for intermediate fusion, whose encoders run
-    stage by stage outside their ``forward``), then the root model (the fusion and whatever is
-    left). The fusion is not a unit of its own because its unimodal path reads the head's
-    weights outside the fusion's ``forward``. Then :func:`shard_strategy`. Needs an initialised
-    process group; returns ``model`` (sharded in place).
+    stage by stage outside their ``forward``), each head the strategy calls on its own
+    (:meth:`Strategy.owned_modules`, parts of ``model.strategy_state``), then the root model (the
+    fusion and whatever is left). The fusion is not a unit of its own because its unimodal path
+    reads the head's weights outside the fusion's ``forward``. Then the strategy re-attaches its
+    gradient modulation (:meth:`Strategy.after_sharding`). Needs an initialised process group;
+    returns ``model`` (sharded in place).
     """
     from torch.distributed.fsdp import fully_shard
 
@@ -215,24 +171,20 @@ def shard_model(model: nn.Module, strategy: Any = None, *, mesh=None, reshard_af
         for enc in encoders.values():
             if any(p.requires_grad for p in enc.parameters()):
                 fully_shard(enc, **kw)
+    if strategy is not None:
+        for module in strategy.owned_modules():
+            if not is_sharded(module):
+                fully_shard(module, **kw)
     fully_shard(model, **kw)
     if strategy is not None:
-        shard_strategy(strategy, model, mesh=mesh, reshard_after_forward=reshard_after_forward,
-                       mp_policy=mp_policy, offload_policy=offload_policy)
+        strategy.after_sharding(model)
     return model
 
 
-def trainable_parameters(model: nn.Module, strategy: Any = None) -> List[nn.Parameter]:
-    """The model's parameters and the strategy's (:meth:`Strategy.extra_parameters`) that require
-    gradients, each once (after :func:`shard_strategy` the heads are also under the model): what
-    the optimizer of a loop around :func:`training_step` must hold."""
-    seen, out = set(), []
-    extra = strategy.extra_parameters() if strategy is not None else []
-    for p in list(model.parameters()) + list(extra):
-        if p.requires_grad and id(p) not in seen:
-            seen.add(id(p))
-            out.append(p)
-    return out
+def trainable_parameters(model: nn.Module) -> List[nn.Parameter]:
+    """The model's parameters that require gradients (the strategy's heads included: they are in
+    ``model.strategy_state``): what the optimizer of a loop around :func:`training_step` holds."""
+    return [p for p in model.parameters() if p.requires_grad]
 
 
 def training_step(strategy: Any, model: nn.Module, inputs: Dict[str, torch.Tensor], context: Any) -> torch.Tensor:
@@ -312,30 +264,27 @@ def full_model_state_dict(model: nn.Module) -> Dict[str, torch.Tensor]:
     (a collective under FSDP: every rank must call it)."""
     from torch.distributed.checkpoint.state_dict import get_model_state_dict
 
-    sd = without_strategy_modules(get_model_state_dict(model, options=_state_options()))
+    sd = get_model_state_dict(model, options=_state_options())
     return {k: v.detach().cpu().contiguous() for k, v in sd.items()}
 
 
-def save_checkpoint(folder: str, model: nn.Module, strategy: Any = None,
-                    optimizer: Optional[torch.optim.Optimizer] = None, training_state: Optional[Dict[str, Any]] = None) -> str:
-    """Save full (unsharded) state: ``model.safetensors``, ``strategy_state.{safetensors,json}``,
-    ``optimizer.{safetensors,json}`` and ``training_state.json``. Every rank must call it (the
-    shards are gathered); rank 0 writes. Returns ``folder``."""
+def save_checkpoint(folder: str, model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None,
+                    training_state: Optional[Dict[str, Any]] = None) -> str:
+    """Save full (unsharded) state: ``model.safetensors`` (the strategy's heads and state
+    included), ``optimizer.{safetensors,json}`` and ``training_state.json``. Every rank must call
+    it (the shards are gathered); rank 0 writes. Returns ``folder``."""
     from safetensors.torch import save_file
     from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
 
     from .distributed import rank
 
-    attach_strategy_modules(model, strategy)
     model_sd = full_model_state_dict(model)
-    strategy_sd = strategy.state_dict() if strategy is not None else {}
     optim_sd = None
     if optimizer is not None:
         optim_sd = get_optimizer_state_dict(model, optimizer, options=_state_options())
     if rank() == 0:
         os.makedirs(folder, exist_ok=True)
         save_file(model_sd, os.path.join(folder, MODEL_FILE))
-        save_tree(strategy_sd, os.path.join(folder, STRATEGY_PREFIX))
         if optim_sd is not None:
             save_tree(optim_sd, os.path.join(folder, OPTIMIZER_PREFIX))
         with open(os.path.join(folder, TRAINING_STATE_FILE), "w") as fh:
@@ -345,10 +294,9 @@ def save_checkpoint(folder: str, model: nn.Module, strategy: Any = None,
     return folder
 
 
-def load_checkpoint(folder: str, model: nn.Module, strategy: Any = None,
-                    optimizer: Optional[torch.optim.Optimizer] = None) -> Dict[str, Any]:
-    """Load what :func:`save_checkpoint` wrote into a (sharded or plain) model, its strategy and
-    optimizer; returns the training state. Every rank reads the folder (it must be visible to all
+def load_checkpoint(folder: str, model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None) -> Dict[str, Any]:
+    """Load what :func:`save_checkpoint` wrote into a (sharded or plain) model (its strategy's
+    state included) and optimizer; returns the training state. Every rank reads the folder (it must be visible to all
     of them) and keeps its own shards."""
     from safetensors.torch import load_file
     from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
@@ -356,17 +304,12 @@ def load_checkpoint(folder: str, model: nn.Module, strategy: Any = None,
     path = os.path.join(folder, MODEL_FILE)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no model weights (expected a folder written by arl_hf.fsdp.save_checkpoint)")
-    attach_strategy_modules(model, strategy)
     weights = load_file(path)
-    expected = set(without_strategy_modules(model.state_dict()))
+    expected = set(model.state_dict())
     missing, unexpected = sorted(expected - set(weights)), sorted(set(weights) - expected)
     if missing or unexpected:
         raise ValueError(f"{path}: weights do not match the model (missing {missing[:5]}, unexpected {unexpected[:5]})")
-    set_model_state_dict(model, weights, options=_state_options(strict=False))  # the heads come with the strategy
-    if strategy is not None:
-        state = load_tree(os.path.join(folder, STRATEGY_PREFIX))
-        if state:
-            strategy.load_state_dict(state)
+    set_model_state_dict(model, weights, options=_state_options())
     if optimizer is not None:
         set_optimizer_state_dict(model, optimizer,
                                  optim_state_dict=load_tree(os.path.join(folder, OPTIMIZER_PREFIX)),

@@ -32,7 +32,8 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoin
 from .log import get_logger
 
 from . import presets as presets_module
-from .trainer import STRATEGY_STATE_NAME, ARLConfig, ARLTrainer
+from .strategies.plugins import attach_strategy_options, extra_option_dataclasses, load_strategy_modules_from_argv
+from .trainer import ARLConfig, ARLTrainer
 
 logger = get_logger(__name__)
 
@@ -277,7 +278,7 @@ def build_parser(prog: Optional[str] = None) -> HfArgumentParser:
         + "\n\nPrecedence: defaults < --preset < --config file < command-line flags."
     )
     parser = _ArgumentParser(
-        (ARLConfig, ModelArguments, DataArguments, RunArguments),
+        (ARLConfig, ModelArguments, DataArguments, RunArguments, *extra_option_dataclasses()),
         prog=prog,
         description=description,
         formatter_class=_HelpFormatter,
@@ -441,9 +442,12 @@ def parse_args(
     Raises ``ValueError`` (unknown preset, bad config file, invalid value) and exits with
     status 2 on an unknown command-line option.
     """
+    argv = sys.argv[1:] if argv is None else argv
+    load_strategy_modules_from_argv(argv)  # their options become flags of the parser
     parser = build_parser()
-    merged = resolve_options(sys.argv[1:] if argv is None else argv, parser)
-    training_args, model_args, data_args, run_args = parser.parse_dict(merged)
+    merged = resolve_options(argv, parser)
+    training_args, model_args, data_args, run_args, *extra = parser.parse_dict(merged)
+    attach_strategy_options(training_args, extra)
     return training_args, model_args, data_args, run_args
 
 
@@ -819,7 +823,7 @@ def build_model(
 # ------------------------------------------------------------------------------- output dir
 _KNOWN_OUTPUTS = (
     "config.json", "model.safetensors", "README.md", RESULTS_NAME, "all_results.json", "train_results.json",
-    "eval_results.json", "trainer_state.json", "training_args.bin", "strategy_state.pt",
+    "eval_results.json", "trainer_state.json", "training_args.bin",
 )
 
 
@@ -1186,7 +1190,7 @@ def evaluate_checkpoint(eval_args: EvalArguments) -> Dict[str, float]:
 
     ``model_name_or_path`` is a local checkpoint directory or a Hub model repo id (downloaded
     through the Hub cache, so ``HF_HUB_OFFLINE=1`` works once cached); either way the
-    strategy state saved beside the weights (``strategy_state.pt``) is used when the
+    strategy's heads saved with the weights (``model.strategy_state``) are used when the
     strategy predicts through its own head (MLA), and the recorded dataset (name, folder or
     Hub dataset repo at its recorded commit) is the default ``--dataset``.
     """
@@ -1235,8 +1239,6 @@ def evaluate_checkpoint(eval_args: EvalArguments) -> Dict[str, float]:
             use_cpu=eval_args.use_cpu, strategy=strategy,
         )
         trainer = ARLTrainer(model=model, args=args, data_collator=collator)
-        if strategy != "none":
-            trainer.strategy.load_state_dict(load_strategy_state(strategy_state_file(path, eval_args.revision)))
         raw = trainer.evaluate(eval_dataset=split, metric_key_prefix=eval_args.split)
     metrics = _strip_prefix(raw, eval_args.split)
     if eval_args.output_json:
@@ -1245,32 +1247,9 @@ def evaluate_checkpoint(eval_args: EvalArguments) -> Dict[str, float]:
     return metrics
 
 
-def strategy_state_file(path: str, revision: Optional[str] = None) -> Optional[str]:
-    """Local path of the ``strategy_state.pt`` saved beside a checkpoint: in the directory, or
-    fetched with ``hf_hub_download`` from a Hub model repo; ``None`` when there is none."""
-    if os.path.isdir(path):
-        file = os.path.join(path, STRATEGY_STATE_NAME)
-        return file if os.path.isfile(file) else None
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
-
-    try:
-        return hf_hub_download(path, STRATEGY_STATE_NAME, revision=revision)
-    except (EntryNotFoundError, LocalEntryNotFoundError):
-        return None
-    except HfHubHTTPError as e:
-        raise FileNotFoundError(f"model_name_or_path: cannot fetch {STRATEGY_STATE_NAME} of {path!r}: {e}") from None
-
-
-def load_strategy_state(file: str) -> Dict[str, Any]:
-    """A strategy state file: tensors, numbers, lists and dicts only (``weights_only``, no pickled code)."""
-    return torch.load(file, map_location="cpu", weights_only=True)
-
-
 def _prediction_strategy(model: Any, path: str, revision: Optional[str] = None) -> str:
     """``"none"`` (the model's own heads), or the recorded training strategy when it predicts
-    through its own head (MLA), whose state must then be saved beside the weights (in the
-    checkpoint directory or the Hub repo)."""
+    through its own head (MLA), whose head must then be in the checkpoint (``strategy_state``)."""
     from .strategies import STRATEGIES
 
     name = getattr(model.config, "training_strategy", None)
@@ -1279,10 +1258,12 @@ def _prediction_strategy(model: Any, path: str, revision: Optional[str] = None) 
                        "model's own heads", name)
     if not name or name not in STRATEGIES or not STRATEGIES[name].owns_predictions():
         return "none"
-    if strategy_state_file(path, revision) is None:
+    state = getattr(model, "strategy_state", None)
+    if getattr(state, "strategy", None) != name:
         raise FileNotFoundError(
             f"model_name_or_path: {path!r} was trained with strategy {name!r}, which predicts through its own "
-            f"head; expected its state in {STRATEGY_STATE_NAME} beside the weights (written by ARLTrainer.save_model)")
+            "head; expected its head in the checkpoint (config.strategy_state and the strategy_state.* weights, "
+            "written by ARLTrainer.save_model)")
     return name
 
 

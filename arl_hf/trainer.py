@@ -2,9 +2,11 @@
 
 The trainer is thin: it builds the strategy named by ``ARLConfig.strategy``, hands it
 each micro-batch (``compute_loss``), lets it touch gradients after backward, averages
-what it logs over the logging window and across ranks (TRL's ``_metrics`` pattern),
-evaluates fused and per-modality heads, and saves the strategy's state with every
-checkpoint. Everything method-specific lives in :mod:`arl_hf.strategies`.
+what it logs over the logging window and across ranks (TRL's ``_metrics`` pattern) and
+evaluates fused and per-modality heads. The strategy's own tensors are a submodule of the
+model (``model.strategy_state``), so the optimizer, DDP and every checkpoint handle them as
+the model's. Everything method-specific lives in :mod:`arl_hf.strategies`; strategies see
+the trainer only through :class:`~arl_hf.strategies.TrainerView`.
 """
 
 from __future__ import annotations
@@ -13,93 +15,43 @@ import copy
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
-from .log import get_logger
 
 from .distributed import all_reduce_mean
-from .strategies.base import STRATEGIES, StepContext, Strategy, build_strategy
+from .log import get_logger
+from .node_split import node_split, node_split_train_dataloader
+from .paper import ARL_PAPER  # noqa: F401  (re-exported)
+from .strategies import (
+    STRATEGIES,
+    ModulationOptions,
+    StepContext,
+    Strategy,
+    StrategyChoice,
+    build_strategy,
+)
+from .strategies.agm import AGMOptions
+from .strategies.arl import ARLOptions
+from .strategies.dr import DROptions
+from .strategies.fixed import FixedOptions
+from .strategies.gblending import GBlendingOptions
+from .strategies.mla import MLAOptions
+from .strategies.mmpareto import MMParetoOptions
+from .strategies.ogm_ge import OGMGEOptions
+from .strategies.plugins import BUILTIN_OPTIONS
+from .strategies.pmr import PMROptions
 from .validation import validate_batch
 
 logger = get_logger(__name__)
 
-STRATEGY_STATE_NAME = "strategy_state.pt"
-
-ARL_PAPER = {
-    "title": "Improving Multimodal Learning via Imbalanced Learning",
-    "venue": "ICCV 2025",
-    "citation": (
-        "@inproceedings{wei2025improving,\n"
-        "  title     = {Improving Multimodal Learning via Imbalanced Learning},\n"
-        "  author    = {Wei, Shicai and Luo, Chunbo and Luo, Yang},\n"
-        "  booktitle = {Proceedings of the IEEE/CVF International Conference on Computer Vision (ICCV)},\n"
-        "  year      = {2025}\n"
-        "}"
-    ),
-}
 
 
 @dataclass
-class ARLConfig(TrainingArguments):
-    """Training arguments of :class:`ARLTrainer` (a ``TrainingArguments`` subclass).
-
-    Defaults that differ from ``TrainingArguments``: ``max_grad_norm=0`` (no clipping:
-    HF's default 1.0 would clip the ARL-scaled gradients and silently undo the
-    modulation; the paper does not clip, the authors' code clips at 40 — use the
-    ``*_official`` presets or pass ``--max_grad_norm 40``).
-    """
-
-    strategy: str = field(
-        default="arl",
-        metadata={
-            "help": "Training strategy: 'arl' (default), 'none' (plain fused loss, the concatenation "
-            "baseline) or another registered strategy (see arl_hf.strategies.STRATEGIES)."
-        },
-    )
-    arl_temperature: float = field(
-        default=4.0, metadata={"help": "ARL temperature T of Eq. 18 (> 0). Paper: 8 for CREMA-D, 4 otherwise."}
-    )
-    arl_gamma: float = field(
-        default=4.0, metadata={"help": "ARL weight gamma of the unimodal losses in Eq. 22 (>= 0)."}
-    )
-    arl_variant: str = field(
-        default="paper",
-        metadata={
-            "help": "Coefficient formula: 'paper' (Eq. 4, 17, 18) or 'official' (the authors' released code).",
-            "choices": ["paper", "official"],
-        },
-    )
-    arl_warmup_epochs: int = field(
-        default=0,
-        metadata={"help": "Epochs before ARL starts: gamma = 1 and no gradient modulation (authors' code: 6)."},
-    )
-    arl_all_reduce: bool = field(
-        default=True,
-        metadata={"help": "All-reduce the ARL statistics across processes so every rank uses the same coefficients."},
-    )
-    arl_unimodal_loss: bool = field(
-        default=True, metadata={"help": "Ablation (Table 5): include the unimodal bias regularisation (gamma term)."}
-    )
-    arl_asymmetric: bool = field(
-        default=True, metadata={"help": "Ablation (Table 5): apply the asymmetric coefficients to encoder gradients."}
-    )
-    arl_residual: bool = field(
-        default=True,
-        metadata={"help": "Ablation (Table 5): gradient residual, g + g*a_m (True) versus g*a_m (False)."},
-    )
-    gradient_modulation: str = field(
-        default="auto",
-        metadata={
-            "help": "How encoder gradients are scaled: 'output' (an identity autograd function on each "
-            "encoder's output), 'parameters' (hooks on every encoder parameter, for intermediate fusion) "
-            "or 'auto' (the model's `arl_gradient_modulation` attribute, else the strategy's choice).",
-            "choices": ["auto", "output", "parameters"],
-        },
-    )
+class _InputChecks:
     validate_inputs: bool = field(
         default=True,
         metadata={
@@ -107,55 +59,24 @@ class ARLConfig(TrainingArguments):
             "(one host sync per step on GPU; disable for peak throughput once the data is trusted)."
         },
     )
-    # ---- comparison methods (arl_hf/strategies/<name>.py; defaults from the papers, see docs/strategies.md) ----
-    ogm_alpha: float = field(
-        default=0.8, metadata={"help": "OGM-GE: alpha of k = 1 - tanh(alpha * rho) for the dominant modality (>= 0)."}
-    )
-    ogm_start_epoch: int = field(default=0, metadata={"help": "OGM-GE: first epoch (0-based) of modulation."})
-    ogm_end_epoch: int = field(default=50, metadata={"help": "OGM-GE: last epoch (inclusive) of modulation."})
-    ogm_noise: bool = field(
-        default=True, metadata={"help": "OGM-GE: add the generalisation-enhancement Gaussian noise (False: plain OGM)."}
-    )
-    ogm_conv_only: bool = field(
-        default=False,
-        metadata={"help": "OGM-GE: modulate only 4-D (conv kernel) gradients, as the released CNN code; "
-                  "default False modulates every parameter of each encoder."},
-    )
-    agm_alpha: float = field(default=1.5, metadata={"help": "AGM: alpha of coeff = exp(alpha * min(target - ratio, 10))."})
-    pmr_alpha: float = field(
-        default=1.0, metadata={"help": "PMR: weight of the prototypical cross-entropy of the weaker modality (>= 0)."}
-    )
-    pmr_momentum: float = field(
-        default=0.2,
-        metadata={"help": "PMR: weight of the old prototypes in c <- (1 - m) * c_new + m * c_old (in [0, 1])."},
-    )
-    pmr_proto_fraction: float = field(
-        default=0.1, metadata={"help": "PMR: fraction of the training set used to compute prototypes (in (0, 1])."}
-    )
-    pmr_interval_epochs: int = field(default=1, metadata={"help": "PMR: recompute prototypes every N epochs."})
-    gblending_interval_epochs: int = field(
-        default=10,
-        metadata={"help": "G-Blending: re-estimate the blending weights on the validation split every N epochs."},
-    )
-    mmpareto_gamma: float = field(
-        default=1.5, metadata={"help": "MMPareto: gamma scaling the Pareto-combined encoder gradients (> 0)."}
-    )
-    mla_alpha: float = field(
-        default=0.1,
-        metadata={"help": "MLA: base of the projector's regulariser alpha = mla_alpha ** (1 + batch / batches)."},
-    )
-    mla_dynamic_fusion: bool = field(
-        default=True,
-        metadata={"help": "MLA: fuse the shared head's outputs with entropy-based weights (False: equal weights)."},
-    )
-    dr_interval_epochs: int = field(default=20, metadata={"help": "D&R: diagnose and re-initialise every N epochs."})
-    dr_lambda: float = field(default=3.0, metadata={"help": "D&R: lambda of w = tanh(lambda * |purity gap|) (>= 0)."})
-    dr_max_times: int = field(default=3, metadata={"help": "D&R: at most this many re-initialisations."})
-    fixed_multipliers: Optional[List[float]] = field(
-        default=None,
-        metadata={"help": "fixed: constant gradient multiplier per modality, in modality order "
-                  "(e.g. '5 1' = audio x5, Fig. 1(b)); default all 1."},
-    )
+
+
+@dataclass
+class ARLConfig(FixedOptions, DROptions, MLAOptions, MMParetoOptions, GBlendingOptions, PMROptions, AGMOptions,
+                OGMGEOptions, _InputChecks, ModulationOptions, ARLOptions, StrategyChoice, TrainingArguments):
+    """Training arguments of :class:`ARLTrainer` (a ``TrainingArguments`` subclass).
+
+    The strategy options are those of the built-in strategies, each declared with its strategy
+    (``ARLOptions``, ``OGMGEOptions``, ... in :mod:`arl_hf.strategies`) and composed here, so
+    ``ARLConfig(strategy="ogm_ge", ogm_alpha=0.3)`` works; options of strategies registered
+    outside the package travel in ``strategy_options``.
+
+    Defaults that differ from ``TrainingArguments``: ``max_grad_norm=0`` (no clipping:
+    HF's default 1.0 would clip the ARL-scaled gradients and silently undo the
+    modulation; the paper does not clip, the authors' code clips at 40 — use the
+    ``*_official`` presets or pass ``--max_grad_norm 40``).
+    """
+
     early_stopping_patience: Optional[int] = field(
         default=None,
         metadata={"help": "Stop when metric_for_best_model has not improved for this many evaluations "
@@ -172,25 +93,16 @@ class ARLConfig(TrainingArguments):
     def __post_init__(self):
         if self.output_dir is None:
             self.output_dir = "arl_output"
-        super().__post_init__()
+        TrainingArguments.__post_init__(self)
         if self.activation_checkpointing and self.ddp_find_unused_parameters is None:
             # Trainer would turn unused-parameter detection off under checkpointing (for the reentrant
             # variant); the model checkpoints non-reentrantly, and several strategies leave the fusion
             # head or an encoder without gradient on some steps, which DDP must then be told about
             self.ddp_find_unused_parameters = True
-        # make sure the built-in strategies are registered
-        from . import strategies  # noqa: F401
-
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy: unknown strategy {self.strategy!r}; expected one of {sorted(STRATEGIES)}")
-        if not (self.arl_temperature > 0 and self.arl_temperature < float("inf")):
-            raise ValueError(f"arl_temperature: expected a finite number > 0, got {self.arl_temperature!r}")
-        if not self.arl_gamma >= 0:
-            raise ValueError(f"arl_gamma: expected a number >= 0, got {self.arl_gamma!r}")
-        if self.arl_variant not in ("paper", "official"):
-            raise ValueError(f"arl_variant: expected 'paper' or 'official', got {self.arl_variant!r}")
-        if self.arl_warmup_epochs < 0:
-            raise ValueError(f"arl_warmup_epochs: expected an int >= 0, got {self.arl_warmup_epochs!r}")
+        self.check_strategy_options()
+        ARLOptions.check(self)
         if self.early_stopping_patience is not None:
             if not isinstance(self.early_stopping_patience, int) or self.early_stopping_patience < 1:
                 raise ValueError(f"early_stopping_patience: expected an int >= 1, got {self.early_stopping_patience!r}")
@@ -198,24 +110,9 @@ class ARLConfig(TrainingArguments):
                 raise ValueError("early_stopping_patience: needs load_best_model_at_end=True and a "
                                  f"metric_for_best_model (got {self.load_best_model_at_end!r}, "
                                  f"{self.metric_for_best_model!r})")
-        from .strategies.common import check_peer_fields
-
-        check_peer_fields(self)
-
-
-def _node_split(dataset) -> Optional[tuple]:
-    """``(rank, world_size)`` of a ``datasets.IterableDataset`` made by ``split_dataset_by_node``
-    (``datasets`` records it as the dataset's distributed config), else ``None``."""
-    try:
-        import datasets
-    except ImportError:  # pragma: no cover - datasets is optional for the core
-        return None
-    if not isinstance(dataset, datasets.IterableDataset):
-        return None
-    config = getattr(dataset, "_distributed", None)
-    if config is None:
-        return None
-    return int(config.rank), int(config.world_size)
+        for options in BUILTIN_OPTIONS:
+            if options is not ARLOptions:
+                options.check(self)
 
 
 def model_modalities(model: nn.Module) -> List[str]:
@@ -305,9 +202,51 @@ class ARLTrainer(Trainer):
         self._num_labels: Optional[int] = num_labels
 
     def _build_strategy(self) -> None:
-        """A fresh strategy (and its state) for ``self.model`` under ``self.args``."""
+        """A fresh strategy for ``self.model`` under ``self.args``; its tensors join the model
+        (``model.strategy_state``) before the optimizer and the distributed wrapping are made."""
         self.strategy = self._given_strategy or build_strategy(self.args.strategy, self.args, self.modalities)
         self.strategy.setup(self, self.model)
+
+    # ---- what strategies see of the trainer (arl_hf.strategies.TrainerView) --------------
+    @property
+    def train_batch_size(self) -> int:
+        """Per-device training batch size."""
+        return int(self._train_batch_size)
+
+    @property
+    def world_size(self) -> int:
+        return int(self.args.world_size)
+
+    @property
+    def process_index(self) -> int:
+        return int(self.args.process_index)
+
+    @property
+    def device(self) -> torch.device:
+        return self.args.device
+
+    def is_sync_step(self) -> bool:
+        """Whether the micro-batch just run is the last of its accumulation window."""
+        return bool(self.accelerator.sync_gradients)
+
+    def loss_scale(self) -> float:
+        """The mixed-precision loss scale (1.0 without an enabled ``GradScaler``)."""
+        scaler = getattr(self.accelerator, "scaler", None)
+        return float(scaler.get_scale()) if scaler is not None and scaler.is_enabled() else 1.0
+
+    def num_train_batches(self) -> int:
+        """Batches of one training epoch on this process (0 when the loader has no length)."""
+        try:
+            return len(self.get_train_dataloader())
+        except Exception:  # pragma: no cover - iterable datasets
+            return 0
+
+    def eval_batches(self, dataset) -> Iterator[Dict[str, Any]]:
+        """Batches of ``dataset`` through the evaluation loader, on the device, ``labels`` normalised;
+        the global RNG is left untouched (a DataLoader iterator draws a seed from it)."""
+        with torch.random.fork_rng(devices=[]):
+            for batch in self.get_eval_dataloader(dataset):
+                yield self._strategy_inputs(self._prepare_inputs(batch))
 
     # ---- model_init and hyper-parameter search ------------------------------------------
     def _hp_search_setup(self, trial) -> None:
@@ -382,33 +321,23 @@ class ARLTrainer(Trainer):
     def _check_strategy_supports_fsdp(self) -> None:
         if getattr(self, "_fsdp2", False) and not getattr(self.strategy, "supports_fsdp", True):
             raise ValueError(
-                f"strategy: {self.args.strategy!r} is not supported under FSDP (it needs per-parameter statistics "
+                f"strategy: {self.strategy.name!r} is not supported under FSDP (it needs per-parameter statistics "
                 "or gradients of whole, unsharded parameters); use DDP for it, or another strategy"
             )
 
     def _shard_strategy_for_fsdp(self) -> None:
-        """Under accelerate's FSDP2, once the model is sharded: shard the strategy's heads with the
-        same mesh and policies, give them to the optimizer, re-attach gradient modulation."""
-        from .fsdp import is_sharded, shard_strategy
+        """Under accelerate's FSDP2, once the model (the strategy's heads included: they are part of
+        it) is sharded: re-attach parameter-mode gradient modulation to the sharded parameters."""
+        from .fsdp import is_sharded
 
         if self._fsdp_strategy_ready or self.optimizer is None or not is_sharded(self.model):
             return
-        plugin = self.accelerator.state.fsdp_plugin
-        mesh = getattr(self.accelerator, "torch_device_mesh", None)
-        config = getattr(self.accelerator, "parallelism_config", None)
-        if mesh is not None and config is not None:
-            mesh = mesh[tuple(config.fsdp_dim_names)]
-        shard_strategy(self.strategy, self.model, mesh=mesh, reshard_after_forward=plugin.reshard_after_forward,
-                       mp_policy=plugin.mixed_precision_policy or None, offload_policy=plugin.cpu_offload or None)
-        known = {id(p) for g in self.optimizer.param_groups for p in g["params"]}
-        extra = [p for p in self.strategy.extra_parameters() if p.requires_grad and id(p) not in known]
-        if extra:
-            self.optimizer.add_param_group({"params": extra, "weight_decay": self.args.weight_decay})
+        self.strategy.after_sharding(self.model)
         self._fsdp_strategy_ready = True
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
-        # Trainer creates the scheduler right after accelerator.prepare: under FSDP2 the strategy's
-        # heads join the optimizer here, before the scheduler records its parameter groups
+        # Trainer creates the scheduler right after accelerator.prepare: the first point where the
+        # model is sharded under FSDP2
         if getattr(self, "_fsdp2", False):
             self._shard_strategy_for_fsdp()
         return super().create_scheduler(num_training_steps, optimizer)
@@ -427,45 +356,14 @@ class ARLTrainer(Trainer):
         return super()._remove_unused_columns(dataset, description)
 
     def get_train_dataloader(self):
-        if _node_split(self.train_dataset) is not None:
+        if node_split(self.train_dataset) is not None:
             return self._with_key_filter(self._node_split_train_dataloader)
         return self._with_key_filter(super().get_train_dataloader)
 
     def _node_split_train_dataloader(self):
-        """Training loader of a ``datasets.IterableDataset`` already split with
-        ``split_dataset_by_node`` (e.g. :func:`arl_hf.data.streaming.stream_split`).
-
-        accelerate would lose data twice over: with ``dispatch_batches`` (its default for an
-        ``IterableDataset``) rank 0 reads only its own split and broadcasts it; without, it shards
-        the dataset again across processes. So ``dispatch_batches=False`` is required and the loader
-        is prepared as the single-process loader of this rank's split (device placement, epochs)."""
-        from accelerate.data_loader import prepare_data_loader
-        from torch.utils.data import DataLoader
-
-        dataset = self.train_dataset
-        rank, world = _node_split(dataset)
-        if world != self.args.world_size or rank != self.args.process_index:
-            raise ValueError(
-                f"train_dataset: split_dataset_by_node(rank={rank}, world_size={world}) does not match this process "
-                f"(rank {self.args.process_index} of {self.args.world_size})")
-        if self.args.world_size > 1 and self.accelerator.dispatch_batches is not False:
-            raise ValueError(
-                "accelerator_config.dispatch_batches: expected False for a training set split with "
-                f"split_dataset_by_node, got {self.accelerator.dispatch_batches!r} (accelerate's default for an "
-                "IterableDataset is True: rank 0 reads its own split and broadcasts it, and the other ranks' data is "
-                "never seen); pass ARLConfig(accelerator_config={'dispatch_batches': False})")
-        collator = self._get_collator_with_removed_columns(self.data_collator, description="training")
-        loader = DataLoader(
-            dataset, batch_size=self._train_batch_size, collate_fn=collator,
-            num_workers=self.args.dataloader_num_workers, pin_memory=self.args.dataloader_pin_memory,
-            persistent_workers=self.args.dataloader_persistent_workers,
-            prefetch_factor=self.args.dataloader_prefetch_factor,
-            multiprocessing_context=self.args.dataloader_multiprocessing_context)
-        acc = self.accelerator
-        return prepare_data_loader(
-            loader, acc.device, num_processes=1, process_index=0, put_on_device=acc.device_placement,
-            rng_types=acc.rng_types.copy(), dispatch_batches=False, non_blocking=acc.non_blocking,
-            use_stateful_dataloader=acc.use_stateful_dataloader)
+        """Training loader of a training set split with ``split_dataset_by_node``
+        (:func:`arl_hf.node_split.node_split_train_dataloader`)."""
+        return node_split_train_dataloader(self)
 
     def get_eval_dataloader(self, eval_dataset=None):
         return self._with_key_filter(lambda: super(ARLTrainer, self).get_eval_dataloader(eval_dataset))
@@ -521,8 +419,8 @@ class ARLTrainer(Trainer):
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         if not getattr(self, "_fsdp_strategy_ready", True):
-            raise ValueError("fsdp: the strategy's heads were not sharded with the model (the scheduler was "
-                             "created before accelerate prepared the model); let Trainer.train create the "
+            raise ValueError("fsdp: gradient modulation was not re-attached to the sharded model (the scheduler "
+                             "was created before accelerate prepared the model); let Trainer.train create the "
                              "optimizer and scheduler")
         custom = getattr(self.strategy, "training_step", None)
         if custom is not None:
@@ -531,18 +429,6 @@ class ARLTrainer(Trainer):
             loss = super().training_step(model, inputs, num_items_in_batch)
         self.strategy.after_backward(model, self._context(training=True))
         return loss
-
-    def create_optimizer(self, model=None):
-        optimizer = super().create_optimizer(model) if model is not None else super().create_optimizer()
-        if getattr(self, "_fsdp2", False):
-            return optimizer  # the heads join after sharding (create_scheduler): accelerate remaps the model's only
-        extra = [p for p in self.strategy.extra_parameters() if p.requires_grad]
-        if extra:
-            known = {id(p) for g in optimizer.param_groups for p in g["params"]}
-            extra = [p for p in extra if id(p) not in known]
-            if extra:
-                optimizer.add_param_group({"params": extra, "weight_decay": self.args.weight_decay})
-        return optimizer
 
     # ---- evaluation: fused and per-modality logits ---------------------------------------
     def prediction_step(self, model, inputs, prediction_loss_only: bool, ignore_keys=None):
@@ -595,31 +481,13 @@ class ARLTrainer(Trainer):
             f'"{where}")\n```\n')
         card.save(path)
 
-    # ---- strategy state with every checkpoint --------------------------------------------
+    # ---- the strategy that trained, in every checkpoint -------------------------------------
     def save_model(self, output_dir: Optional[str] = None, _internal_call: bool = False) -> None:
-        """``Trainer.save_model``, plus: ``config.training_strategy`` records the strategy, and
-        the strategy's state (its heads, prototypes, ...) is written beside the weights as
-        ``strategy_state.pt`` — a strategy that predicts through its own head (MLA) cannot be
-        evaluated without it (``arl_hf.runner.evaluate_checkpoint`` loads it)."""
+        """``Trainer.save_model``, with ``config.training_strategy`` recording the strategy that
+        trained (``self.strategy.name``: also a strategy instance passed to ``ARLTrainer``). Its
+        heads and state are in ``model.safetensors`` (``model.strategy_state``, laid out in
+        ``config.strategy_state``)."""
         config = getattr(self.model, "config", None)
         if config is not None:
-            config.training_strategy = self.args.strategy
+            config.training_strategy = self.strategy.name
         super().save_model(output_dir, _internal_call)
-        state = self.strategy.state_dict()
-        if state and self.args.should_save:  # also each checkpoint: Trainer._save_checkpoint calls save_model
-            torch.save(state, os.path.join(output_dir or self.args.output_dir, STRATEGY_STATE_NAME))
-
-    def _save(self, output_dir: Optional[str] = None, state_dict=None):
-        # under FSDP the strategy's heads sit in the model (arl_hf.fsdp.attach_strategy_modules): the saved
-        # model weights leave them out (they are in strategy_state.pt)
-        if state_dict is not None and getattr(self, "_fsdp2", False):
-            from .fsdp import without_strategy_modules
-
-            state_dict = without_strategy_modules(state_dict)
-        return super()._save(output_dir, state_dict=state_dict)
-
-    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-        super()._load_from_checkpoint(resume_from_checkpoint, model)
-        path = os.path.join(resume_from_checkpoint, STRATEGY_STATE_NAME)
-        if os.path.isfile(path):
-            self.strategy.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))

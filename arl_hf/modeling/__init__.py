@@ -4,6 +4,7 @@ from .configuration import MultimodalConfig
 from .encoders import ENCODERS, build_encoder, register_encoder
 from .cnn import CNNEncoder  # noqa: F401  (registers the "cnn" encoder)
 from .fusion import FUSIONS, Fusion, build_fusion, register_fusion
+from . import intermediate  # noqa: F401,E402  (registers the intermediate fusions)
 from .model import (
     MultimodalModel,
     MultimodalOutput,

@@ -20,10 +20,12 @@ from typing import Any, Callable, Dict, List, Optional
 import torch
 from torch import nn
 from ..log import get_logger
+from ..registry import Registry
 
 logger = get_logger(__name__)
 
-ENCODERS: Dict[str, Callable[[str, Dict[str, Any]], nn.Module]] = {}
+#: encoder name -> builder ``builder(modality, spec) -> nn.Module``
+ENCODERS: Registry = Registry("encoder")
 
 #: spec keys of timm encoders that are ours, not timm keyword arguments
 TIMM_OWN_KEYS = ("encoder", "in_chans", "pretrained")
@@ -40,11 +42,7 @@ def register_encoder(name: str):
     such that ``forward(x) == forward_pool(stage_{S-1}(...stage_0(forward_stem(x))))``.
     """
 
-    def deco(builder):
-        ENCODERS[name] = builder
-        return builder
-
-    return deco
+    return ENCODERS.register(name)
 
 
 def _family(encoder: str) -> str:

@@ -9,7 +9,8 @@ identical quantity from their weights at the cost of the head alone.
 Late fusions (OGM-GE's fusion modules, used by ARL's Tables 1 and 4): ``concat``,
 ``sum``, ``film`` and ``gated`` (the last two for exactly two modalities). The
 intermediate fusions ``mmtm`` and ``cross_attention`` (Table 3) live in
-:mod:`arl_hf.modeling.intermediate` and are registered here too.
+:mod:`arl_hf.modeling.intermediate`, which registers them in :data:`FUSIONS` (the package
+:mod:`arl_hf.modeling` imports it, so they are registered whenever fusion is).
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..registry import registrar
+from ..registry import Registry
 
-FUSIONS: Dict[str, type] = {}
+FUSIONS: Registry = Registry("fusion", attribute="fusion_name")
 
-register_fusion = registrar(FUSIONS, "fusion_name", ":class:`Fusion`")
+register_fusion = FUSIONS.register
 
 
 class Fusion(nn.Module):
@@ -200,6 +201,3 @@ def build_fusion(
         return cls(dims, num_labels, encoders=encoders, **kwargs)
     return cls(dims, num_labels, **kwargs)
 
-
-# the intermediate fusions register themselves in FUSIONS
-from . import intermediate as _intermediate  # noqa: E402,F401

@@ -161,6 +161,11 @@ class MultimodalModel(MultimodalPreTrainedModel):
         self.fusion = build_fusion(
             config.fusion, dims, config.num_labels, encoders=self.encoders, **(config.fusion_kwargs or {})
         )
+        if getattr(config, "strategy_state", None):
+            # the training strategy's heads and state, saved with the weights (arl_hf.strategies.state)
+            from ..strategies.state import state_from_spec
+
+            self.strategy_state = state_from_spec(config.strategy_state)
         self.main_input_name = next(iter(self.encoders))
         self.input_modalities = input_modalities(config)
         self._no_split_modules = sorted(set(self._no_split_modules) | {type(e).__name__ for e in self.encoders.values()})

@@ -27,14 +27,17 @@ Deviations from the released code (documented in docs/strategies.md):
 
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from dataclasses import dataclass, field
+from typing import Dict, List
 
 import torch
 import torch.nn.functional as F
 
 from ..distributed import all_reduce_sum
-from .base import StrategyOutput, register_strategy
-from .common import StatefulStrategy, grad_scale
+from .base import Strategy, StrategyOutput, register_strategy
+from .common import grad_scale
+from .options import StrategyOptions, finite, need
+from .state import StrategyState
 
 RATIO_CLAMP = 10.0  #: AGM's clamp of ``target - ratio`` inside the exponential
 
@@ -56,19 +59,39 @@ def agm_coefficients(scores: torch.Tensor, running: torch.Tensor, alpha: float) 
     return torch.exp(alpha * torch.clamp(target - ratio, max=RATIO_CLAMP))
 
 
-@register_strategy("agm")
-class AGM(StatefulStrategy):
-    """AGM (see module docstring). Hyper-parameter: ``agm_alpha``. State: the running
-    score sums and iteration count (saved with every checkpoint)."""
+@dataclass
+class AGMOptions(StrategyOptions):
+    """Options of AGM (:class:`AGM`)."""
+
+    agm_alpha: float = field(default=1.5, metadata={"help": "AGM: alpha of coeff = exp(alpha * min(target - ratio, 10))."})
+
+    def check(self) -> None:
+        need(finite(self.agm_alpha) and self.agm_alpha >= 0, self, "agm_alpha", "a finite number >= 0")
+
+
+@register_strategy("agm", options=AGMOptions)
+class AGM(Strategy):
+    """AGM (see module docstring). Hyper-parameter: ``agm_alpha``. State (buffers of
+    ``model.strategy_state``): ``score_sum`` (float64, the running score sums) and ``iterations``."""
 
     search_space = {"agm_alpha": (0.1, 3.0, "log")}
 
     requires_unimodal_logits = True
 
-    def __init__(self, args, modalities):
-        super().__init__(args, modalities)
-        self.score_sum = torch.zeros(len(self.modalities), dtype=torch.float64)
-        self.iterations = 0
+    def build_state(self, model) -> StrategyState:
+        state = StrategyState(self.name)
+        state.add_buffer("score_sum", torch.zeros(len(self.modalities), dtype=torch.float64))
+        state.add_buffer("iterations", torch.zeros((), dtype=torch.int64))
+        return state
+
+    @property
+    def score_sum(self) -> torch.Tensor:
+        """Sums of the scores of the previous iterations (float64, on the CPU)."""
+        return self.state_module.score_sum.detach().cpu()
+
+    @property
+    def iterations(self) -> int:
+        return int(self.state_module.iterations)
 
     def compute_loss(self, model, inputs: Dict[str, torch.Tensor], context) -> StrategyOutput:
         labels = inputs["labels"]
@@ -84,10 +107,11 @@ class AGM(StatefulStrategy):
             count = torch.tensor([float(labels.shape[0])], device=ce_sums.device)
             reduced = all_reduce_sum(torch.cat([ce_sums, count]))
             scores = (reduced[:-1] / reduced[-1]).double().cpu()
-            running = self.score_sum / max(self.iterations, 1)
-            coeff = agm_coefficients(scores, running, self.args.agm_alpha).float()
-            self.score_sum = self.score_sum + scores
-            self.iterations += 1
+            score_sum, iterations = self.score_sum, self.iterations
+            running = score_sum / max(iterations, 1)
+            coeff = agm_coefficients(scores, running, self.options.agm_alpha).float()
+            self.state_module.score_sum.copy_(score_sum + scores)
+            self.state_module.iterations.add_(1)
         dev = out.logits.device
         total = sum(grad_scale(c, coeff[i].to(dev)) for i, c in enumerate(contrib))
         loss = F.cross_entropy(total, labels)
@@ -95,10 +119,3 @@ class AGM(StatefulStrategy):
             logs[f"coeff_{m}"] = coeff[i].to(dev)
             logs[f"score_{m}"] = scores[i].float().to(dev)
         return StrategyOutput(loss=loss, outputs=out, logs=logs)
-
-    def state_dict(self) -> Dict[str, Any]:
-        return {"score_sum": self.score_sum.clone(), "iterations": self.iterations}
-
-    def load_state_dict(self, state: Dict[str, Any]) -> None:
-        self.score_sum = state["score_sum"].double().cpu().clone()
-        self.iterations = int(state["iterations"])

@@ -47,7 +47,7 @@ at ``PROB_EPS`` before division, so the coefficients are finite for any finite l
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
@@ -55,6 +55,7 @@ import torch.nn.functional as F
 
 from ..distributed import all_reduce_sum
 from .base import Strategy, StrategyOutput, register_strategy
+from .options import StrategyOptions
 
 VARIANTS = ("paper", "official")
 ENTROPY_EPS = 1e-12  #: lower clamp of a mean entropy before it is inverted
@@ -234,7 +235,54 @@ def arl_coefficients(
     return coefficients_from_statistics(arl_statistics(unimodal_logits, labels, variant), temperature, variant)
 
 
-@register_strategy("arl")
+@dataclass
+class ARLOptions(StrategyOptions):
+    """Options of ARL (:class:`ARLStrategy`)."""
+
+    arl_temperature: float = field(
+        default=4.0, metadata={"help": "ARL temperature T of Eq. 18 (> 0). Paper: 8 for CREMA-D, 4 otherwise."}
+    )
+    arl_gamma: float = field(
+        default=4.0, metadata={"help": "ARL weight gamma of the unimodal losses in Eq. 22 (>= 0)."}
+    )
+    arl_variant: str = field(
+        default="paper",
+        metadata={
+            "help": "Coefficient formula: 'paper' (Eq. 4, 17, 18) or 'official' (the authors' released code).",
+            "choices": ["paper", "official"],
+        },
+    )
+    arl_warmup_epochs: int = field(
+        default=0,
+        metadata={"help": "Epochs before ARL starts: gamma = 1 and no gradient modulation (authors' code: 6)."},
+    )
+    arl_all_reduce: bool = field(
+        default=True,
+        metadata={"help": "All-reduce the ARL statistics across processes so every rank uses the same coefficients."},
+    )
+    arl_unimodal_loss: bool = field(
+        default=True, metadata={"help": "Ablation (Table 5): include the unimodal bias regularisation (gamma term)."}
+    )
+    arl_asymmetric: bool = field(
+        default=True, metadata={"help": "Ablation (Table 5): apply the asymmetric coefficients to encoder gradients."}
+    )
+    arl_residual: bool = field(
+        default=True,
+        metadata={"help": "Ablation (Table 5): gradient residual, g + g*a_m (True) versus g*a_m (False)."},
+    )
+
+    def check(self) -> None:
+        if not (self.arl_temperature > 0 and self.arl_temperature < float("inf")):
+            raise ValueError(f"arl_temperature: expected a finite number > 0, got {self.arl_temperature!r}")
+        if not self.arl_gamma >= 0:
+            raise ValueError(f"arl_gamma: expected a number >= 0, got {self.arl_gamma!r}")
+        if self.arl_variant not in VARIANTS:
+            raise ValueError(f"arl_variant: expected 'paper' or 'official', got {self.arl_variant!r}")
+        if self.arl_warmup_epochs < 0:
+            raise ValueError(f"arl_warmup_epochs: expected an int >= 0, got {self.arl_warmup_epochs!r}")
+
+
+@register_strategy("arl", options=ARLOptions)
 class ARLStrategy(Strategy):
     """Asymmetric Representation Learning (Algorithm 1).
 
@@ -259,7 +307,7 @@ class ARLStrategy(Strategy):
         return True
 
     def compute_loss(self, model, inputs: Dict[str, torch.Tensor], context) -> StrategyOutput:
-        args = self.args
+        args = self.options
         labels = inputs["labels"]
         outputs = self.forward(model, inputs, unimodal=True)
         warm = context.epoch < args.arl_warmup_epochs

@@ -4,16 +4,21 @@ A strategy owns one training micro-batch: it runs the model forward, returns the
 and what to log, and may install per-modality gradient scales that act inside the
 autograd graph of that micro-batch's loss (so they are correct under gradient
 accumulation, mixed precision and DDP). It may also edit gradients after backward,
-react to epoch boundaries and keep state that is saved with the checkpoint.
+react to epoch boundaries and keep tensors of its own, which it attaches to the model
+(:mod:`arl_hf.strategies.state`) so that they are trained, saved and loaded with it.
 
-To add a method, write one module::
+Adding a method is one module (inside the package, or a file given to ``--strategy_module``)::
 
-    @register_strategy("mine")
+    @dataclass
+    class MineOptions(StrategyOptions):
+        mine_beta: float = field(default=1.0, metadata={"help": "Mine: weight of ..."})
+
+    @register_strategy("mine", options=MineOptions)
     class Mine(Strategy):
         requires_unimodal_logits = True
         def compute_loss(self, model, inputs, context):
             out = self.forward(model, inputs, unimodal=True)
-            loss = ...
+            loss = ... self.options.mine_beta ...
             return StrategyOutput(loss=loss, outputs=out, logs={"my_stat": ...})
 
 and select it with ``ARLConfig(strategy="mine")``.
@@ -22,32 +27,45 @@ and select it with ``ARLConfig(strategy="mine")``.
 from __future__ import annotations
 
 import weakref
-from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, TYPE_CHECKING, Tuple
+from dataclasses import dataclass, field, is_dataclass
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers.utils import logging
 
-from ..registry import registrar
+from ..registry import Registry
+from .options import StrategyOptions
+from .state import StrategyState, attach_state, load_module_state, module_state
+from .view import TrainerView
 
 logger = logging.get_logger(__name__)
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ..trainer import ARLConfig, ARLTrainer
+#: strategy name -> :class:`Strategy` subclass
+STRATEGIES: Registry = Registry("strategy", attribute="name")
 
-STRATEGIES: Dict[str, type] = {}
-
-
-register_strategy = registrar(STRATEGIES, "name", ":class:`Strategy`")
+S = TypeVar("S", bound=type)
 
 
-def build_strategy(name: str, args: "ARLConfig", modalities: Sequence[str]) -> "Strategy":
+def register_strategy(name: str, options: Optional[Type[StrategyOptions]] = None) -> Callable[[S], S]:
+    """Decorator registering a :class:`Strategy` class under ``name``, with its options dataclass
+    (a :class:`~arl_hf.strategies.options.StrategyOptions` subclass; default: the parent's)."""
+    if options is not None and not (isinstance(options, type) and is_dataclass(options)
+                                    and issubclass(options, StrategyOptions)):
+        raise ValueError(f"options: expected a StrategyOptions dataclass for strategy {name!r}, got {options!r}")
+
+    def deco(cls: S) -> S:
+        if options is not None:
+            cls.options_class = options
+        return STRATEGIES.register(name)(cls)
+
+    return deco
+
+
+def build_strategy(name: str, args: Any, modalities: Sequence[str]) -> "Strategy":
     """Instantiate the registered strategy ``name``."""
-    if name not in STRATEGIES:
-        raise ValueError(f"strategy: unknown strategy {name!r}; expected one of {sorted(STRATEGIES)}")
-    return STRATEGIES[name](args, list(modalities))
+    return STRATEGIES.get_or_raise(name, "strategy")(args, list(modalities))
 
 
 @dataclass
@@ -237,15 +255,31 @@ class Strategy:
     ddp_find_unused_parameters = False
     #: whether the strategy is correct with FSDP2-sharded parameters (ARLTrainer refuses it otherwise)
     supports_fsdp = True
+    #: the options dataclass (``register_strategy(name, options=...)``); ``self.options`` holds its values
+    options_class: Optional[Type[StrategyOptions]] = None
 
-    def __init__(self, args: "ARLConfig", modalities: Sequence[str]):
+    def __init__(self, args: Any, modalities: Sequence[str]):
         self.args = args
         self.modalities = list(modalities)
         self.modulator: Optional[GradientModulator] = None
+        self.options: Any = self.options_class.from_args(args) if self.options_class is not None else None
+        self.trainer: Optional[TrainerView] = None
+        self.state_module: Optional[StrategyState] = None
 
     # ---- set-up -----------------------------------------------------------------
-    def setup(self, trainer: "ARLTrainer", model: nn.Module) -> None:
-        """Called once with the unwrapped model before training; installs modulation."""
+    def setup(self, trainer: Optional[TrainerView], model: nn.Module) -> None:
+        """Called once with the unwrapped model before the optimizer and the distributed wrapping
+        exist: installs modulation and attaches :meth:`build_state` to the model as
+        ``model.strategy_state`` (replacing one of another strategy)."""
+        self.trainer = trainer
+        self._setup_modulation(model)
+        self.state_module = attach_state(model, self.name, self.build_state(model))
+
+    def build_state(self, model: nn.Module) -> Optional[StrategyState]:
+        """The strategy's heads (parameters) and state (buffers), or ``None`` (default)."""
+        return None
+
+    def _setup_modulation(self, model: nn.Module) -> None:
         if self.uses_gradient_scaling():
             mode = getattr(model, "arl_gradient_modulation", None) or self.gradient_modulation
             if getattr(self.args, "gradient_modulation", "auto") != "auto":
@@ -257,8 +291,9 @@ class Strategy:
         return False
 
     def owned_modules(self) -> List[nn.Module]:
-        """Strategy-owned modules that are called as a whole (its heads), each sharded as its own
-        FSDP unit when the model is (:func:`arl_hf.fsdp.shard_strategy`). Default: none."""
+        """The strategy's heads that are called as a whole outside the model's ``forward`` (parts of
+        ``model.strategy_state``): each is sharded as its own FSDP unit, before the model's root
+        unit (:func:`arl_hf.fsdp.shard_model`). Default: none."""
         return []
 
     def after_sharding(self, model: nn.Module) -> None:
@@ -295,8 +330,8 @@ class Strategy:
 
     @classmethod
     def owns_predictions(cls) -> bool:
-        """Whether :meth:`predict` uses more than the model (a strategy-owned head): then the
-        saved model alone does not reproduce the evaluation; ``strategy_state.pt`` is needed."""
+        """Whether :meth:`predict` uses more than the model's own fusion (a strategy head in
+        ``model.strategy_state``): evaluating a checkpoint then needs this strategy."""
         return cls.predict is not Strategy.predict
 
     def predict(self, model: nn.Module, inputs: Dict[str, torch.Tensor]):
@@ -316,19 +351,24 @@ class Strategy:
             self.modulator.set_scales(None)
 
     # ---- epochs, evaluation, state ----------------------------------------------------
-    def on_epoch_begin(self, trainer: "ARLTrainer", model: nn.Module, context: StepContext) -> None:
+    def on_epoch_begin(self, trainer: Optional[TrainerView], model: nn.Module, context: StepContext) -> None:
         """Called at the start of every training epoch."""
 
-    def state_dict(self) -> Dict[str, Any]:
-        """State saved with each checkpoint (``strategy_state.pt``) and restored on resume."""
-        return {}
+    def state_dict(self) -> Dict[str, torch.Tensor]:
+        """Full CPU copies of ``model.strategy_state``'s tensors (gathered when FSDP-sharded: then
+        every rank must call it); ``{}`` without state. Saving and loading need nothing of it:
+        the tensors are part of the model."""
+        if self.state_module is None:
+            return {}
+        return module_state(self.state_module)
 
-    def load_state_dict(self, state: Dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`."""
-
-    def extra_parameters(self) -> List[nn.Parameter]:
-        """Parameters the strategy adds (e.g. auxiliary heads); they join the optimizer."""
-        return []
+    def load_state_dict(self, state: Dict[str, torch.Tensor]) -> None:
+        """Load what :meth:`state_dict` returned into ``model.strategy_state``."""
+        if self.state_module is None:
+            if state:
+                raise ValueError(f"state: strategy {self.name!r} keeps no state, got keys {sorted(state)[:5]}")
+            return
+        load_module_state(self.state_module, state)
 
 
 @register_strategy("none")

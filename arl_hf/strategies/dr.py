@@ -10,21 +10,26 @@ BatchNorm statistics are kept). KMeans runs on rank 0 with ``random_state = seed
 rows sorted by value (so the row order of the gather does not matter) and the ``w`` are
 broadcast, so every rank re-initialises identically, and as one process would.
 
-State (``strategy_state.pt``): the initial encoder parameters ``θ^init`` (captured at set-up),
-the number of re-initialisations done and the last diagnosed epoch.
+State (buffers of ``model.strategy_state``, saved with the model): the initial encoder parameters
+``θ^init`` (``init.<modality>.<parameter name>``, captured at set-up), the number of
+re-initialisations done (``times``), the last diagnosed epoch and the diagnosis history
+(``history``: one row ``epoch, purity_train_m, purity_val_m, w_m ...`` per re-initialisation).
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from dataclasses import dataclass, field
+from typing import Dict, List
 
 import numpy as np
 import torch
-from ..log import get_logger
 
 from ..distributed import broadcast_, rank
-from .base import StrategyOutput, register_strategy
-from .common import StatefulStrategy, collect_features, epoch_index, gather_rows, model_device, num_labels_of, validation_dataset
+from ..log import get_logger
+from .base import Strategy, StrategyOutput, register_strategy
+from .common import collect_features, epoch_index, gather_rows, model_device, num_labels_of, validation_dataset
+from .options import StrategyOptions, finite, need
+from .state import StrategyState
 
 logger = get_logger(__name__)
 
@@ -83,22 +88,62 @@ def soft_reinit_(params: List[torch.nn.Parameter], init: List[torch.Tensor], w: 
         p.mul_(1.0 - w).add_(p0, alpha=w)
 
 
-@register_strategy("dr")
-class DiagnoseRelearn(StatefulStrategy):
+@dataclass
+class DROptions(StrategyOptions):
+    """Options of D&R (:class:`DiagnoseRelearn`)."""
+
+    dr_interval_epochs: int = field(default=20, metadata={"help": "D&R: diagnose and re-initialise every N epochs."})
+    dr_lambda: float = field(default=3.0, metadata={"help": "D&R: lambda of w = tanh(lambda * |purity gap|) (>= 0)."})
+    dr_max_times: int = field(default=3, metadata={"help": "D&R: at most this many re-initialisations."})
+
+    def check(self) -> None:
+        need(isinstance(self.dr_interval_epochs, int) and self.dr_interval_epochs >= 1, self, "dr_interval_epochs",
+             "an int >= 1")
+        need(finite(self.dr_lambda) and self.dr_lambda >= 0, self, "dr_lambda", "a finite number >= 0")
+        need(isinstance(self.dr_max_times, int) and self.dr_max_times >= 0, self, "dr_max_times", "an int >= 0")
+
+
+@register_strategy("dr", options=DROptions)
+class DiagnoseRelearn(Strategy):
     """D&R (see module docstring). Hyper-parameters: ``dr_interval_epochs``, ``dr_lambda``, ``dr_max_times``."""
 
     search_space = {"dr_lambda": (0.5, 6.0, "log")}
 
-    def __init__(self, args, modalities):
-        super().__init__(args, modalities)
-        self.init_params: Dict[str, List[torch.Tensor]] = {}
-        self.times = 0
-        self.last_epoch = -1
-        self.history: List[Dict[str, float]] = []
+    def build_state(self, model) -> StrategyState:
+        state = StrategyState(self.name)
+        for m in self.modalities:
+            for name, p in model.encoders[m].named_parameters():
+                state.add_buffer(f"init.{m}.{name}", p.detach().clone())
+        dev = model_device(model)
+        columns = 1 + 3 * len(self.modalities)
+        state.add_buffer("history", torch.zeros(self.options.dr_max_times, columns, dtype=torch.float64, device=dev))
+        state.add_buffer("times", torch.zeros((), dtype=torch.int64, device=dev))
+        state.add_buffer("last_epoch", torch.full((), -1, dtype=torch.int64, device=dev))
+        return state
 
-    def setup(self, trainer, model) -> None:
-        super().setup(trainer, model)
-        self.init_params = {m: [p.detach().clone() for p in model.encoders[m].parameters()] for m in self.modalities}
+    def initial_parameters(self, model) -> Dict[str, List[torch.Tensor]]:
+        """modality -> the encoder's initial parameters, in ``model.encoders[m].parameters()`` order."""
+        state = self.state_module
+        return {m: [state.get_buffer(f"init.{m}.{name}") for name, _ in model.encoders[m].named_parameters()]
+                for m in self.modalities}
+
+    @property
+    def times(self) -> int:
+        return int(self.state_module.times)
+
+    @property
+    def last_epoch(self) -> int:
+        return int(self.state_module.last_epoch)
+
+    def _keys(self) -> List[str]:
+        return ["epoch"] + [f"{k}_{m}" for m in self.modalities for k in ("purity_train", "purity_val", "w")]
+
+    @property
+    def history(self) -> List[Dict[str, float]]:
+        """One record per re-initialisation: ``epoch`` and ``purity_train_m``, ``purity_val_m``, ``w_m``."""
+        keys = self._keys()
+        rows = self.state_module.history[: self.times].detach().cpu().tolist()
+        return [dict(zip(keys, row)) for row in rows]
 
     def compute_loss(self, model, inputs: Dict[str, torch.Tensor], context) -> StrategyOutput:
         out = self.forward(model, inputs, unimodal=False)
@@ -107,11 +152,12 @@ class DiagnoseRelearn(StatefulStrategy):
 
     def on_epoch_begin(self, trainer, model, context) -> None:
         e = epoch_index(context.epoch)
-        if e == 0 or e == self.last_epoch or e % self.args.dr_interval_epochs != 0 or self.times >= self.args.dr_max_times:
+        opts = self.options
+        if e == 0 or e == self.last_epoch or e % opts.dr_interval_epochs != 0 or self.times >= opts.dr_max_times:
             return
         self.diagnose_and_relearn(trainer, model, e)
-        self.last_epoch = e
-        self.times += 1
+        self.state_module.last_epoch.fill_(e)
+        self.state_module.times.add_(1)
 
     def diagnose_and_relearn(self, trainer, model, epoch: int) -> Dict[str, float]:
         c = num_labels_of(model)
@@ -125,32 +171,17 @@ class DiagnoseRelearn(StatefulStrategy):
             if rank() == 0:
                 pt = cluster_purity(*canonical_rows(ft.cpu().numpy(), tr_y.cpu().numpy()), c, self.args.seed)
                 pv = cluster_purity(*canonical_rows(fv.cpu().numpy(), va_y.cpu().numpy()), c, self.args.seed)
-                diag[i] = torch.tensor([pt, pv, relearn_strength(pt, pv, self.args.dr_lambda)], dtype=torch.float64)
+                diag[i] = torch.tensor([pt, pv, relearn_strength(pt, pv, self.options.dr_lambda)], dtype=torch.float64)
         broadcast_(diag)  # every rank re-initialises, and records, the same
         record: Dict[str, float] = {"epoch": float(epoch)}
+        init = self.initial_parameters(model)
         for i, m in enumerate(self.modalities):
             pt, pv, w = (float(v) for v in diag[i].tolist())
             record[f"purity_train_{m}"], record[f"purity_val_{m}"], record[f"w_{m}"] = pt, pv, w
-            soft_reinit_(list(model.encoders[m].parameters()), self.init_params[m], w)
+            soft_reinit_(list(model.encoders[m].parameters()), init[m], w)
         logger.info(f"dr: epoch {epoch}: re-initialisation {record}")
-        self.history.append(record)
+        times = self.times
+        if times < self.state_module.history.shape[0]:
+            row = torch.tensor([record[k] for k in self._keys()], dtype=torch.float64)
+            self.state_module.history[times].copy_(row)
         return record
-
-    def state_dict(self) -> Dict[str, Any]:
-        return {
-            "init_params": {m: [t.detach().cpu().clone() for t in v] for m, v in self.init_params.items()},
-            "times": self.times,
-            "last_epoch": self.last_epoch,
-            "history": list(self.history),
-        }
-
-    def load_state_dict(self, state: Dict[str, Any]) -> None:
-        dev = None
-        for v in self.init_params.values():
-            if v:
-                dev = v[0].device
-                break
-        self.init_params = {m: [t.to(dev) if dev is not None else t for t in v] for m, v in state["init_params"].items()}
-        self.times = int(state["times"])
-        self.last_epoch = int(state["last_epoch"])
-        self.history = list(state.get("history", []))

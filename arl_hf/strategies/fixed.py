@@ -7,15 +7,35 @@ autograd graph (so every micro-batch of an accumulation window is scaled once).
 
 from __future__ import annotations
 
-from typing import Dict
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
 
 from .base import Strategy, StrategyOutput, register_strategy
+from .options import StrategyOptions, finite, need
 
 
-@register_strategy("fixed")
+@dataclass
+class FixedOptions(StrategyOptions):
+    """Options of ``fixed`` (:class:`FixedMultipliers`)."""
+
+    fixed_multipliers: Optional[List[float]] = field(
+        default=None,
+        metadata={"help": "fixed: constant gradient multiplier per modality, in modality order "
+                  "(e.g. '5 1' = audio x5, Fig. 1(b)); default all 1."},
+    )
+
+    def check(self) -> None:
+        fm = self.fixed_multipliers
+        if fm is not None:
+            values = list(fm.values()) if isinstance(fm, dict) else list(fm) if isinstance(fm, (list, tuple)) else None
+            need(values is not None and len(values) > 0 and all(finite(v) and v >= 0 for v in values), self,
+                 "fixed_multipliers", "a non-empty list of finite numbers >= 0 (one per modality, in order)")
+
+
+@register_strategy("fixed", options=FixedOptions)
 class FixedMultipliers(Strategy):
     """Fused loss; encoder ``m``'s gradients times a constant ``fixed_multipliers[m]``.
 
@@ -26,7 +46,7 @@ class FixedMultipliers(Strategy):
 
     def __init__(self, args, modalities):
         super().__init__(args, modalities)
-        self.multipliers = torch.tensor(self._parse(getattr(args, "fixed_multipliers", None)), dtype=torch.float32)
+        self.multipliers = torch.tensor(self._parse(self.options.fixed_multipliers), dtype=torch.float32)
 
     def _parse(self, spec):
         mods = self.modalities

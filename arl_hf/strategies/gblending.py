@@ -16,30 +16,24 @@ first window; if no head improved, the previous weights are kept). The paper's o
 variant holds out part of the training set; here the validation split plays that role
 (never the test split). Prediction uses the fused head.
 
-Added parameters: ``heads`` (a ``ModuleDict`` of M ``Linear(D_m, C)``), in the optimizer via
-:meth:`extra_parameters`, saved in ``strategy_state.pt`` with the weights and last measurement.
+Added to the model (``model.strategy_state``): the parameters ``heads`` (a ``ModuleDict`` of M
+``Linear(D_m, C)``) and the buffers ``weights`` (K), ``last_train`` / ``last_val`` (the last
+measurement), ``has_measure`` and ``last_epoch``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from dataclasses import dataclass, field
+from typing import Dict, Optional
 
 import torch
 import torch.nn.functional as F
 
 from ..distributed import all_reduce_sum
-from .base import StrategyOutput, register_strategy
-from .common import (
-    StatefulStrategy,
-    average_gradients_across_ranks,
-    epoch_index,
-    iterate_split,
-    load_module_state,
-    module_state,
-    training_subset,
-    unimodal_heads,
-    validation_dataset,
-)
+from .base import Strategy, StrategyOutput, register_strategy
+from .common import epoch_index, iterate_split, model_device, training_subset, unimodal_heads, validation_dataset
+from .options import StrategyOptions, need
+from .state import StrategyState
 
 EPS = 1e-8
 
@@ -56,24 +50,59 @@ def blending_weights(prev_train: torch.Tensor, prev_val: torch.Tensor, cur_train
     return raw / raw.sum()
 
 
-@register_strategy("gblending")
-class GradientBlending(StatefulStrategy):
+@dataclass
+class GBlendingOptions(StrategyOptions):
+    """Options of G-Blending (:class:`GradientBlending`)."""
+
+    gblending_interval_epochs: int = field(
+        default=10,
+        metadata={"help": "G-Blending: re-estimate the blending weights on the validation split every N epochs."},
+    )
+
+    def check(self) -> None:
+        need(isinstance(self.gblending_interval_epochs, int) and self.gblending_interval_epochs >= 1, self,
+             "gblending_interval_epochs", "an int >= 1")
+
+
+@register_strategy("gblending", options=GBlendingOptions)
+class GradientBlending(Strategy):
     """Online G-Blending (see module docstring). Hyper-parameter: ``gblending_interval_epochs``."""
 
-    def __init__(self, args, modalities):
-        super().__init__(args, modalities)
-        self.heads = None
+    def build_state(self, model) -> StrategyState:
         k = len(self.modalities) + 1
-        self.weights = torch.full((k,), 1.0 / k)  # order: fused, then modalities
-        self.last_measure: Optional[Dict[str, torch.Tensor]] = None
-        self.last_epoch = -1
+        dev = model_device(model)
+        state = StrategyState(self.name)
+        state.heads = unimodal_heads(model, self.modalities, seed=self.args.seed)
+        state.add_buffer("weights", torch.full((k,), 1.0 / k, device=dev))  # order: fused, then modalities
+        state.add_buffer("last_train", torch.zeros(k, device=dev))
+        state.add_buffer("last_val", torch.zeros(k, device=dev))
+        state.add_buffer("has_measure", torch.zeros((), dtype=torch.int64, device=dev))
+        state.add_buffer("last_epoch", torch.full((), -1, dtype=torch.int64, device=dev))
+        return state
 
-    def setup(self, trainer, model) -> None:
-        super().setup(trainer, model)
-        self.heads = unimodal_heads(model, self.modalities, seed=self.args.seed)
+    @property
+    def heads(self):
+        return self.state_module.heads
 
-    def extra_parameters(self):
-        return list(self.heads.parameters())
+    @property
+    def weights(self) -> torch.Tensor:
+        """The blending weights (fused head first), on the CPU."""
+        return self.state_module.weights.detach().cpu()
+
+    @weights.setter
+    def weights(self, value: torch.Tensor) -> None:
+        self.state_module.weights.copy_(value)
+
+    @property
+    def last_measure(self) -> Optional[Dict[str, torch.Tensor]]:
+        state = self.state_module
+        if not int(state.has_measure):
+            return None
+        return {"train": state.last_train.detach().cpu(), "val": state.last_val.detach().cpu()}
+
+    @property
+    def last_epoch(self) -> int:
+        return int(self.state_module.last_epoch)
 
     def owned_modules(self):
         return list(self.heads.values())
@@ -91,28 +120,26 @@ class GradientBlending(StatefulStrategy):
         labels = inputs["labels"]
         out = self.forward(model, inputs, unimodal=False)
         per = self.losses(out, labels)
-        w = self.weights.to(per.device)
+        w = self.state_module.weights.to(per.device)
         loss = (w * per).sum()
         logs = {f"loss_{k}": per[i].detach() for i, k in enumerate(self.head_keys())}
         logs.update({f"w_{k}": w[i] for i, k in enumerate(self.head_keys())})
         return StrategyOutput(loss=loss, outputs=out, logs=logs)
 
-    def after_backward(self, model, context) -> None:
-        super().after_backward(model, context)
-        average_gradients_across_ranks(self.extra_parameters(), self._trainer)
-
     # ---- periodic re-estimation on the validation split ---------------------------------------
     def on_epoch_begin(self, trainer, model, context) -> None:
         e = epoch_index(context.epoch)
-        if e == self.last_epoch or e % self.args.gblending_interval_epochs != 0:
+        if e == self.last_epoch or e % self.options.gblending_interval_epochs != 0:
             return
         measure = self.measure(trainer, model, e)
-        if self.last_measure is not None:
-            self.weights = blending_weights(
-                self.last_measure["train"], self.last_measure["val"], measure["train"], measure["val"], self.weights
-            )
-        self.last_measure = measure
-        self.last_epoch = e
+        last, state = self.last_measure, self.state_module
+        if last is not None:
+            state.weights.copy_(blending_weights(last["train"], last["val"], measure["train"], measure["val"],
+                                                 self.weights))
+        state.last_train.copy_(measure["train"])
+        state.last_val.copy_(measure["val"])
+        state.has_measure.fill_(1)
+        state.last_epoch.fill_(e)
 
     @torch.no_grad()
     def split_losses(self, trainer, model, dataset) -> torch.Tensor:
@@ -138,17 +165,3 @@ class GradientBlending(StatefulStrategy):
         n = len(val) / max(len(trainer.train_dataset), 1)
         train = training_subset(trainer, min(1.0, n), self.args.seed + 15485863 * (epoch + 1))
         return {"val": self.split_losses(trainer, model, val), "train": self.split_losses(trainer, model, train)}
-
-    def state_dict(self) -> Dict[str, Any]:
-        return {
-            "heads": module_state(self.heads),
-            "weights": self.weights.clone(),
-            "last_measure": None if self.last_measure is None else {k: v.clone() for k, v in self.last_measure.items()},
-            "last_epoch": self.last_epoch,
-        }
-
-    def load_state_dict(self, state: Dict[str, Any]) -> None:
-        load_module_state(self.heads, state["heads"])
-        self.weights = state["weights"].clone()
-        self.last_measure = state["last_measure"]
-        self.last_epoch = int(state["last_epoch"])

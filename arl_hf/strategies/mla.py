@@ -25,31 +25,42 @@ pre-step head, and P already holds the earlier modalities' directions). The rele
 projection branch never runs (a parameter-name test that never matches); the projection
 follows the paper. Under DDP, ``r`` is averaged over ranks so ``P`` is identical everywhere.
 
-Added parameters: ``head`` (``Linear(D, C)``); state: ``head`` and ``P``, in ``strategy_state.pt``.
+Added to the model (``model.strategy_state``): the parameters of ``head`` (``Linear(D, C)``) and the
+buffers ``projector`` (``P``), ``batch_in_epoch`` and ``epoch``; a checkpoint loaded with
+``from_pretrained`` predicts through the saved head.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..distributed import all_reduce_mean
-from .base import StrategyOutput, register_strategy
-from .common import (
-    StatefulStrategy,
-    average_gradients_across_ranks,
-    encoder_dims,
-    epoch_index,
-    load_module_state,
-    make_linear,
-    model_device,
-    model_dtype,
-    module_state,
-    num_labels_of,
-)
+from .base import Strategy, StrategyOutput, register_strategy
+from .common import encoder_dims, epoch_index, make_linear, model_device, model_dtype, num_labels_of
+from .options import StrategyOptions, finite, need
+from .state import StrategyState
+
+
+@dataclass
+class MLAOptions(StrategyOptions):
+    """Options of MLA (:class:`MLA`)."""
+
+    mla_alpha: float = field(
+        default=0.1,
+        metadata={"help": "MLA: base of the projector's regulariser alpha = mla_alpha ** (1 + batch / batches)."},
+    )
+    mla_dynamic_fusion: bool = field(
+        default=True,
+        metadata={"help": "MLA: fuse the shared head's outputs with entropy-based weights (False: equal weights)."},
+    )
+
+    def check(self) -> None:
+        need(finite(self.mla_alpha) and 0 < self.mla_alpha, self, "mla_alpha", "a finite number > 0")
 
 
 class _ProjectGrad(torch.autograd.Function):
@@ -91,8 +102,8 @@ def entropy_weights(logits: List[torch.Tensor]) -> torch.Tensor:
     return e / e.sum(0, keepdim=True)
 
 
-@register_strategy("mla")
-class MLA(StatefulStrategy):
+@register_strategy("mla", options=MLAOptions)
+class MLA(Strategy):
     """MLA (see module docstring). Hyper-parameters: ``mla_alpha``, ``mla_dynamic_fusion``."""
 
     search_space = {"mla_alpha": (0.1, 1.0, "log")}
@@ -101,14 +112,9 @@ class MLA(StatefulStrategy):
 
     def __init__(self, args, modalities):
         super().__init__(args, modalities)
-        self.head = None
-        self.projector = None
-        self.batch_in_epoch = 0
-        self._epoch = -1
         self._per_epoch = 1
 
-    def setup(self, trainer, model) -> None:
-        super().setup(trainer, model)
+    def build_state(self, model) -> StrategyState:
         dims = encoder_dims(model, self.modalities)
         if len(set(dims.values())) != 1:
             raise ValueError(
@@ -118,30 +124,39 @@ class MLA(StatefulStrategy):
         d = next(iter(dims.values()))
         dev, dt = model_device(model), model_dtype(model)
         plain = make_linear(d, num_labels_of(model), self.args.seed + 31, dev, dt)
+        state = StrategyState(self.name)
         with torch.random.fork_rng(devices=[]):  # its own init is overwritten: keep the global RNG untouched
-            self.head = ProjectedLinear(d, plain.out_features, device=dev, dtype=dt)
-        self.head.load_state_dict(plain.state_dict())
-        self.projector = torch.eye(d, device=dev, dtype=torch.promote_types(dt, torch.float32))
+            state.head = ProjectedLinear(d, plain.out_features, device=dev, dtype=dt)
+        state.head.load_state_dict(plain.state_dict())
+        state.add_buffer("projector", torch.eye(d, device=dev, dtype=torch.promote_types(dt, torch.float32)))
+        state.add_buffer("batch_in_epoch", torch.zeros((), dtype=torch.int64, device=dev))
+        state.add_buffer("epoch", torch.full((), -1, dtype=torch.int64, device=dev))
+        return state
 
-    def extra_parameters(self):
-        return list(self.head.parameters())
+    @property
+    def head(self) -> ProjectedLinear:
+        return self.state_module.head
+
+    @property
+    def projector(self) -> torch.Tensor:
+        return self.state_module.projector
+
+    @property
+    def batch_in_epoch(self) -> int:
+        return int(self.state_module.batch_in_epoch)
 
     def owned_modules(self):
         return [self.head]
 
     def _batches_per_epoch(self) -> int:
-        t = self._trainer
-        try:
-            n = len(t.get_train_dataloader()) if t is not None else 0
-        except Exception:  # pragma: no cover - iterable datasets
-            n = 0
+        n = self.trainer.num_train_batches() if self.trainer is not None else 0
         return max(n, 1)
 
     def on_epoch_begin(self, trainer, model, context) -> None:
         e = epoch_index(context.epoch)
-        if e != self._epoch:
-            self._epoch = e
-            self.batch_in_epoch = 0
+        if e != int(self.state_module.epoch):
+            self.state_module.epoch.fill_(e)
+            self.state_module.batch_in_epoch.zero_()
         self._per_epoch = self._batches_per_epoch()
 
     def logits(self, features: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
@@ -149,50 +164,72 @@ class MLA(StatefulStrategy):
 
     def fuse(self, per_modality: Dict[str, torch.Tensor]) -> torch.Tensor:
         logits = [per_modality[m].float() for m in self.modalities]
-        if self.args.mla_dynamic_fusion:
+        if self.options.mla_dynamic_fusion:
             w = entropy_weights(logits)
         else:
             w = torch.full((len(logits), logits[0].shape[0]), 1.0 / len(logits), device=logits[0].device)
         return sum(w[i][:, None] * logits[i] for i in range(len(logits)))
 
+    # ---- the head runs inside the model's forward -------------------------------------------
+    def setup(self, trainer, model) -> None:
+        super().setup(trainer, model)
+        self._mode: Optional[str] = None
+        self._head_logits: Optional[Dict[str, torch.Tensor]] = None
+        model.register_forward_hook(self._heads_in_forward)
+
+    def _heads_in_forward(self, module, args, output):
+        """Forward hook of the model: the shared head's per-modality logits (``training``: through
+        the projector, which then takes in each modality's mean feature), returned as the output's
+        ``unimodal_logits`` (MLA's own per-modality logits; the model is run without its unimodal
+        path). Inside the forward, DDP sees the head among the parameters the output depends on
+        (MLA runs with ``find_unused_parameters``)."""
+        mode, self._mode = self._mode, None
+        if mode is None:
+            return output
+        features = output["features"] if isinstance(output, dict) else output.features
+        if mode == "eval":
+            per = self.logits(features)
+        else:
+            per_epoch = self._per_epoch
+            self._alpha = self.options.mla_alpha ** (1.0 + min(self.batch_in_epoch, per_epoch) / per_epoch)
+            per = {}
+            for m in self.modalities:
+                z = features[m]
+                per[m] = self.head(z, self.projector.detach().clone())
+                with torch.no_grad():
+                    r = all_reduce_mean(z.detach().float().mean(0))
+                    self.projector.copy_(owm_update(self.projector, r, self._alpha))
+        self._head_logits = per
+        if isinstance(output, dict):
+            output["unimodal_logits"] = per
+        return output
+
+    def _forward_heads(self, model, inputs, training: bool):
+        self._mode = "train" if training else "eval"
+        try:
+            out = self.forward(model, inputs, unimodal=False)
+        finally:
+            self._mode = None
+        per, self._head_logits = self._head_logits, None
+        returned = out.get("unimodal_logits") if isinstance(out, dict) else None
+        return out, dict(returned) if returned is not None else per
+
     def compute_loss(self, model, inputs: Dict[str, torch.Tensor], context) -> StrategyOutput:
         labels = inputs["labels"]
-        out = self.forward(model, inputs, unimodal=False)
+        out, per = self._forward_heads(model, inputs, context.training)
         logs: Dict[str, torch.Tensor] = {}
         if not context.training:
-            per = self.logits(out.features)
             loss = F.cross_entropy(self.fuse(per), labels)
             return StrategyOutput(loss=loss, outputs=out, logs={"loss_fused": loss.detach()})
-        per_epoch = self._per_epoch
-        alpha = self.args.mla_alpha ** (1.0 + min(self.batch_in_epoch, per_epoch) / per_epoch)
         loss = torch.zeros((), device=out.logits.device)
         for m in self.modalities:
-            z = out.features[m]
-            lm = F.cross_entropy(self.head(z, self.projector.detach().clone()).float(), labels)
+            lm = F.cross_entropy(per[m].float(), labels)
             loss = loss + lm
             logs[f"loss_{m}"] = lm.detach()
-            with torch.no_grad():
-                r = all_reduce_mean(z.detach().float().mean(0))
-                self.projector = owm_update(self.projector, r, alpha)
-        self.batch_in_epoch += 1
-        logs["owm_alpha"] = torch.tensor(alpha, device=loss.device)
+        self.state_module.batch_in_epoch.add_(1)
+        logs["owm_alpha"] = torch.tensor(self._alpha, device=loss.device)
         return StrategyOutput(loss=loss, outputs=out, logs=logs)
 
     def predict(self, model, inputs):
-        out = self.forward(model, inputs, unimodal=False)
-        per = self.logits(out.features)
+        out, per = self._forward_heads(model, inputs, training=False)
         return self.fuse(per), per
-
-    def after_backward(self, model, context) -> None:
-        super().after_backward(model, context)
-        average_gradients_across_ranks(self.extra_parameters(), self._trainer)
-
-    def state_dict(self) -> Dict[str, Any]:
-        return {"head": module_state(self.head), "projector": self.projector.detach().cpu().clone(),
-                "batch_in_epoch": self.batch_in_epoch, "epoch": self._epoch}
-
-    def load_state_dict(self, state: Dict[str, Any]) -> None:
-        load_module_state(self.head, state["head"])
-        self.projector = state["projector"].to(self.projector.device).clone()
-        self.batch_in_epoch = int(state["batch_in_epoch"])
-        self._epoch = int(state["epoch"])

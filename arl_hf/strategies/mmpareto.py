@@ -21,26 +21,23 @@ compute on the global batch (tested: 2-process DDP equals one process). Cost: tw
 backward passes through the encoders, and under DDP one all-reduce of twice the encoders'
 gradient size per step.
 
-Added parameters: ``heads`` (M ``Linear(D_m, C)``), trained and saved in ``strategy_state.pt``.
+Added parameters: ``heads`` (M ``Linear(D_m, C)``), in ``model.strategy_state``: trained and saved
+with the model.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Tuple
+from dataclasses import dataclass, field
+from typing import Dict, List, Tuple
 
 import torch
 import torch.nn.functional as F
 
 from ..distributed import all_reduce_mean, is_distributed
-from .base import StrategyOutput, register_strategy
-from .common import (
-    StatefulStrategy,
-    average_gradients_across_ranks,
-    load_module_state,
-    module_state,
-    unimodal_heads,
-    unwrap,
-)
+from .base import Strategy, StrategyOutput, register_strategy
+from .common import unimodal_heads, unwrap
+from .options import StrategyOptions, finite, need
+from .state import StrategyState
 
 
 def min_norm_two(gg11: torch.Tensor, gg22: torch.Tensor, gg12: torch.Tensor) -> torch.Tensor:
@@ -74,8 +71,20 @@ def mmpareto_gradient(g_mm: List[torch.Tensor], g_u: List[torch.Tensor], gamma: 
     return [(c_mm * a.double() + c_u * b.double()).to(a.dtype) for a, b in zip(g_mm, g_u)]
 
 
-@register_strategy("mmpareto")
-class MMPareto(StatefulStrategy):
+@dataclass
+class MMParetoOptions(StrategyOptions):
+    """Options of MMPareto (:class:`MMPareto`)."""
+
+    mmpareto_gamma: float = field(
+        default=1.5, metadata={"help": "MMPareto: gamma scaling the Pareto-combined encoder gradients (> 0)."}
+    )
+
+    def check(self) -> None:
+        need(finite(self.mmpareto_gamma) and self.mmpareto_gamma > 0, self, "mmpareto_gamma", "a finite number > 0")
+
+
+@register_strategy("mmpareto", options=MMParetoOptions)
+class MMPareto(Strategy):
     """MMPareto (see module docstring). Hyper-parameter: ``mmpareto_gamma``."""
 
     #: not under FSDP2: it differentiates each loss w.r.t. every whole encoder parameter (autograd.grad)
@@ -83,23 +92,20 @@ class MMPareto(StatefulStrategy):
 
     search_space = {"mmpareto_gamma": (0.5, 3.0, "log")}
 
-    def __init__(self, args, modalities):
-        super().__init__(args, modalities)
-        self.heads = None
+    def build_state(self, model) -> StrategyState:
+        state = StrategyState(self.name)
+        state.heads = unimodal_heads(model, self.modalities, seed=self.args.seed)
+        return state
 
-    def setup(self, trainer, model) -> None:
-        super().setup(trainer, model)
-        self.heads = unimodal_heads(model, self.modalities, seed=self.args.seed)
-
-    def extra_parameters(self):
-        return list(self.heads.parameters())
+    @property
+    def heads(self):
+        return self.state_module.heads
 
     def owned_modules(self):
         return list(self.heads.values())
 
     def _loss_scale(self) -> float:
-        scaler = getattr(getattr(self._trainer, "accelerator", None), "scaler", None)
-        return float(scaler.get_scale()) if scaler is not None and scaler.is_enabled() else 1.0
+        return float(self.trainer.loss_scale()) if self.trainer is not None else 1.0
 
     def compute_loss(self, model, inputs: Dict[str, torch.Tensor], context) -> StrategyOutput:
         labels = inputs["labels"]
@@ -128,7 +134,7 @@ class MMPareto(StatefulStrategy):
         grams = self._grams(split).cpu()
         extra = torch.zeros((), device=fused.device)
         for i, m in enumerate(self.modalities):
-            c_mm, c_u, w0 = pareto_coefficients(grams[i, 0], grams[i, 1], grams[i, 2], self.args.mmpareto_gamma)
+            c_mm, c_u, w0 = pareto_coefficients(grams[i, 0], grams[i, 1], grams[i, 2], self.options.mmpareto_gamma)
             gm, gu = split[m]
             for p, a, b in zip(params[m], gm, gu):
                 delta = (float(c_mm) - 1.0) * a + (float(c_u) - 1.0) * b
@@ -161,13 +167,3 @@ class MMPareto(StatefulStrategy):
                 sum((a.double() * b.double()).sum() for a, b in zip(gm, gu)),
             ]))
         return torch.stack(rows)
-
-    def after_backward(self, model, context) -> None:
-        super().after_backward(model, context)
-        average_gradients_across_ranks(self.extra_parameters(), self._trainer)
-
-    def state_dict(self) -> Dict[str, Any]:
-        return {"heads": module_state(self.heads)}
-
-    def load_state_dict(self, state: Dict[str, Any]) -> None:
-        load_module_state(self.heads, state["heads"])

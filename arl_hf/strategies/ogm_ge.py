@@ -25,6 +25,7 @@ Implementation notes:
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 import torch
@@ -33,6 +34,32 @@ import torch.nn.functional as F
 from ..distributed import all_reduce_sum
 from .base import Strategy, StrategyOutput, register_strategy
 from .common import epoch_index, is_sync_step, unwrap
+from .options import StrategyOptions, finite, need
+
+
+@dataclass
+class OGMGEOptions(StrategyOptions):
+    """Options of OGM-GE (:class:`OGMGE`)."""
+
+    ogm_alpha: float = field(
+        default=0.8, metadata={"help": "OGM-GE: alpha of k = 1 - tanh(alpha * rho) for the dominant modality (>= 0)."}
+    )
+    ogm_start_epoch: int = field(default=0, metadata={"help": "OGM-GE: first epoch (0-based) of modulation."})
+    ogm_end_epoch: int = field(default=50, metadata={"help": "OGM-GE: last epoch (inclusive) of modulation."})
+    ogm_noise: bool = field(
+        default=True, metadata={"help": "OGM-GE: add the generalisation-enhancement Gaussian noise (False: plain OGM)."}
+    )
+    ogm_conv_only: bool = field(
+        default=False,
+        metadata={"help": "OGM-GE: modulate only 4-D (conv kernel) gradients, as the released CNN code; "
+                  "default False modulates every parameter of each encoder."},
+    )
+
+    def check(self) -> None:
+        need(finite(self.ogm_alpha) and self.ogm_alpha >= 0, self, "ogm_alpha", "a finite number >= 0")
+        need(isinstance(self.ogm_start_epoch, int) and self.ogm_start_epoch >= 0, self, "ogm_start_epoch", "an int >= 0")
+        need(isinstance(self.ogm_end_epoch, int) and self.ogm_end_epoch >= self.ogm_start_epoch, self,
+             "ogm_end_epoch", "an int >= ogm_start_epoch")
 
 
 def ogm_coefficients(unimodal_logits: List[torch.Tensor], labels: torch.Tensor, alpha: float,
@@ -60,7 +87,7 @@ def ogm_scores(unimodal_logits: List[torch.Tensor], labels: torch.Tensor) -> tor
         return p.gather(-1, idx).squeeze(-1).sum(-1)
 
 
-@register_strategy("ogm_ge")
+@register_strategy("ogm_ge", options=OGMGEOptions)
 class OGMGE(Strategy):
     """OGM-GE (see module docstring). Hyper-parameters: ``ogm_alpha``, ``ogm_start_epoch``,
     ``ogm_end_epoch``, ``ogm_noise``, ``ogm_conv_only``."""
@@ -75,26 +102,24 @@ class OGMGE(Strategy):
 
     def __init__(self, args, modalities):
         super().__init__(args, modalities)
-        self._trainer = None
         self._k_sum = torch.zeros(len(self.modalities))
         self._k_n = 0
-        if getattr(args, "ogm_conv_only", False):
+        if self.options.ogm_conv_only:
             # a subset of each encoder's parameters: scale them one by one
             self.gradient_modulation = "parameters"
 
     def uses_gradient_scaling(self) -> bool:
         return True
 
-    def setup(self, trainer, model) -> None:
-        self._trainer = trainer
-        if self.args.ogm_conv_only:
+    def _setup_modulation(self, model) -> None:
+        if self.options.ogm_conv_only:
             self.modulator = _ConvOnlyModulator(model, self.modalities)
         else:
-            super().setup(trainer, model)
+            super()._setup_modulation(model)
 
     def active(self, epoch: float) -> bool:
         e = epoch_index(epoch)
-        return self.args.ogm_start_epoch <= e <= self.args.ogm_end_epoch
+        return self.options.ogm_start_epoch <= e <= self.options.ogm_end_epoch
 
     def compute_loss(self, model, inputs: Dict[str, torch.Tensor], context) -> StrategyOutput:
         labels = inputs["labels"]
@@ -105,7 +130,7 @@ class OGMGE(Strategy):
             uni = [out.unimodal_logits[m] for m in self.modalities]
             scores = all_reduce_sum(ogm_scores(uni, labels))
             if self.active(context.epoch):
-                k = ogm_coefficients(uni, labels, self.args.ogm_alpha, scores=scores)
+                k = ogm_coefficients(uni, labels, self.options.ogm_alpha, scores=scores)
             else:
                 k = torch.ones_like(scores)
             self.set_gradient_scales(k)
@@ -119,12 +144,12 @@ class OGMGE(Strategy):
 
     def after_backward(self, model, context) -> None:
         super().after_backward(model, context)
-        if not is_sync_step(self._trainer):
+        if not is_sync_step(self.trainer):
             return
         k_mean = self._k_sum / max(self._k_n, 1)
         self._k_sum = torch.zeros_like(self._k_sum)
         self._k_n = 0
-        if self.args.ogm_noise and self.active(context.epoch):
+        if self.options.ogm_noise and self.active(context.epoch):
             self.add_noise(model, k_mean, context.global_step)
 
     def noise_generator(self, device: torch.device, global_step: int) -> torch.Generator:
@@ -139,7 +164,7 @@ class OGMGE(Strategy):
         gens: Dict[torch.device, torch.Generator] = {}
         for i, m in enumerate(self.modalities):
             k = float(k_mean[i]) if k_mean.numel() else 1.0
-            for p in _encoder_params(model, m, self.args.ogm_conv_only):
+            for p in _encoder_params(model, m, self.options.ogm_conv_only):
                 if p.grad is None:
                     continue
                 g = p.grad

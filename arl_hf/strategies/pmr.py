@@ -14,18 +14,49 @@ weaker modality (``rho_m < 1``) is added with weight ``pmr_alpha``:
 This is the released script's rule. The paper's prototype-entropy regularisation of the
 dominant modality is not in the released script and is not implemented here (see
 docs/strategies.md).
+
+State (buffers of ``model.strategy_state``): ``prototypes.<modality>`` ``(C, D_m)`` (float32),
+``has_prototypes`` (0 until the first computation) and ``last_epoch``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from dataclasses import dataclass, field
+from typing import Dict, Optional
 
 import torch
 import torch.nn.functional as F
 
 from ..distributed import all_reduce_sum
-from .base import StrategyOutput, register_strategy
-from .common import StatefulStrategy, collect_features, epoch_index, num_labels_of, training_subset
+from .base import Strategy, StrategyOutput, register_strategy
+from .common import collect_features, encoder_dims, epoch_index, model_device, num_labels_of, training_subset
+from .options import StrategyOptions, finite, need
+from .state import StrategyState
+
+
+@dataclass
+class PMROptions(StrategyOptions):
+    """Options of PMR (:class:`PMR`)."""
+
+    pmr_alpha: float = field(
+        default=1.0, metadata={"help": "PMR: weight of the prototypical cross-entropy of the weaker modality (>= 0)."}
+    )
+    pmr_momentum: float = field(
+        default=0.2,
+        metadata={"help": "PMR: weight of the old prototypes in c <- (1 - m) * c_new + m * c_old (in [0, 1])."},
+    )
+    pmr_proto_fraction: float = field(
+        default=0.1, metadata={"help": "PMR: fraction of the training set used to compute prototypes (in (0, 1])."}
+    )
+    pmr_interval_epochs: int = field(default=1, metadata={"help": "PMR: recompute prototypes every N epochs."})
+
+    def check(self) -> None:
+        need(finite(self.pmr_alpha) and self.pmr_alpha >= 0, self, "pmr_alpha", "a finite number >= 0")
+        need(finite(self.pmr_momentum) and 0 <= self.pmr_momentum <= 1, self, "pmr_momentum", "a number in [0, 1]")
+        need(finite(self.pmr_proto_fraction) and 0 < self.pmr_proto_fraction <= 1, self, "pmr_proto_fraction",
+             "a number in (0, 1]")
+        need(isinstance(self.pmr_interval_epochs, int) and self.pmr_interval_epochs >= 1, self,
+             "pmr_interval_epochs", "an int >= 1")
 
 
 def class_means(features: torch.Tensor, labels: torch.Tensor, num_labels: int):
@@ -55,44 +86,76 @@ def prototype_logits(features: torch.Tensor, prototypes: torch.Tensor) -> torch.
     return -torch.sqrt(d2.clamp_min(1e-12))
 
 
-@register_strategy("pmr")
-class PMR(StatefulStrategy):
+@register_strategy("pmr", options=PMROptions)
+class PMR(Strategy):
     """PMR (see module docstring). Hyper-parameters: ``pmr_alpha``, ``pmr_momentum``,
     ``pmr_proto_fraction``, ``pmr_interval_epochs``. State: the prototypes."""
 
     search_space = {"pmr_alpha": (0.1, 3.0, "log")}
 
-    def __init__(self, args, modalities):
-        super().__init__(args, modalities)
-        self.prototypes: Dict[str, torch.Tensor] = {}
-        self.last_epoch: int = -1
+    def build_state(self, model) -> StrategyState:
+        dims, c, dev = encoder_dims(model, self.modalities), num_labels_of(model), model_device(model)
+        state = StrategyState(self.name)
+        for m in self.modalities:
+            state.add_buffer(f"prototypes.{m}", torch.zeros(c, dims[m], device=dev, dtype=torch.float32))
+        state.add_buffer("has_prototypes", torch.zeros((), dtype=torch.int64, device=dev))
+        state.add_buffer("last_epoch", torch.full((), -1, dtype=torch.int64, device=dev))
+        return state
+
+    @property
+    def prototypes(self) -> Dict[str, torch.Tensor]:
+        """modality -> ``(C, D_m)`` class prototypes; empty before the first computation."""
+        state = self.state_module
+        if state is None or not int(state.has_prototypes):
+            return {}
+        return {m: getattr(state.prototypes, m) for m in self.modalities}
+
+    @prototypes.setter
+    def prototypes(self, value: Dict[str, torch.Tensor]) -> None:
+        """Set every modality's prototypes (``{m: (C, D_m)}``)."""
+        missing = [m for m in self.modalities if m not in value]
+        if missing:
+            raise ValueError(f"prototypes: expected a tensor for every modality {self.modalities}, missing {missing}")
+        with torch.no_grad():
+            for m in self.modalities:
+                getattr(self.state_module.prototypes, m).copy_(value[m])
+            self.state_module.has_prototypes.fill_(1)
+
+    @property
+    def last_epoch(self) -> int:
+        return int(self.state_module.last_epoch)
 
     def on_epoch_begin(self, trainer, model, context) -> None:
         e = epoch_index(context.epoch)
-        if e == self.last_epoch or e % self.args.pmr_interval_epochs != 0:
+        if e == self.last_epoch or e % self.options.pmr_interval_epochs != 0:
             return
         self.update_prototypes(trainer, model, e)
-        self.last_epoch = e
+        self.state_module.last_epoch.fill_(e)
 
     @torch.no_grad()
     def update_prototypes(self, trainer, model, epoch: int) -> None:
         c = num_labels_of(model)
-        subset = training_subset(trainer, self.args.pmr_proto_fraction, self.args.seed + 104729 * (epoch + 1), minimum=c)
+        subset = training_subset(trainer, self.options.pmr_proto_fraction, self.args.seed + 104729 * (epoch + 1),
+                                 minimum=c)
         feats, labels = collect_features(trainer, model, subset, self.modalities)
+        old = self.prototypes
         for m in self.modalities:
             sums, counts = class_means(feats[m], labels, c)
             flat = all_reduce_sum(torch.cat([sums.reshape(-1), counts]))
             sums, counts = flat[: sums.numel()].view_as(sums), flat[sums.numel() :]
-            self.prototypes[m] = blend_prototypes(self.prototypes.get(m), sums, counts, self.args.pmr_momentum)
+            new = blend_prototypes(old.get(m), sums, counts, self.options.pmr_momentum)
+            getattr(self.state_module.prototypes, m).copy_(new)
+        self.state_module.has_prototypes.fill_(1)
 
     def compute_loss(self, model, inputs: Dict[str, torch.Tensor], context) -> StrategyOutput:
         labels = inputs["labels"]
         out = self.forward(model, inputs, unimodal=False)
         fused = F.cross_entropy(out.logits.float(), labels)
         logs: Dict[str, torch.Tensor] = {"loss_fused": fused.detach()}
-        if not context.training or len(self.prototypes) < len(self.modalities):
+        prototypes = self.prototypes if context.training else {}
+        if len(prototypes) < len(self.modalities):
             return StrategyOutput(loss=fused, outputs=out, logs=logs)
-        plog = {m: prototype_logits(out.features[m], self.prototypes[m]) for m in self.modalities}
+        plog = {m: prototype_logits(out.features[m], prototypes[m]) for m in self.modalities}
         with torch.no_grad():
             scores = torch.stack(
                 [plog[m].softmax(-1).gather(1, labels.long()[:, None]).sum() for m in self.modalities]
@@ -105,16 +168,8 @@ class PMR(StatefulStrategy):
             pce = F.cross_entropy(plog[m], labels)
             weak = bool(rho[i] < 1.0)
             if weak:
-                loss = loss + self.args.pmr_alpha * pce
+                loss = loss + self.options.pmr_alpha * pce
             logs[f"loss_proto_{m}"] = pce.detach()
             logs[f"rho_{m}"] = rho[i]
             logs[f"weak_{m}"] = torch.tensor(float(weak), device=fused.device)
         return StrategyOutput(loss=loss, outputs=out, logs=logs)
-
-    def state_dict(self) -> Dict[str, Any]:
-        return {"prototypes": {m: p.detach().cpu().clone() for m, p in self.prototypes.items()},
-                "last_epoch": self.last_epoch}
-
-    def load_state_dict(self, state: Dict[str, Any]) -> None:
-        self.prototypes = {m: p.clone() for m, p in state["prototypes"].items()}
-        self.last_epoch = int(state["last_epoch"])

@@ -47,7 +47,8 @@ def test_dataset_and_mla_model_round_trip_through_the_hub(stand_in_hub, tmp_path
     assert record["dataset"] == "me/tiny-av" and record["dataset_revision"] == data_sha
     assert record["data"] == PREPARED_RECORD
     files = stand_in_hub.files("me/tiny-mla")
-    assert {"README.md", "config.json", "model.safetensors", "strategy_state.pt", "results.json"} <= set(files)
+    assert {"README.md", "config.json", "model.safetensors", "results.json"} <= set(files)
+    assert not any(f.endswith((".pt", ".pth")) for f in files)  # MLA's head is in model.safetensors
     assert not any(f.startswith("checkpoint-") for f in files)
 
     # the card's metadata, read back from the Hub (hf_hub_download, offline)
@@ -95,8 +96,14 @@ def test_dataset_and_mla_model_round_trip_through_the_hub(stand_in_hub, tmp_path
     assert "my-tag" in data.tags and "arl-hf" in data.tags
     assert data.datasets == ["me/tiny-av", "me/other-data"]
 
-    # a Hub checkpoint without its strategy state is refused, naming the file
-    stand_in_hub.commit("me/tiny-mla", None, {}, ["strategy_state.pt"], message="drop the strategy state")
+    # a Hub checkpoint without its strategy state is refused
+    from huggingface_hub import hf_hub_download
+
+    with open(hf_hub_download("me/tiny-mla", "config.json")) as f:
+        config = json.load(f)
+    config.pop("strategy_state")
+    stand_in_hub.commit("me/tiny-mla", None, {"config.json": json.dumps(config).encode()},
+                        message="drop the strategy state")
     capsys.readouterr()
     with pytest.raises(SystemExit) as e:
         evaluate_main(["--model_name_or_path", "me/tiny-mla", "--split", "test", "--use_cpu"])

@@ -176,15 +176,17 @@ def test_evaluate_script_matches_training_report(trained_run, tiny_dataset_dir, 
 
 
 def test_mla_run_is_evaluated_through_its_saved_head(tiny_dataset_dir, tmp_path, capsys):
-    """MLA predicts through its own shared head: the saved run keeps it (strategy_state.pt, the
-    strategy in config.json) and evaluate reproduces the run's test metrics with it."""
+    """MLA predicts through its own shared head: the saved run keeps it (``strategy_state.*`` in
+    model.safetensors, the strategy in config.json) and evaluate reproduces the run's test metrics with it."""
     out = str(tmp_path / "mla")
     argv = tiny_flags(tiny_dataset_dir, out, "--strategy", "mla")
     metrics = train_and_evaluate(*parse_args(argv), argv=argv)
     with open(os.path.join(out, "config.json")) as f:
-        assert json.load(f)["training_strategy"] == "mla"
-    state = torch.load(os.path.join(out, "strategy_state.pt"), weights_only=True)
-    assert set(state) >= {"head", "projector"}
+        config = json.load(f)
+    assert config["training_strategy"] == "mla" and config["strategy_state"]["strategy"] == "mla"
+    from safetensors.torch import load_file
+
+    assert {"strategy_state.head.weight", "strategy_state.projector"} <= set(load_file(os.path.join(out, "model.safetensors")))
     out_json = tmp_path / "m.json"
     assert evaluate_main(["--model_name_or_path", out, "--dataset", tiny_dataset_dir, "--split", "test",
                           "--use_cpu", "--output_json", str(out_json)]) == 0
@@ -197,8 +199,10 @@ def test_mla_run_is_evaluated_through_its_saved_head(tiny_dataset_dir, tmp_path,
     from arl_hf.runner import _prediction_strategy
 
     assert _prediction_strategy(AutoModel.from_pretrained(out), out) == "mla"
-    os.remove(os.path.join(out, "strategy_state.pt"))
-    with pytest.raises(FileNotFoundError, match="trained with strategy 'mla'.*strategy_state.pt"):
+    config.pop("strategy_state")  # a checkpoint that lost the record of MLA's head
+    with open(os.path.join(out, "config.json"), "w") as f:
+        json.dump(config, f)
+    with pytest.raises(FileNotFoundError, match="trained with strategy 'mla'.*expected its head in the checkpoint"):
         _prediction_strategy(AutoModel.from_pretrained(out), out)
 
 

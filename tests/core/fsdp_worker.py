@@ -70,7 +70,7 @@ def build(name, out_dir, single, shard=True, track=True):
     strategy = trainer.strategy
     if shard and not single:
         shard_model(model, strategy if track else None)
-    optimizer = torch.optim.SGD(trainable_parameters(model, strategy), lr=0.1, momentum=0.9)
+    optimizer = torch.optim.SGD(trainable_parameters(model), lr=0.1, momentum=0.9)
     return trainer, model, strategy, optimizer, rows
 
 
@@ -140,10 +140,10 @@ def main():
         ckpt = os.path.join(out_dir, f"ckpt_{name}_{'single' if single else 'fsdp'}")
         trainer, model, strategy, optimizer, rows = build(name, out_dir, single)
         train(trainer, model, strategy, optimizer, rows, single, 0, SAVE_AT)
-        save_checkpoint(ckpt, model, strategy, optimizer, {"global_step": SAVE_AT})
+        save_checkpoint(ckpt, model, optimizer, {"global_step": SAVE_AT})
         del trainer, model, strategy, optimizer
         trainer, model, strategy, optimizer, rows = build(name + "@resumed", out_dir, single)
-        step = load_checkpoint(ckpt, model, strategy, optimizer)["global_step"]
+        step = load_checkpoint(ckpt, model, optimizer)["global_step"]
         train(trainer, model, strategy, optimizer, rows, single, step, STEPS)
         record(f"{name}_resume", tag, model, strategy, out_dir, {"checkpoint": ckpt})
     if not single:

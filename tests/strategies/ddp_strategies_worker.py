@@ -6,7 +6,8 @@ Usage: torchrun --nproc_per_node 2 tests/strategies/ddp_strategies_worker.py OUT
 32 rows, global batch 16 (8 per rank under DDP), 4 steps = 2 epochs, so the strategies'
 epoch-boundary work (PMR prototypes, G-Blending weights, D&R re-initialisation) runs too.
 Each process writes ``<case>_rank<r>.json`` (or ``<case>_single.json``) with its final
-parameters.
+parameters (the strategy's heads included: they are model parameters, averaged by DDP itself)
+and the strategy's state (buffers of ``model.strategy_state``).
 """
 
 import json
@@ -64,7 +65,8 @@ def main():
         tag = "single" if single else f"rank{args.process_index}"
         result = {"world_size": args.world_size,
                   "params": {k: p.detach().flatten().tolist() for k, p in model.named_parameters()},
-                  "state": _jsonable(trainer.strategy.state_dict())}
+                  "state": _jsonable(trainer.strategy.state_dict()),
+                  "history": getattr(trainer.strategy, "history", None)}
         with open(os.path.join(out_dir, f"{name}_{tag}.json"), "w") as f:
             json.dump(result, f)
 

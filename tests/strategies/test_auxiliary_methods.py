@@ -110,10 +110,16 @@ def test_gblending_weights_by_hand():
 def test_gblending_measures_heads_on_the_validation_split(tmp_path):
     rows, val = make_rows(24), make_rows(10, seed=5)
     model = mlp_model()
-    t = ARLTrainer(model=model, args=cfg(tmp_path, strategy="gblending"), train_dataset=rows, eval_dataset=val)
+    t = ARLTrainer(model=model, args=cfg(tmp_path, strategy="gblending", weight_decay=0.01), train_dataset=rows,
+                   eval_dataset=val)
     s = t.strategy
-    assert len(s.extra_parameters()) == 4  # two Linear(8, 3) heads
-    assert {id(p) for p in s.extra_parameters()} <= {id(p) for g in t.create_optimizer().param_groups for p in g["params"]}
+    heads = dict(model.strategy_state.heads.named_parameters())
+    assert sorted(heads) == ["audio.bias", "audio.weight", "visual.bias", "visual.weight"]  # two Linear(8, 3) heads
+    groups = t.create_optimizer().param_groups
+    decayed = {id(p) for g in groups if g["weight_decay"] == 0.01 for p in g["params"]}
+    exempt = {id(p) for g in groups if g["weight_decay"] == 0.0 for p in g["params"]}
+    # the heads are in the model's optimizer, under the Trainer's rule: weights decay, biases do not
+    assert {id(heads[f"{m}.weight"]) for m in MODS} <= decayed and {id(heads[f"{m}.bias"]) for m in MODS} <= exempt
     measure = s.measure(t, model, 0)
     b = batch_of(val)
     with torch.no_grad():

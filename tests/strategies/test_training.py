@@ -7,6 +7,7 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 from strategy_testutils import MODS, assert_params_close, batch_of, cfg, grads_of, make_rows, mlp_model
 
 from arl_hf import ARLTrainer
@@ -27,6 +28,9 @@ def run(tmp_path, name, model=None, resume=None, **kw):
     return t, model
 
 
+STATEFUL = ["agm", "pmr", "gblending", "mmpareto", "mla", "dr"]
+
+
 @pytest.mark.parametrize("name", ALL)
 def test_short_training_run(name, tmp_path):
     before = mlp_model()
@@ -41,7 +45,17 @@ def test_short_training_run(name, tmp_path):
     moved = [not torch.allclose(a, b) for a, b in zip(model.encoders.parameters(), before.encoders.parameters())]
     assert all(moved)  # every encoder tensor was trained
     s = t.strategy
-    assert all(p.grad is None for p in s.extra_parameters())  # strategy heads' grads cleared every step
+    state = getattr(model, "strategy_state", None)
+    assert (state is not None) == (name in STATEFUL)  # the strategy's tensors are part of the model
+    if state is not None:
+        assert state is s.state_module and model.config.strategy_state["strategy"] == name
+        assert all(p.grad is None for p in state.parameters())  # zero_grad clears the heads with the model
+    if name in ("gblending", "mmpareto", "mla"):
+        fresh = build_strategy(name, t.args, MODS)
+        fresh.setup(None, mlp_model())
+        moved = [not torch.allclose(a, b.to(a.device)) for a, b in
+                 zip(state.parameters(), fresh.state_module.parameters())]
+        assert moved and all(moved)  # the heads were trained by the Trainer's optimizer
     if name == "gblending":
         assert s.last_epoch == 2 and not torch.allclose(s.weights, torch.full((3,), 1 / 3))
         assert abs(s.weights.sum().item() - 1) < 1e-6
@@ -55,9 +69,6 @@ def test_short_training_run(name, tmp_path):
     if name == "ogm_ge":
         ks = [h["k_audio"] for h in t.state.log_history if "k_audio" in h]
         assert min(ks) < 1.0 and ks[-1] == 1.0  # modulated in epochs 0-1, not in epoch 2
-
-
-STATEFUL = ["agm", "pmr", "gblending", "mmpareto", "mla", "dr"]
 
 
 def _state_equal(a, b):
@@ -78,7 +89,10 @@ def test_resume_reaches_the_uninterrupted_run(name, tmp_path):
     full_t, full = run(tmp_path / "full", name, **common)
     run(tmp_path / "part", name, save_strategy="steps", save_steps=6, **common)
     ckpt = tmp_path / "part" / "checkpoint-6"  # mid-epoch 1 (4 steps per epoch)
-    assert os.path.isfile(ckpt / "strategy_state.pt")
+    assert not any(f.endswith((".pt", ".pth")) for f in os.listdir(ckpt) if f.startswith("strategy"))
+    saved = load_file(str(ckpt / "model.safetensors"))
+    assert sorted(k for k in saved if k.startswith("strategy_state.")) == sorted(
+        "strategy_state." + k for k in full_t.strategy.state_dict())  # every strategy tensor, in the weights
     t, resumed = run(tmp_path / "part", name, model=mlp_model(seed=99), resume=str(ckpt), **common)
     assert t.state.global_step == 12
     assert_params_close(resumed, full, atol=1e-5)
@@ -100,8 +114,11 @@ def test_heads_restored_with_the_best_checkpoint(tmp_path):
     t, model = run(tmp_path, "mla", save_strategy="epoch", load_best_model_at_end=True,
                    metric_for_best_model="eval_loss", greater_is_better=False)
     best = t.state.best_model_checkpoint
-    saved = torch.load(os.path.join(best, "strategy_state.pt"), weights_only=False)
-    assert torch.allclose(t.strategy.head.weight.cpu(), saved["head"]["weight"])
+    final = os.path.join(t.args.output_dir, "checkpoint-9")
+    saved, last = load_file(os.path.join(best, "model.safetensors")), load_file(os.path.join(final, "model.safetensors"))
+    assert best != final and not torch.equal(saved["strategy_state.head.weight"], last["strategy_state.head.weight"])
+    assert torch.equal(t.strategy.head.weight.cpu(), saved["strategy_state.head.weight"])
+    assert torch.equal(t.strategy.projector.cpu(), saved["strategy_state.projector"])  # state too, not only heads
 
 
 # ----------------------------------------------------------------------------- ARL ablations (Table 5)
