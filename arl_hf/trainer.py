@@ -10,6 +10,7 @@ checkpoint. Everything method-specific lives in :mod:`arl_hf.strategies`.
 from __future__ import annotations
 
 import copy
+import math
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ STRATEGY_STATE_NAME = "strategy_state.pt"
 ARL_PAPER = {
     "title": "Improving Multimodal Learning via Imbalanced Learning",
     "venue": "ICCV 2025",
+    "id": "2507.10203",
     "citation": (
         "@inproceedings{wei2025improving,\n"
         "  title     = {Improving Multimodal Learning via Imbalanced Learning},\n"
@@ -161,6 +163,18 @@ class ARLConfig(TrainingArguments):
         metadata={"help": "Stop when metric_for_best_model has not improved for this many evaluations "
                   "(transformers.EarlyStoppingCallback; needs load_best_model_at_end). Default: no early stop."},
     )
+    lr_decay_epochs: Optional[List[int]] = field(
+        default=None,
+        metadata={"help": "Multiply the learning rate by lr_decay_factor at each of these epochs (MultiStepLR, "
+                  "as the authors' code: 70). Replaces lr_scheduler_type when given."},
+    )
+    lr_decay_factor: float = field(default=0.1, metadata={"help": "Factor of lr_decay_epochs."})
+    decay_all_parameters: bool = field(
+        default=False,
+        metadata={"help": "Apply weight decay to every parameter, biases and norm layers included, as "
+                  "torch.optim.SGD(weight_decay=...) in the authors' code (Trainer's default exempts biases "
+                  "and LayerNorm)."},
+    )
     max_grad_norm: float = field(
         default=0.0,
         metadata={
@@ -198,6 +212,11 @@ class ARLConfig(TrainingArguments):
                 raise ValueError("early_stopping_patience: needs load_best_model_at_end=True and a "
                                  f"metric_for_best_model (got {self.load_best_model_at_end!r}, "
                                  f"{self.metric_for_best_model!r})")
+        if self.lr_decay_epochs is not None and any(
+                isinstance(e, bool) or not isinstance(e, int) or e < 1 for e in self.lr_decay_epochs):
+            raise ValueError(f"lr_decay_epochs: expected epochs (ints) >= 1, got {list(self.lr_decay_epochs)!r}")
+        if not (0 < self.lr_decay_factor < float("inf")):
+            raise ValueError(f"lr_decay_factor: expected a finite number > 0, got {self.lr_decay_factor!r}")
         from .strategies.common import check_peer_fields
 
         check_peer_fields(self)
@@ -411,7 +430,7 @@ class ARLTrainer(Trainer):
         # heads join the optimizer here, before the scheduler records its parameter groups
         if getattr(self, "_fsdp2", False):
             self._shard_strategy_for_fsdp()
-        return super().create_scheduler(num_training_steps, optimizer)
+        return self._create_run_scheduler(num_training_steps, optimizer)
 
     # ---- columns: modality keys must survive Trainer's column filtering -----------------
     def _set_signature_columns_if_needed(self) -> None:
@@ -570,31 +589,6 @@ class ARLTrainer(Trainer):
             pending.clear()
         super().log(logs, start_time)
 
-    # ---- model card ------------------------------------------------------------------------
-    def create_model_card(self, *args: Any, **kwargs: Any) -> None:
-        """Trainer's card draft (``push_to_hub`` writes it), made true for this model:
-        ``library_name: arl-hf`` (loading needs ``import arl_hf``, not transformers alone) and a
-        usage section with the install line (:func:`arl_hf.env.install_command`)."""
-        super().create_model_card(*args, **kwargs)
-        path = os.path.join(self.args.output_dir, "README.md")
-        if not self.is_world_process_zero() or not os.path.isfile(path):
-            return
-        from huggingface_hub import ModelCard
-
-        from .cards import LIBRARY_NAME
-        from .env import install_command
-
-        card = ModelCard.load(path)
-        card.data.library_name = LIBRARY_NAME
-        card.data.tags = list(dict.fromkeys(list(card.data.tags or []) + list(self._tag_names)))
-        where = self.hub_model_id or self.args.output_dir
-        card.text = card.text.rstrip() + (
-            "\n\n## How to use\n\narl-hf is not on the Python package index; install it from its source:\n\n"
-            f"```bash\n{install_command()}\n```\n\n```python\nimport arl_hf  # registers the model type with "
-            f"transformers' Auto classes\nfrom transformers import AutoModel\n\nmodel = AutoModel.from_pretrained("
-            f'"{where}")\n```\n')
-        card.save(path)
-
     # ---- strategy state with every checkpoint --------------------------------------------
     def save_model(self, output_dir: Optional[str] = None, _internal_call: bool = False) -> None:
         """``Trainer.save_model``, plus: ``config.training_strategy`` records the strategy, and
@@ -608,6 +602,7 @@ class ARLTrainer(Trainer):
         state = self.strategy.state_dict()
         if state and self.args.should_save:  # also each checkpoint: Trainer._save_checkpoint calls save_model
             torch.save(state, os.path.join(output_dir or self.args.output_dir, STRATEGY_STATE_NAME))
+        self._write_model_card_on_save(output_dir)
 
     def _save(self, output_dir: Optional[str] = None, state_dict=None):
         # under FSDP the strategy's heads sit in the model (arl_hf.fsdp.attach_strategy_modules): the saved
@@ -623,3 +618,108 @@ class ARLTrainer(Trainer):
         path = os.path.join(resume_from_checkpoint, STRATEGY_STATE_NAME)
         if os.path.isfile(path):
             self.strategy.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+
+    # ---- learning-rate schedule and weight decay (ARLConfig.lr_decay_*, decay_all_parameters) --
+    def get_decay_parameter_names(self, model) -> List[str]:
+        """Names of the parameters under weight decay: every trainable one with
+        ``decay_all_parameters`` (as ``torch.optim.SGD(weight_decay=...)``), else Trainer's
+        (biases and norm layers exempt)."""
+        if self.args.decay_all_parameters:
+            return [n for n, p in model.named_parameters() if p.requires_grad]
+        return super().get_decay_parameter_names(model)
+
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps per epoch on this process, as the Trainer counts them: batches of
+        ``per_device_train_batch_size * world_size`` (the last one dropped with
+        ``dataloader_drop_last``), ``gradient_accumulation_steps`` batches per step."""
+        if self.train_dataset is None:
+            raise ValueError("train_dataset: steps_per_epoch needs a training set")
+        n = len(self.train_dataset)
+        batch = self._train_batch_size * max(1, self.args.world_size)
+        batches = n // batch if self.args.dataloader_drop_last else math.ceil(n / batch)
+        return max(1, math.ceil(max(1, batches) / self.args.gradient_accumulation_steps))
+
+    def _create_run_scheduler(self, num_training_steps: int, optimizer=None):
+        """With ``lr_decay_epochs``: the learning rate times ``lr_decay_factor`` at each of those
+        epochs (MultiStepLR stepped per epoch, as a per-step ``LambdaLR``); else Trainer's."""
+        if not self.args.lr_decay_epochs or self.lr_scheduler is not None:
+            return super().create_scheduler(num_training_steps, optimizer)
+        optimizer = optimizer if optimizer is not None else self.optimizer
+        spe = self.steps_per_epoch()
+        milestones, factor = sorted(int(e) for e in self.args.lr_decay_epochs), float(self.args.lr_decay_factor)
+
+        def lr_lambda(step: int) -> float:
+            epoch = step // spe  # the epoch the next optimizer step belongs to
+            return factor ** sum(1 for e in milestones if epoch >= e)
+
+        self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
+        self._created_lr_scheduler = True
+        return self.lr_scheduler
+
+    # ---- the arl-hf model card -------------------------------------------------------------
+    def evaluate(self, eval_dataset=None, ignore_keys: Optional[List[str]] = None,
+                 metric_key_prefix: str = "eval") -> Dict[str, float]:
+        """``Trainer.evaluate``; the loss, accuracy and macro-F1 (fused and per head) are kept
+        for the model card (:attr:`evaluated_metrics`) under ``metric_key_prefix``."""
+        metrics = super().evaluate(eval_dataset=eval_dataset, ignore_keys=ignore_keys,
+                                   metric_key_prefix=metric_key_prefix)
+        from .evaluation import split_metrics
+
+        kept = split_metrics(metrics, metric_key_prefix)
+        if kept:
+            during = bool(self.is_in_train)
+            step = int(self.state.global_step) if self.state is not None else 0
+            last = self.__dict__.get("_card_evaluations")
+            # one set per model state: a new step, or the first evaluation after (or during) training, starts one
+            if last is None or last["step"] != step or last["during_train"] != during:
+                last = self.__dict__["_card_evaluations"] = {"step": step, "during_train": during, "splits": {}}
+            last["splits"][metric_key_prefix] = kept
+        return metrics
+
+    @property
+    def evaluated_metrics(self) -> Dict[str, Dict[str, float]]:
+        """The metrics of the last evaluations this trainer ran on the current model (split ->
+        ``loss``, ``accuracy``, ``macro_f1``, ``accuracy_<m>``, ``macro_f1_<m>``), keyed by
+        ``metric_key_prefix``: those run together after training (e.g. ``validation`` and
+        ``test``), else the last one during training (``eval``)."""
+        last = self.__dict__.get("_card_evaluations")
+        return {k: dict(v) for k, v in last["splits"].items()} if last else {}
+
+    def configure_model_card(self, enabled: bool = True, **defaults: Any) -> None:
+        """Whether :meth:`save_model` / :meth:`push_to_hub` write the card, and the defaults of
+        :meth:`create_model_card`'s keyword arguments (``license``, ``tags``, ``preset``,
+        ``plots``, ``reproduce_command``, ``encoder_init``, ...)."""
+        self.__dict__["_card_settings"] = (bool(enabled), dict(defaults))
+
+    def create_model_card(self, language: Optional[str] = None, license: Optional[str] = None,
+                          tags: Optional[Any] = None, model_name: Optional[str] = None,
+                          finetuned_from: Optional[str] = None, tasks: Optional[Any] = None,
+                          dataset_tags: Optional[Any] = None, dataset: Optional[Any] = None,
+                          dataset_args: Optional[Any] = None, **details: Any) -> Optional[str]:
+        """Write the arl-hf card into ``output_dir/README.md`` (main process); returns its path.
+
+        ``library_name: arl-hf``, the trainer's tags (``_tag_names``) and paper (``_paper``),
+        the model's modalities, encoders and recorded preprocessing, the hyper-parameters, and
+        one :class:`~huggingface_hub.EvalResult` per split, head and metric of
+        :attr:`evaluated_metrics` (when the data is a Hub dataset repo; the results table
+        always). ``push_to_hub(license=..., tags=..., finetuned_from=..., language=...,
+        tasks=..., dataset_tags=..., model_name=...)`` passes its arguments here; ``tags`` add
+        to those of :meth:`configure_model_card`, the other arguments override them.
+        ``dataset_args`` is accepted for ``Trainer`` compatibility and unused.
+        """
+        enabled, defaults = self.__dict__.get("_card_settings", (True, {}))
+        if not enabled or not self.is_world_process_zero():
+            return None
+        from .cards import trainer_summary, write_model_card
+
+        given = {"language": language, "license": license, "model_name": model_name, "tasks": tasks,
+                 "finetuned_from": finetuned_from, "dataset_tags": dataset_tags, "dataset": dataset, **details}
+        options = {**defaults, **{k: v for k, v in given.items() if v is not None}}
+        options["tags"] = [str(t) for t in (defaults.get("tags") or [])] + (
+            [tags] if isinstance(tags, str) else [str(t) for t in (tags or [])])
+        return write_model_card(trainer_summary(self, self.evaluated_metrics, **options), self.args.output_dir)
+
+    def _write_model_card_on_save(self, output_dir: Optional[str] = None) -> None:
+        """The card goes with the model saved into ``output_dir`` (not with each checkpoint)."""
+        if output_dir is None or os.path.abspath(output_dir) == os.path.abspath(self.args.output_dir):
+            self.create_model_card()

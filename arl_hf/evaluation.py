@@ -1,0 +1,173 @@
+"""Evaluation: the metrics of a trained run per split, and of a saved checkpoint.
+
+:func:`evaluate_splits` measures the validation and test splits with a trainer's current
+model (the checkpoint selected on validation, after training); :func:`evaluate_checkpoint`
+loads a saved checkpoint (directory or Hub id) and measures one split (``arl-hf evaluate``);
+:func:`format_results` prints them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Dict, Mapping, Optional, Sequence
+
+import torch
+
+from .arguments import DataArguments, EvalArguments
+from .building import load_data
+from .log import get_logger
+from .trainer import STRATEGY_STATE_NAME, ARLConfig, ARLTrainer
+
+logger = get_logger(__name__)
+
+__all__ = ["SPLITS", "split_metrics", "evaluate_splits", "evaluate_checkpoint", "strategy_state_file",
+           "load_strategy_state", "format_results"]
+
+SPLITS = ("train", "validation", "test")
+
+
+def split_metrics(metrics: Mapping[str, float], prefix: str) -> Dict[str, float]:
+    """``{prefix}_accuracy...`` -> ``accuracy...``: only loss, accuracy and macro-F1 entries."""
+    out = {}
+    for k, v in metrics.items():
+        if k.startswith(prefix + "_"):
+            key = k[len(prefix) + 1:]
+            if key in ("loss", "accuracy", "macro_f1") or key.startswith(("accuracy_", "macro_f1_")):
+                out[key] = float(v)
+    return out
+
+
+def evaluate_splits(trainer: ARLTrainer, dataset: Mapping[str, Any],
+                    splits: Sequence[str] = ("validation", "test")) -> Dict[str, Dict[str, float]]:
+    """``{split: metrics}`` of the trainer's current model on each of ``splits`` the dataset has
+    (``metric_key_prefix`` = the split name; see :func:`split_metrics`)."""
+    metrics: Dict[str, Dict[str, float]] = {}
+    for split in splits:
+        if split in dataset:
+            raw = trainer.evaluate(eval_dataset=dataset[split], metric_key_prefix=split)
+            metrics[split] = split_metrics(raw, split)
+    return metrics
+
+
+def evaluate_checkpoint(eval_args: EvalArguments) -> Dict[str, float]:
+    """Accuracy and macro-F1, fused and per modality, of a saved checkpoint on one split.
+
+    ``model_name_or_path`` is a local checkpoint directory or a Hub model repo id (downloaded
+    through the Hub cache, so ``HF_HUB_OFFLINE=1`` works once cached); either way the
+    strategy state saved beside the weights (``strategy_state.pt``) is used when the
+    strategy predicts through its own head (MLA), and the recorded dataset (name, folder or
+    Hub dataset repo at its recorded commit) is the default ``--dataset``.
+    """
+    import tempfile
+
+    from transformers import AutoModel
+
+    if eval_args.split not in SPLITS:
+        raise ValueError(f"split: expected one of {list(SPLITS)}, got {eval_args.split!r}")
+    path = eval_args.model_name_or_path
+    if os.path.isdir(path):
+        if not os.path.isfile(os.path.join(path, "config.json")):
+            raise FileNotFoundError(f"model_name_or_path: {path!r} has no config.json (not a saved checkpoint)")
+    elif os.path.exists(path):
+        raise ValueError(f"model_name_or_path: {path!r} is a file; expected a checkpoint directory or Hub id")
+    elif path.startswith((".", "/", "~")) or path.count("/") != 1:
+        raise FileNotFoundError(f"model_name_or_path: checkpoint directory {path!r} does not exist")
+    try:
+        model = AutoModel.from_pretrained(path, revision=eval_args.revision)
+    except OSError as e:
+        raise FileNotFoundError(f"model_name_or_path: cannot load {path!r}: {e}") from None
+    recorded = dict(getattr(model.config, "preprocessing", None) or {})
+    dataset_name = eval_args.dataset or recorded.get("dataset")
+    if not dataset_name:
+        raise ValueError("dataset: the checkpoint records no dataset; pass --dataset")
+    # same dataset as in training: reuse the recorded preprocessing options (and commit)
+    same = eval_args.dataset in (None, recorded.get("dataset"))
+    data_args = DataArguments(
+        dataset=dataset_name,
+        dataset_config=eval_args.dataset_config or (recorded.get("dataset_config") if same else None),
+        dataset_revision=eval_args.dataset_revision or (recorded.get("dataset_revision") if same else None),
+        data_dir=eval_args.data_dir,
+        cache_dir=eval_args.cache_dir,
+        **{k: recorded.get(k) if same else None for k in ("preprocessing", "audio_duration", "num_frames", "image_size")},
+    )
+    ds, collator, _ = load_data(data_args)
+    if eval_args.split not in ds:
+        raise ValueError(f"split: dataset {dataset_name!r} has no {eval_args.split!r} split (splits: {sorted(ds)})")
+    split = ds[eval_args.split]
+    if eval_args.max_samples is not None:
+        split = split.select(range(min(eval_args.max_samples, len(split))))
+    strategy = _prediction_strategy(model, path, eval_args.revision)
+    with tempfile.TemporaryDirectory() as tmp:
+        args = ARLConfig(
+            output_dir=tmp, per_device_eval_batch_size=eval_args.batch_size, report_to="none",
+            use_cpu=eval_args.use_cpu, strategy=strategy,
+        )
+        trainer = ARLTrainer(model=model, args=args, data_collator=collator)
+        if strategy != "none":
+            trainer.strategy.load_state_dict(load_strategy_state(strategy_state_file(path, eval_args.revision)))
+        raw = trainer.evaluate(eval_dataset=split, metric_key_prefix=eval_args.split)
+    metrics = split_metrics(raw, eval_args.split)
+    if eval_args.output_json:
+        with open(eval_args.output_json, "w", encoding="utf-8") as f:
+            json.dump({"split": eval_args.split, "dataset": dataset_name, "metrics": metrics}, f, indent=2)
+    return metrics
+
+
+def strategy_state_file(path: str, revision: Optional[str] = None) -> Optional[str]:
+    """Local path of the ``strategy_state.pt`` saved beside a checkpoint: in the directory, or
+    fetched with ``hf_hub_download`` from a Hub model repo; ``None`` when there is none."""
+    if os.path.isdir(path):
+        file = os.path.join(path, STRATEGY_STATE_NAME)
+        return file if os.path.isfile(file) else None
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        return hf_hub_download(path, STRATEGY_STATE_NAME, revision=revision)
+    except (EntryNotFoundError, LocalEntryNotFoundError):
+        return None
+    except HfHubHTTPError as e:
+        raise FileNotFoundError(f"model_name_or_path: cannot fetch {STRATEGY_STATE_NAME} of {path!r}: {e}") from None
+
+
+def load_strategy_state(file: str) -> Dict[str, Any]:
+    """A strategy state file: tensors, numbers, lists and dicts only (``weights_only``, no pickled code)."""
+    return torch.load(file, map_location="cpu", weights_only=True)
+
+
+def _prediction_strategy(model: Any, path: str, revision: Optional[str] = None) -> str:
+    """``"none"`` (the model's own heads), or the recorded training strategy when it predicts
+    through its own head (MLA), whose state must then be saved beside the weights (in the
+    checkpoint directory or the Hub repo)."""
+    from .strategies import STRATEGIES
+
+    name = getattr(model.config, "training_strategy", None)
+    if name and name not in STRATEGIES:
+        logger.warning("the checkpoint was trained with strategy %r, not registered here: evaluating the "
+                       "model's own heads", name)
+    if not name or name not in STRATEGIES or not STRATEGIES[name].owns_predictions():
+        return "none"
+    if strategy_state_file(path, revision) is None:
+        raise FileNotFoundError(
+            f"model_name_or_path: {path!r} was trained with strategy {name!r}, which predicts through its own "
+            f"head; expected its state in {STRATEGY_STATE_NAME} beside the weights (written by ARLTrainer.save_model)")
+    return name
+
+
+def format_results(metrics: Mapping[str, Mapping[str, float]], modalities: Optional[Sequence[str]] = None) -> str:
+    """A plain-text table: one row per split, fused and per-modality accuracy / macro-F1 (%)."""
+    rows = []
+    for split, m in metrics.items():
+        mods = list(modalities) if modalities else sorted(
+            {k[len("accuracy_"):] for k in m if k.startswith("accuracy_")}
+        )
+        heads = [("fused", "")] + [(x, f"_{x}") for x in mods]
+        cells = []
+        for head, suffix in heads:
+            acc, f1 = m.get(f"accuracy{suffix}"), m.get(f"macro_f1{suffix}")
+            if acc is None:
+                continue
+            cells.append(f"{head}: acc {100 * acc:6.2f}  F1 {100 * (f1 or 0):6.2f}")
+        rows.append(f"[{split} split] " + " | ".join(cells))
+    return "\n".join(rows)
