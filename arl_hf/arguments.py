@@ -1,5 +1,7 @@
 """The options of a run: argument dataclasses, the train parser, presets and config files.
 
+(The options of ``arl-hf evaluate`` are :class:`arl_hf.evaluation.EvalArguments`.)
+
 :func:`parse_args` reads a command line into :class:`~arl_hf.ARLConfig` (strategy, training,
 learning-rate schedule), :class:`ModelArguments`, :class:`DataArguments` and
 :class:`RunArguments` with ``HfArgumentParser`` (:func:`build_parser`). Precedence of option
@@ -30,12 +32,10 @@ __all__ = [
     "ModelArguments",
     "DataArguments",
     "RunArguments",
-    "EvalArguments",
     "SCRIPT_DEFAULTS",
     "DEFAULT_DATASET",
     "DEFAULT_PRESET",
     "build_parser",
-    "build_eval_parser",
     "apply_help_defaults",
     "help_group_of",
     "read_config_file",
@@ -161,42 +161,6 @@ class RunArguments:
     tags: Optional[List[str]] = field(default=None, metadata={"help": "Extra tags of the model card."})
 
 
-@dataclass
-class EvalArguments:
-    """Evaluate a saved checkpoint on a dataset split."""
-
-    model_name_or_path: str = field(metadata={"help": "Checkpoint directory or Hub id (AutoModel after import arl_hf)."})
-    split: str = field(default="test", metadata={"help": "Split to evaluate: train, validation or test."})
-    dataset: Optional[str] = field(
-        default=None,
-        metadata={"help": "Dataset name, local folder or Hub dataset repo id (as --dataset of train); default: the "
-                  "one recorded in the checkpoint's config.preprocessing."},
-    )
-    dataset_config: Optional[str] = field(
-        default=None,
-        metadata={"help": "Named builder configuration of the dataset (avdigits: 'default', 'bench'); "
-                  "passed to arl_hf.data.load(name, config=...)."},
-    )
-    data_dir: Optional[str] = field(default=None, metadata={"help": "Directory of the raw dataset files."})
-    cache_dir: Optional[str] = field(default=None, metadata={"help": "Arrow cache directory of prepared datasets."})
-    revision: Optional[str] = field(
-        default=None, metadata={"help": "Branch, tag or commit of a Hub model repo given as --model_name_or_path."}
-    )
-    dataset_revision: Optional[str] = field(
-        default=None, metadata={"help": "Branch, tag or commit of a Hub dataset repo given as --dataset; default: "
-                                "the commit recorded in the checkpoint."}
-    )
-    batch_size: int = field(default=64, metadata={"help": "Evaluation batch size."})
-    max_samples: Optional[int] = field(default=None, metadata={"help": "Evaluate only the first N examples."})
-    use_cpu: bool = field(default=False, metadata={"help": "Evaluate on CPU even when an accelerator is available."})
-    output_json: Optional[str] = field(default=None, metadata={"help": "Also write the metrics to this JSON file."})
-    log_level: str = field(
-        default="passive",
-        metadata={"help": "Log level of transformers, datasets and arl_hf ('passive' keeps transformers' default, "
-                  "warning).", "choices": ["detail", "debug", "info", "warning", "error", "critical", "passive"]},
-    )
-
-
 #: Defaults of the script that differ from the dataclasses' (shown by ``--help``).
 SCRIPT_DEFAULTS: Dict[str, Any] = {
     "eval_strategy": "epoch",
@@ -267,15 +231,6 @@ def build_parser(prog: Optional[str] = None) -> HfArgumentParser:
     parser.usage = ("%(prog)s [CONFIG.json|CONFIG.yaml] [--preset NAME] [--dataset DATASET] [--strategy NAME] "
                     "[--output_dir DIR] [options]")
     return parser
-
-
-def build_eval_parser(prog: Optional[str] = None) -> HfArgumentParser:
-    """The parser of ``arl-hf evaluate`` (:class:`EvalArguments`)."""
-    return _ArgumentParser(
-        EvalArguments, prog=prog, allow_abbrev=False,
-        description="Evaluate a saved arl-hf checkpoint on a dataset split: accuracy and macro-F1, fused and per "
-        "modality.",
-    )
 
 
 #: the sections of ``--help``, in order: the run's own options first, transformers' last

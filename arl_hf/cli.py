@@ -82,8 +82,8 @@ def train_main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None)
 
 def evaluate_main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> int:
     """``examples/evaluate_arl.py`` / ``arl-hf evaluate``: metrics of a checkpoint on a split."""
-    from .arguments import build_eval_parser, setup_logging
-    from .evaluation import evaluate_checkpoint, format_results
+    from .arguments import setup_logging
+    from .evaluation import build_eval_parser, evaluate_checkpoint, format_results
 
     argv = list(sys.argv[1:] if argv is None else argv)
     prog = prog or os.path.basename(sys.argv[0]) or "evaluate_arl.py"

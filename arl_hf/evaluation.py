@@ -10,21 +10,67 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional, Sequence
 
 import torch
 
-from .arguments import DataArguments, EvalArguments
+from .arguments import DataArguments, _ArgumentParser
 from .building import load_data
 from .log import get_logger
 from .trainer import STRATEGY_STATE_NAME, ARLConfig, ARLTrainer
 
 logger = get_logger(__name__)
 
-__all__ = ["SPLITS", "split_metrics", "evaluate_splits", "evaluate_checkpoint", "strategy_state_file",
-           "load_strategy_state", "format_results"]
+__all__ = ["EvalArguments", "build_eval_parser", "SPLITS", "split_metrics", "evaluate_splits", "evaluate_checkpoint",
+           "strategy_state_file", "load_strategy_state", "format_results"]
 
 SPLITS = ("train", "validation", "test")
+
+
+@dataclass
+class EvalArguments:
+    """Evaluate a saved checkpoint on a dataset split."""
+
+    model_name_or_path: str = field(metadata={"help": "Checkpoint directory or Hub id (AutoModel after import arl_hf)."})
+    split: str = field(default="test", metadata={"help": "Split to evaluate: train, validation or test."})
+    dataset: Optional[str] = field(
+        default=None,
+        metadata={"help": "Dataset name, local folder or Hub dataset repo id (as --dataset of train); default: the "
+                  "one recorded in the checkpoint's config.preprocessing."},
+    )
+    dataset_config: Optional[str] = field(
+        default=None,
+        metadata={"help": "Named builder configuration of the dataset (avdigits: 'default', 'bench'); "
+                  "passed to arl_hf.data.load(name, config=...)."},
+    )
+    data_dir: Optional[str] = field(default=None, metadata={"help": "Directory of the raw dataset files."})
+    cache_dir: Optional[str] = field(default=None, metadata={"help": "Arrow cache directory of prepared datasets."})
+    revision: Optional[str] = field(
+        default=None, metadata={"help": "Branch, tag or commit of a Hub model repo given as --model_name_or_path."}
+    )
+    dataset_revision: Optional[str] = field(
+        default=None, metadata={"help": "Branch, tag or commit of a Hub dataset repo given as --dataset; default: "
+                                "the commit recorded in the checkpoint."}
+    )
+    batch_size: int = field(default=64, metadata={"help": "Evaluation batch size."})
+    max_samples: Optional[int] = field(default=None, metadata={"help": "Evaluate only the first N examples."})
+    use_cpu: bool = field(default=False, metadata={"help": "Evaluate on CPU even when an accelerator is available."})
+    output_json: Optional[str] = field(default=None, metadata={"help": "Also write the metrics to this JSON file."})
+    log_level: str = field(
+        default="passive",
+        metadata={"help": "Log level of transformers, datasets and arl_hf ('passive' keeps transformers' default, "
+                  "warning).", "choices": ["detail", "debug", "info", "warning", "error", "critical", "passive"]},
+    )
+
+
+def build_eval_parser(prog: Optional[str] = None) -> "_ArgumentParser":
+    """The parser of ``arl-hf evaluate`` (:class:`EvalArguments`)."""
+    return _ArgumentParser(
+        EvalArguments, prog=prog, allow_abbrev=False,
+        description="Evaluate a saved arl-hf checkpoint on a dataset split: accuracy and macro-F1, fused and per "
+        "modality.",
+    )
 
 
 def split_metrics(metrics: Mapping[str, float], prefix: str) -> Dict[str, float]:

@@ -16,14 +16,14 @@ from __future__ import annotations
 from typing import Any, Callable, Dict, Optional, Sequence
 
 from .arguments import (DEFAULT_DATASET, DEFAULT_PRESET, HELP_GROUPS, RUN_TRAINING_OPTIONS, SCRIPT_DEFAULTS,
-                        DataArguments, EvalArguments, ModelArguments, RunArguments, _ArgumentParser,
-                        apply_help_defaults, build_eval_parser, build_parser, help_group_of, parse_args,
+                        DataArguments, ModelArguments, RunArguments, _ArgumentParser,
+                        apply_help_defaults, build_parser, help_group_of, parse_args,
                         read_config_file, resolve_options, setup_logging)
 from .building import (build_model, check_splits, dataset_record, label_names, load_data, modality_specs,
                        num_labels, prepare_splits, sample_batch, truncate)
 from .cards import dataset_label
-from .evaluation import (SPLITS, _prediction_strategy, evaluate_checkpoint, evaluate_splits, format_results,
-                         load_strategy_state, split_metrics, strategy_state_file)
+from .evaluation import (SPLITS, EvalArguments, _prediction_strategy, build_eval_parser, evaluate_checkpoint,
+                         evaluate_splits, format_results, load_strategy_state, split_metrics, strategy_state_file)
 from .log import get_logger
 from .outputs import (PLOTS_DIR, RESULTS_NAME, configure_run_card, prepare_output_dir, reproduce_command,
                       write_run_outputs)
