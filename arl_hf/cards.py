@@ -424,7 +424,9 @@ def trainer_summary(
     from .data.sharing import is_hub_id
 
     args, model = trainer.args, trainer.model
-    config = model.config
+    config = getattr(model, "config", None)
+    modalities = getattr(config, "modalities", None) or {  # a model of the contract that is no MultimodalModel
+        m: {"encoder": type(model.encoders[m]).__name__} for m in trainer.modalities}
     out = args.output_dir
     record = dict(getattr(config, "preprocessing", None) or {})
     named = _as_list(dataset)
@@ -460,7 +462,7 @@ def trainer_summary(
         extra_datasets=[d for d in _as_list(dataset_tags) if is_hub_id(d)],
         task=tasks[0] if tasks else None,
         input_modalities=list(getattr(model, "input_modalities", []) or []),
-        modalities=config.modalities,
+        modalities=modalities,
         metrics={k: dict(v) for k, v in metrics.items()},
         strategy=args.strategy,
         preset=preset if preset is not None else record.get("preset"),

@@ -108,3 +108,43 @@ def test_card_reports_the_evaluations_after_training_and_skips_checkpoints(tmp_p
     trainer.configure_model_card(enabled=False)
     trainer.save_model()
     assert trainer.create_model_card() is None and not os.path.exists(os.path.join(out, "README.md"))
+
+
+def test_card_of_a_contract_model_that_is_no_multimodal_model(tmp_path):
+    from dataclasses import dataclass
+    from typing import Dict, Optional
+
+    from huggingface_hub import ModelCard
+    from torch import nn
+    from transformers.utils import ModelOutput
+
+    @dataclass
+    class Output(ModelOutput):
+        logits: Optional[torch.Tensor] = None
+        unimodal_logits: Optional[Dict[str, torch.Tensor]] = None
+
+    class TwoTowers(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoders = nn.ModuleDict({"audio": nn.Linear(4, 6), "visual": nn.Linear(3, 6)})
+            self.head = nn.Linear(12, 2)
+
+        def forward(self, labels=None, return_unimodal_logits=False, **inputs):
+            feats = {m: enc(inputs[m]) for m, enc in self.encoders.items()}
+            logits = self.head(torch.cat(list(feats.values()), dim=-1))
+            unimodal = {m: self.head(torch.cat([f if k == m else torch.zeros_like(f) for k, f in feats.items()], -1))
+                        for m in feats} if return_unimodal_logits else None
+            return Output(logits=logits, unimodal_logits=unimodal)
+
+    out = str(tmp_path / "towers")
+    args = ARLConfig(output_dir=out, max_steps=1, per_device_train_batch_size=8, use_cpu=True, report_to="none",
+                     save_strategy="no", disable_tqdm=True, dataloader_num_workers=0, strategy="none")
+    torch.manual_seed(0)
+    trainer = ARLTrainer(model=TwoTowers(), args=args, train_dataset=_rows(8, 1))
+    trainer.train()
+    metrics = trainer.evaluate(eval_dataset=_rows(8, 2), metric_key_prefix="test")
+    trainer.save_model()
+    card = ModelCard.load(os.path.join(out, "README.md"))
+    assert card.data.library_name == "arl-hf" and "strategy-none" in card.data.tags and "arl" not in card.data.tags
+    assert "audio: `Linear`, visual: `Linear`" in card.text and "with the `none` strategy" in card.text
+    assert f"| test | visual | {100 * metrics['test_accuracy_visual']:.2f} |" in card.text
