@@ -630,12 +630,14 @@ class ARLTrainer(Trainer):
 
     def steps_per_epoch(self) -> int:
         """Optimizer steps per epoch on this process, as the Trainer counts them: batches of
-        ``per_device_train_batch_size * world_size`` (the last one dropped with
+        the training batch size (``state.train_batch_size`` once training, else
+        ``args.train_batch_size``) times ``world_size`` (the last one dropped with
         ``dataloader_drop_last``), ``gradient_accumulation_steps`` batches per step."""
         if self.train_dataset is None:
             raise ValueError("train_dataset: steps_per_epoch needs a training set")
         n = len(self.train_dataset)
-        batch = self._train_batch_size * max(1, self.args.world_size)
+        per_process = getattr(self.state, "train_batch_size", None) or self.args.train_batch_size
+        batch = per_process * max(1, self.args.world_size)
         batches = n // batch if self.args.dataloader_drop_last else math.ceil(n / batch)
         return max(1, math.ceil(max(1, batches) / self.args.gradient_accumulation_steps))
 

@@ -22,7 +22,7 @@ def test_script_and_train_and_evaluate_give_the_same_run(tiny_dataset_dir, tmp_p
     from arl_hf.runner import parse_args, train_and_evaluate
 
     extra = ("--preset", "avdigits", "--num_train_epochs", "1", "--lr_decay_epochs", "1", "--tags", "same-run")
-    by_script, by_library = str(tmp_path / "script"), str(tmp_path / "library")
+    by_script, by_library = str(tmp_path / "out-a-script"), str(tmp_path / "out-b-library")
     done = subprocess.run([PYTHON, SCRIPT, *tiny_flags(tiny_dataset_dir, by_script, *extra)], env=script_env(),
                           capture_output=True, text=True, timeout=600, cwd=str(tmp_path))
     assert done.returncode == 0, done.stderr[-3000:]
