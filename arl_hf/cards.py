@@ -431,7 +431,8 @@ def trainer_summary(
     record = dict(getattr(config, "preprocessing", None) or {})
     named = _as_list(dataset)
     label = dataset_label(record, named[0] if named else "custom data")
-    recorded = str(record.get("dataset") or label)
+    # a model that records no dataset and none named: a placeholder in the evaluate command
+    recorded = str(record.get("dataset") or (named[0] if named else "DATASET"))
     on_hub = is_hub_id(recorded) and recorded not in list(available_datasets())
     if finetuned_from is None:
         loaded_from = str(getattr(config, "_name_or_path", "") or "")

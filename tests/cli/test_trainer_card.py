@@ -58,6 +58,7 @@ def test_notebook_train_save_push_gives_the_arl_hf_card(stand_in_hub, tmp_path):
     assert f"| eval | visual | {100 * metrics['eval_accuracy_visual']:.2f} |" in local.text
     assert not local.data.eval_results  # no Hub dataset named: no model-index
     assert "Reproduce the run" not in local.text  # not trained by `arl-hf train`
+    assert "trained on **custom data**" in local.text and "--dataset DATASET --split test" in local.text
 
     # push_to_hub uploads it, with the Hub dataset named here as the eval results' dataset
     trainer.push_to_hub(dataset="me/tiny-data", tags=["nb-tag"])
