@@ -51,28 +51,30 @@ def _is_main_process() -> bool:
 
 
 def train_main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> int:
-    """``examples/run_arl.py`` / ``arl-hf train``: parse, train, print the results."""
-    from . import runner
+    """``arl-hf train`` (and ``examples/run_arl.py --help``): parse, train, print the results."""
+    from .arguments import apply_help_defaults, build_parser, parse_args, setup_logging
+    from .evaluation import format_results
+    from .runner import train_and_evaluate
 
     argv = list(sys.argv[1:] if argv is None else argv)
     prog = prog or os.path.basename(sys.argv[0]) or "run_arl.py"
     if any(a in ("-h", "--help") for a in argv):
-        parser = runner.build_parser(prog=prog)
+        parser = build_parser(prog=prog)
         with user_errors(prog):
-            runner.apply_help_defaults(parser, argv)
+            apply_help_defaults(parser, argv)
         parser.print_help()
         return 0
     from .distributed import shutdown
 
     with user_errors(prog):
-        training_args, model_args, data_args, run_args = runner.parse_args(argv)
-        runner.setup_logging(training_args, training_args.process_index, summary=(
+        training_args, model_args, data_args, run_args = parse_args(argv)
+        setup_logging(training_args, training_args.process_index, summary=(
             f"device {training_args.device}, world size {training_args.world_size}, "
             f"mixed precision {'bf16' if training_args.bf16 else 'fp16' if training_args.fp16 else 'no'}"))
-        metrics = runner.train_and_evaluate(training_args, model_args, data_args, run_args, argv=argv)
+        metrics = train_and_evaluate(training_args, model_args, data_args, run_args, argv=argv)
         if training_args.process_index == 0:
             print("\nResults (checkpoint selected on the validation split; test evaluated once):")
-            print(runner.format_results(metrics))
+            print(format_results(metrics))
             print(f"\nOutputs in {training_args.output_dir}: checkpoint, README.md model card, plots/, results.json")
     shutdown()
     return 0
@@ -80,22 +82,19 @@ def train_main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None)
 
 def evaluate_main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> int:
     """``examples/evaluate_arl.py`` / ``arl-hf evaluate``: metrics of a checkpoint on a split."""
-    from . import runner
+    from .arguments import setup_logging
+    from .evaluation import build_eval_parser, evaluate_checkpoint, format_results
 
     argv = list(sys.argv[1:] if argv is None else argv)
     prog = prog or os.path.basename(sys.argv[0]) or "evaluate_arl.py"
-    parser = runner._ArgumentParser(
-        runner.EvalArguments, prog=prog, allow_abbrev=False,
-        description="Evaluate a saved arl-hf checkpoint on a dataset split: accuracy and macro-F1, fused and per "
-        "modality.",
-    )
+    parser = build_eval_parser(prog=prog)
     (eval_args,) = parser.parse_args_into_dataclasses(args=argv)
     with user_errors(prog):
-        runner.setup_logging(eval_args.log_level)
-        metrics = runner.evaluate_checkpoint(eval_args)
+        setup_logging(eval_args.log_level)
+        metrics = evaluate_checkpoint(eval_args)
         if _is_main_process():
             print(f"{eval_args.model_name_or_path} on the {eval_args.split} split:")
-            print(runner.format_results({eval_args.split: metrics}))
+            print(format_results({eval_args.split: metrics}))
     return 0
 
 

@@ -13,14 +13,14 @@ but absent counts with F1 0 (tested against scikit-learn).
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional, Sequence, Tuple
+from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from .validation import class_indices as _as_labels
 
 __all__ = ["METRIC_NAMES", "accuracy", "macro_f1", "classification_metrics", "multimodal_metrics",
-           "make_compute_metrics", "metric_key", "parse_metric_key"]
+           "make_compute_metrics", "metric_key", "parse_metric_key", "split_metrics"]
 
 #: the metrics computed for the fused head and for each modality's head
 METRIC_NAMES = ("accuracy", "macro_f1")
@@ -130,3 +130,14 @@ def make_compute_metrics(modalities: Sequence[str]) -> Callable:
         return multimodal_metrics(preds, labels, mods)
 
     return compute_metrics
+
+
+def split_metrics(metrics: Mapping[str, float], prefix: str) -> Dict[str, float]:
+    """``{prefix}_accuracy...`` -> ``accuracy...``: only loss, accuracy and macro-F1 entries."""
+    out = {}
+    for k, v in metrics.items():
+        if k.startswith(prefix + "_"):
+            key = k[len(prefix) + 1:]
+            if key in ("loss", "accuracy", "macro_f1") or key.startswith(("accuracy_", "macro_f1_")):
+                out[key] = float(v)
+    return out

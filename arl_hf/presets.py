@@ -1,8 +1,8 @@
 """Named run presets: the paper's settings per dataset, the authors' code, the small default.
 
 A preset is a flat mapping ``option -> value`` over the options of ``examples/run_arl.py``
-(:class:`~arl_hf.ARLConfig`, :class:`~arl_hf.runner.ModelArguments`,
-:class:`~arl_hf.runner.DataArguments`, :class:`~arl_hf.runner.RunArguments`). Precedence
+(:class:`~arl_hf.ARLConfig`, :class:`~arl_hf.arguments.ModelArguments`,
+:class:`~arl_hf.arguments.DataArguments`, :class:`~arl_hf.arguments.RunArguments`). Precedence
 when a run is configured: dataclass defaults < script defaults < preset < config file <
 flags given on the command line.
 

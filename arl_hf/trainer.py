@@ -26,6 +26,7 @@ from .distributed import all_reduce_mean
 from .log import get_logger
 from .node_split import node_split, node_split_train_dataloader
 from .paper import ARL_PAPER  # noqa: F401  (re-exported)
+from .schedule import ScheduleMixin
 from .strategies import (
     STRATEGIES,
     ModulationOptions,
@@ -44,6 +45,7 @@ from .strategies.mmpareto import MMParetoOptions
 from .strategies.ogm_ge import OGMGEOptions
 from .strategies.plugins import BUILTIN_OPTIONS
 from .strategies.pmr import PMROptions
+from .trainer_card import ModelCardMixin
 from .validation import validate_batch
 
 logger = get_logger(__name__)
@@ -82,6 +84,18 @@ class ARLConfig(FixedOptions, DROptions, MLAOptions, MMParetoOptions, GBlendingO
         metadata={"help": "Stop when metric_for_best_model has not improved for this many evaluations "
                   "(transformers.EarlyStoppingCallback; needs load_best_model_at_end). Default: no early stop."},
     )
+    lr_decay_epochs: Optional[List[int]] = field(
+        default=None,
+        metadata={"help": "Multiply the learning rate by lr_decay_factor at each of these epochs (MultiStepLR, "
+                  "as the authors' code: 70). Replaces lr_scheduler_type when given."},
+    )
+    lr_decay_factor: float = field(default=0.1, metadata={"help": "Factor of lr_decay_epochs."})
+    decay_all_parameters: bool = field(
+        default=False,
+        metadata={"help": "Apply weight decay to every parameter, biases and norm layers included, as "
+                  "torch.optim.SGD(weight_decay=...) in the authors' code (Trainer's default exempts biases "
+                  "and LayerNorm)."},
+    )
     max_grad_norm: float = field(
         default=0.0,
         metadata={
@@ -113,6 +127,11 @@ class ARLConfig(FixedOptions, DROptions, MLAOptions, MMParetoOptions, GBlendingO
         for options in BUILTIN_OPTIONS:
             if options is not ARLOptions:
                 options.check(self)
+        if self.lr_decay_epochs is not None and any(
+                isinstance(e, bool) or not isinstance(e, int) or e < 1 for e in self.lr_decay_epochs):
+            raise ValueError(f"lr_decay_epochs: expected epochs (ints) >= 1, got {list(self.lr_decay_epochs)!r}")
+        if not (0 < self.lr_decay_factor < float("inf")):
+            raise ValueError(f"lr_decay_factor: expected a finite number > 0, got {self.lr_decay_factor!r}")
 
 
 def model_modalities(model: nn.Module) -> List[str]:
@@ -146,7 +165,7 @@ class _EarlyStopping(EarlyStoppingCallback):
         return super().on_train_begin(args, state, control, **kwargs)
 
 
-class ARLTrainer(Trainer):
+class ARLTrainer(ModelCardMixin, ScheduleMixin, Trainer):
     """``transformers.Trainer`` for multimodal models, training with ARL or another strategy.
 
     Args:
@@ -340,7 +359,7 @@ class ARLTrainer(Trainer):
         # model is sharded under FSDP2
         if getattr(self, "_fsdp2", False):
             self._shard_strategy_for_fsdp()
-        return super().create_scheduler(num_training_steps, optimizer)
+        return self._create_run_scheduler(num_training_steps, optimizer)
 
     # ---- columns: modality keys must survive Trainer's column filtering -----------------
     def _set_signature_columns_if_needed(self) -> None:
@@ -456,31 +475,6 @@ class ARLTrainer(Trainer):
             pending.clear()
         super().log(logs, start_time)
 
-    # ---- model card ------------------------------------------------------------------------
-    def create_model_card(self, *args: Any, **kwargs: Any) -> None:
-        """Trainer's card draft (``push_to_hub`` writes it), made true for this model:
-        ``library_name: arl-hf`` (loading needs ``import arl_hf``, not transformers alone) and a
-        usage section with the install line (:func:`arl_hf.env.install_command`)."""
-        super().create_model_card(*args, **kwargs)
-        path = os.path.join(self.args.output_dir, "README.md")
-        if not self.is_world_process_zero() or not os.path.isfile(path):
-            return
-        from huggingface_hub import ModelCard
-
-        from .cards import LIBRARY_NAME
-        from .env import install_command
-
-        card = ModelCard.load(path)
-        card.data.library_name = LIBRARY_NAME
-        card.data.tags = list(dict.fromkeys(list(card.data.tags or []) + list(self._tag_names)))
-        where = self.hub_model_id or self.args.output_dir
-        card.text = card.text.rstrip() + (
-            "\n\n## How to use\n\narl-hf is not on the Python package index; install it from its source:\n\n"
-            f"```bash\n{install_command()}\n```\n\n```python\nimport arl_hf  # registers the model type with "
-            f"transformers' Auto classes\nfrom transformers import AutoModel\n\nmodel = AutoModel.from_pretrained("
-            f'"{where}")\n```\n')
-        card.save(path)
-
     # ---- the strategy that trained, in every checkpoint -------------------------------------
     def save_model(self, output_dir: Optional[str] = None, _internal_call: bool = False) -> None:
         """``Trainer.save_model``, with ``config.training_strategy`` recording the strategy that
@@ -491,3 +485,4 @@ class ARLTrainer(Trainer):
         if config is not None:
             config.training_strategy = self.strategy.name
         super().save_model(output_dir, _internal_call)
+        self._write_model_card_on_save(output_dir)

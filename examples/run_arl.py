@@ -9,23 +9,89 @@
     accelerate launch --mixed_precision bf16 examples/run_arl.py --preset ave --data_dir /data/AVE
     accelerate launch --multi_gpu --num_processes 2 examples/run_arl.py --use_cpu   # 2-process CPU DDP
 
-What it does, top to bottom (arl_hf.runner):
-  1. options: ARLConfig + model + data + run arguments (HfArgumentParser); --preset, then a
-     config file, then the flags you give, each overriding the previous (`--help` lists all);
-  2. data: arl_hf.data.load(dataset) -> train / validation / test + collator;
-  3. model: one encoder per modality of the dataset (timm ResNet-18 by default) + fusion;
-  4. ARLTrainer.train(): evaluates on the validation split every epoch and keeps the best
-     checkpoint (load_best_model_at_end, metric_for_best_model=accuracy);
-  5. the selected checkpoint is evaluated on validation and, once, on test;
-  6. writes output_dir: model.safetensors + config.json (AutoModel.from_pretrained after
-     `import arl_hf`), README.md model card, plots/*.png, results.json; --push_to_hub pushes it.
-
-An output_dir that already holds a run is refused: pass --overwrite_output_dir or --resume.
+The steps below are those of `arl-hf train` (arl_hf.runner.train_and_evaluate). An output_dir
+that already holds a run is refused: pass --overwrite_output_dir or --resume.
 """
 
 import sys
 
-from arl_hf.cli import train_main
+from transformers import set_seed
+
+from arl_hf import ARLTrainer
+from arl_hf.arguments import parse_args, setup_logging
+from arl_hf.building import build_model, label_names, load_data, num_labels, prepare_splits, sample_batch
+from arl_hf.cli import train_main, user_errors
+from arl_hf.distributed import shutdown
+from arl_hf.evaluation import evaluate_splits, format_results
+from arl_hf.log import get_logger
+from arl_hf.outputs import configure_run_card, prepare_output_dir, write_run_outputs
+
+logger = get_logger("arl_hf.examples.run_arl")
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help") for a in argv):
+        return train_main(argv, prog="run_arl.py")  # every option, with the preset's values as defaults
+
+    with user_errors("run_arl.py"):
+        # 1. Options: ARLConfig + model + data + run arguments. The preset (default
+        #    avdigits_main), then a config file, then the flags given here, each overriding the last.
+        training_args, model_args, data_args, run_args = parse_args(argv)
+        setup_logging(training_args, training_args.process_index, summary=(
+            f"device {training_args.device}, world size {training_args.world_size}, "
+            f"mixed precision {'bf16' if training_args.bf16 else 'fp16' if training_args.fp16 else 'no'}"))
+        # refuses an output_dir holding another run; with --resume, the checkpoint to continue
+        resume_from = prepare_output_dir(training_args, run_args)
+        set_seed(training_args.seed)
+
+        # 2. Data: train / validation / test splits, their collator, and a record of the
+        #    preprocessing (saved in the model's config, so the checkpoint can be evaluated later).
+        dataset, collator, record = load_data(data_args, seed=training_args.seed)
+        dataset = prepare_splits(dataset, data_args, record, run_args.preset)
+        logger.info("dataset %s: %s examples", record.get("dataset"), {k: len(v) for k, v in dataset.items()})
+
+        # 3. Model: one encoder per modality of the dataset (read from a collated batch) + fusion,
+        #    or the checkpoint of --model_name_or_path.
+        model = build_model(sample_batch(dataset["train"], collator), num_labels(dataset), model_args, record,
+                            label_names(dataset))
+
+        # 4. Trainer: evaluates the validation split every epoch and keeps the best checkpoint
+        #    (load_best_model_at_end, metric_for_best_model=accuracy). Its model card is the run's.
+        trainer = ARLTrainer(
+            model=model,
+            args=training_args,
+            train_dataset=dataset["train"],
+            eval_dataset=dataset["validation"],
+            data_collator=collator,
+        )
+        configure_run_card(trainer, model_args, run_args, argv)
+
+        # 5. Train.
+        train_result = trainer.train(resume_from_checkpoint=resume_from)
+
+        # 6. Evaluate the selected checkpoint on validation and, once, on test.
+        metrics = evaluate_splits(trainer, dataset)
+
+        # 7. Save: model.safetensors + config.json (AutoModel.from_pretrained after `import arl_hf`)
+        #    and the README.md card; then the training state, plots/*.png, results.json.
+        trainer.save_model()
+        trainer.log_metrics("train", train_result.metrics)
+        trainer.save_metrics("train", train_result.metrics)
+        trainer.save_state()
+        write_run_outputs(trainer, metrics, model_args, data_args, run_args, argv)
+
+        # 8. Push the output_dir (checkpoint, card, plots, results) with --push_to_hub.
+        if training_args.push_to_hub:
+            trainer.push_to_hub(commit_message="End of training")
+
+        if training_args.process_index == 0:
+            print("\nResults (checkpoint selected on the validation split; test evaluated once):")
+            print(format_results(metrics))
+            print(f"\nOutputs in {training_args.output_dir}: checkpoint, README.md model card, plots/, results.json")
+    shutdown()
+    return 0
+
 
 if __name__ == "__main__":
-    sys.exit(train_main(prog="run_arl.py"))
+    sys.exit(main())

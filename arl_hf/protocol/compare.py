@@ -82,7 +82,8 @@ _DATA: Dict[str, Any] = {}
 
 
 def _init_worker(rest: List[str], data_seed: int) -> None:
-    from ..runner import load_data, parse_args
+    from ..arguments import parse_args
+    from ..building import load_data
 
     _, _, data_args, _ = parse_args(rest + ["--output_dir", "unused"])
     _DATA["dataset"], _DATA["collator"], _DATA["record"] = load_data(data_args, seed=data_seed)
@@ -94,7 +95,7 @@ def _run_job(job: Tuple[List[str], RunSpec, str, bool]) -> Dict[str, Any]:
 
 
 def _tune_job(job: Tuple[List[str], str, int, int, str, float]) -> Dict[str, Any]:
-    from ..runner import parse_args
+    from ..arguments import parse_args
     from .runs import run_argv
     from .tuning import search_space, tune, tuning_trainer
 
@@ -146,7 +147,7 @@ def _overrides(hp: Optional[Dict[str, Any]]) -> Dict[str, Any]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from ..runner import parse_args
+    from ..arguments import parse_args
 
     own, rest = parse_compare_args(sys.argv[1:] if argv is None else argv)
     training_args, _, data_args, run_args = parse_args(rest + ["--output_dir", "unused"])
@@ -194,7 +195,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _dataset_modalities(_: Any) -> List[str]:
-    from ..runner import sample_batch
+    from ..building import sample_batch
 
     batch = sample_batch(_DATA["dataset"]["train"], _DATA["collator"])
     return [k for k in batch if k not in ("labels", "label", "label_ids")]

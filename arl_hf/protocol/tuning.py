@@ -72,20 +72,20 @@ def tune(trainer: Any, space: Mapping[str, Tuple[float, float, str]], n_trials: 
 def tuning_trainer(argv: Sequence[str], dataset: Any, collator: Callable, modality: Optional[str] = None):
     """A trainer of the run ``argv`` built with ``model_init`` (a fresh model per trial), trained on
     ``train`` and evaluated on ``validation``; ``modality`` keeps one modality (a unimodal bound)."""
-    from ..runner import (RunTrainer, _label_names, _num_labels, build_model, parse_args, prepare_output_dir,
-                          sample_batch)
+    from ..arguments import parse_args
+    from ..building import build_model, label_names, num_labels, sample_batch
+    from ..outputs import prepare_output_dir
+    from ..trainer import ARLTrainer
     from .runs import modality_collator
 
     training_args, model_args, data_args, run_args = parse_args(list(argv))
     prepare_output_dir(training_args, run_args)
     run_collator = modality_collator(collator, modality) if modality else collator
     batch = sample_batch(dataset["train"], run_collator)
-    num_labels, names = _num_labels(dataset), _label_names(dataset)
+    labels, names = num_labels(dataset), label_names(dataset)
 
     def model_init():
-        return build_model(batch, num_labels, model_args, None, names)
+        return build_model(batch, labels, model_args, None, names)
 
-    return RunTrainer(model_init=model_init, args=training_args, train_dataset=dataset["train"],
-                      eval_dataset=dataset["validation"], data_collator=run_collator,
-                      lr_decay_epochs=run_args.lr_decay_epochs, lr_decay_factor=run_args.lr_decay_factor,
-                      decay_all_parameters=run_args.decay_all_parameters)
+    return ARLTrainer(model_init=model_init, args=training_args, train_dataset=dataset["train"],
+                      eval_dataset=dataset["validation"], data_collator=run_collator)

@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from arl_hf import runner
+from arl_hf import ARLTrainer
 from arl_hf.cli import evaluate_main
 from arl_hf.data import export_prepared, preprocessing_info, push_prepared
 from arl_hf.runner import DataArguments, load_data, parse_args, train_and_evaluate
@@ -29,13 +29,13 @@ def test_dataset_and_mla_model_round_trip_through_the_hub(stand_in_hub, tmp_path
     data_sha = stand_in_hub.head("me/tiny-av", "dataset")
 
     captured = {}
-    init = runner.RunTrainer.__init__
+    init = ARLTrainer.__init__
 
     def keep(self, *args, **kwargs):
         init(self, *args, **kwargs)
-        captured["trainer"] = self
+        captured.setdefault("trainer", self)  # the run's (evaluate_main builds another)
 
-    monkeypatch.setattr(runner.RunTrainer, "__init__", keep)
+    monkeypatch.setattr(ARLTrainer, "__init__", keep)
     out = str(tmp_path / "mla")
     argv = tiny_flags("me/tiny-av", out, "--strategy", "mla", "--push_to_hub", "--hub_model_id", "me/tiny-mla",
                       "--hub_strategy", "end")

@@ -47,7 +47,7 @@ def test_paper_presets(name, temperature, frames, duration):
     assert args.per_device_train_batch_size == 64 and args.num_train_epochs == 100
     assert args.arl_gamma == 4.0 and args.arl_temperature == temperature
     assert args.arl_variant == "paper" and args.arl_warmup_epochs == 0 and args.max_grad_norm == 0.0
-    assert run_args.lr_decay_epochs is None
+    assert args.lr_decay_epochs is None
     assert data_args.num_frames == frames and data_args.audio_duration == duration
     if name == "cremad":
         assert data_args.preprocessing == "scipy"  # 257x299 at 3 s
@@ -62,7 +62,7 @@ def test_official_presets(name, temperature, gamma):
     assert args.arl_temperature == temperature and args.arl_gamma == gamma
     assert args.arl_warmup_epochs == 6
     assert args.max_grad_norm == 40.0
-    assert run_args.lr_decay_epochs == [70] and run_args.lr_decay_factor == 0.1
+    assert args.lr_decay_epochs == [70] and args.lr_decay_factor == 0.1
     assert args.seed == 0
     assert data_args.dataset == name[: -len("_official")]
 
@@ -81,7 +81,7 @@ def test_flags_override_a_preset_one_by_one():
     assert model_args.init == "timm"
     assert args.max_grad_norm == 0.0
     assert args.arl_all_reduce is False
-    assert run_args.lr_decay_epochs == [30, 60]
+    assert args.lr_decay_epochs == [30, 60]
     assert data_args.num_frames == 2
     # untouched options keep the preset's values
     assert args.arl_gamma == 4.0 and args.arl_warmup_epochs == 6 and args.arl_variant == "official"
@@ -214,19 +214,18 @@ def test_script_user_error_in_a_fresh_process(tmp_path):
 
 @pytest.mark.parametrize("decay_all", [True, False])
 def test_decay_all_parameters_puts_biases_under_weight_decay(tmp_path, decay_all):
-    from arl_hf import MultimodalConfig, MultimodalModel
-    from arl_hf.runner import RunTrainer
+    from arl_hf import ARLTrainer, MultimodalConfig, MultimodalModel
 
     argv = ["--preset", "cremad", "--output_dir", str(tmp_path), "--use_cpu", "--eval_strategy", "no",
             "--save_strategy", "no", "--load_best_model_at_end", "false"]
     if not decay_all:
         argv += ["--decay_all_parameters", "false"]
     args, _, _, run_args = parse_args(argv)
-    assert run_args.decay_all_parameters is decay_all
+    assert args.decay_all_parameters is decay_all
     model = MultimodalModel(MultimodalConfig(
         modalities={"a": {"encoder": "mlp", "input_dim": 4, "hidden_dims": [8]},
                     "b": {"encoder": "mlp", "input_dim": 4, "hidden_dims": [8]}}, num_labels=3))
-    trainer = RunTrainer(model=model, args=args, decay_all_parameters=run_args.decay_all_parameters)
+    trainer = ARLTrainer(model=model, args=args)
     opt = trainer.create_optimizer()
     decayed = {id(p) for g in opt.param_groups if g["weight_decay"] == 1e-4 for p in g["params"]}
     biases = [p for n, p in model.named_parameters() if n.endswith("bias")]

@@ -1,0 +1,334 @@
+"""Data and model of a run: load the dataset, check and subset its splits, build the model.
+
+:func:`load_data` reads ``--dataset`` (a registered name through :func:`arl_hf.data.load`, a
+local folder or a Hub dataset repo) into a ``DatasetDict``, its collator and a preprocessing
+record; :func:`prepare_splits` checks and subsets the splits; :func:`build_model` builds a
+:class:`~arl_hf.MultimodalModel` with one encoder per modality of a collated batch
+(:func:`modality_specs`), or loads ``--model_name_or_path``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import torch
+
+from .arguments import DataArguments, ModelArguments
+from .log import get_logger
+
+logger = get_logger(__name__)
+
+__all__ = [
+    "load_data",
+    "prepare_splits",
+    "dataset_record",
+    "label_names",
+    "num_labels",
+    "check_splits",
+    "truncate",
+    "sample_batch",
+    "modality_specs",
+    "build_model",
+]
+
+
+def _parse_mapping(text: Optional[str], field_name: str) -> Dict[str, str]:
+    if not text:
+        return {}
+    out = {}
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if "=" not in part:
+            raise ValueError(f"{field_name}: expected 'modality=value[,modality=value]', got {text!r}")
+        k, v = part.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def load_data(data_args: DataArguments, seed: int = 0) -> Tuple[Any, Callable, Dict[str, Any]]:
+    """Load the dataset: ``(DatasetDict, collator, preprocessing record)``.
+
+    ``data_args.dataset`` is one of:
+
+    * a name known to :func:`arl_hf.data.load` (built from the raw files, or embedded);
+    * a local folder: one written by ``DatasetDict.save_to_disk``, by
+      :func:`arl_hf.data.export_prepared`, or any folder ``datasets.load_dataset`` reads
+      (Parquet, CSV, JSON, Arrow files...);
+    * a Hub dataset repo id ``owner/name`` (``snapshot_download``, so ``HF_HUB_OFFLINE=1``
+      works from the cache; ``dataset_revision`` picks a branch, tag or commit), e.g. one
+      written by :func:`arl_hf.data.push_prepared`.
+
+    Datasets prepared by ``arl_hf.data`` get their transforms and collator back; others are
+    collated with ``transformers.default_data_collator`` after ``set_format("torch")``. The
+    record stores what ``--dataset`` takes to find the data again: the registry name, the
+    folder's absolute path, or the repo id and the commit it resolved to.
+    """
+    name = data_args.dataset
+    record: Dict[str, Any] = {"dataset": name}
+    for key in ("dataset_config", "preprocessing", "audio_duration", "num_frames", "image_size"):
+        value = getattr(data_args, key)
+        if value is not None:
+            record[key] = value
+    local = os.path.expanduser(str(name))
+    if os.path.isdir(local):
+        record["dataset"] = os.path.abspath(local)
+        return _load_folder(record["dataset"], data_args, record, seed)
+    from .data.sharing import is_hub_id
+
+    registry = _registry_names()
+    if name not in registry and is_hub_id(name):
+        from .data.sharing import resolve_dataset_repo
+
+        folder, revision = resolve_dataset_repo(name, data_args.dataset_revision)
+        if revision:
+            record["dataset_revision"] = revision
+        logger.info("dataset %s: Hub dataset repo at revision %s (%s)", name, revision, folder)
+        return _load_folder(folder, data_args, record, seed)
+    from .data import MultimodalCollator, load
+
+    available = _registry_names()
+    if name not in available:
+        close = difflib.get_close_matches(name, available, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(
+            f"dataset: unknown dataset {name!r}{hint}; expected one of {available}, a local folder (save_to_disk, "
+            "export_prepared or data files) or a Hub dataset repo id 'owner/name'"
+        )
+    ds = load(name, data_dir=data_args.data_dir, config=data_args.dataset_config, cache_dir=data_args.cache_dir,
+              preprocessing=data_args.preprocessing, audio_duration=data_args.audio_duration,
+              num_frames=data_args.num_frames, image_size=data_args.image_size, seed=seed)
+    info = dataset_record(ds)
+    if info:
+        record["data"] = info
+    return ds, MultimodalCollator.from_dataset(ds), record
+
+
+def _registry_names() -> List[str]:
+    from .data import available_datasets
+
+    return list(available_datasets())
+
+
+def _load_folder(folder: str, data_args: DataArguments, record: Dict[str, Any], seed: int
+                 ) -> Tuple[Any, Callable, Dict[str, Any]]:
+    """A local folder (or a downloaded Hub repo): save_to_disk, arl_hf export, or data files."""
+    import datasets
+    from transformers import default_data_collator
+
+    from .data.sharing import read_record
+
+    shown = record["dataset"]
+    if os.path.isfile(os.path.join(folder, "dataset_dict.json")):
+        ds = datasets.load_from_disk(folder)
+        if not isinstance(ds, datasets.DatasetDict):
+            raise ValueError(f"dataset: {shown!r} holds a single Dataset; expected a DatasetDict with splits")
+    elif read_record(folder)[0] is not None:
+        from .data import MultimodalCollator, load_prepared
+
+        ds = load_prepared(folder, cache_dir=data_args.cache_dir, num_frames=data_args.num_frames,
+                           image_size=data_args.image_size, seed=seed)
+        record["data"] = dataset_record(ds)
+        return ds, MultimodalCollator.from_dataset(ds), record
+    elif os.path.isfile(os.path.join(folder, "dataset_info.json")) or os.path.isfile(os.path.join(folder, "state.json")):
+        raise ValueError(f"dataset: {shown!r} holds a single Dataset saved with save_to_disk; expected a DatasetDict "
+                         "with splits")
+    else:
+        try:
+            ds = datasets.load_dataset(folder, name=data_args.dataset_config, cache_dir=data_args.cache_dir)
+        except (FileNotFoundError, ValueError) as e:
+            raise ValueError(
+                f"dataset: {shown!r} is neither a DatasetDict saved with save_to_disk, nor a folder written by "
+                f"arl_hf.data.export_prepared / push_prepared, nor data files datasets.load_dataset reads ({e})"
+            ) from None
+        if not isinstance(ds, datasets.DatasetDict):
+            raise ValueError(f"dataset: {shown!r} loads as a single Dataset; expected splits")
+    info = dataset_record(ds)
+    if info and str(info.get("format", "")).startswith("arl_hf.data"):
+        # a dataset prepared by arl_hf.data and saved to disk: same transforms and collator
+        from .data import MultimodalCollator, attach_transforms
+
+        record["data"] = info
+        ds = attach_transforms(ds, num_frames=data_args.num_frames, image_size=data_args.image_size, seed=seed)
+        return ds, MultimodalCollator.from_dataset(ds), record
+    ds.set_format("torch")
+    return ds, default_data_collator, record
+
+
+def dataset_record(ds: Any) -> Optional[Dict[str, Any]]:
+    """The preprocessing record a ``DatasetDict`` carries (JSON in ``info.description``), if any."""
+    try:
+        split = next(iter(ds.values()))
+        text = split.info.description
+    except Exception:  # noqa: BLE001 - optional metadata
+        return None
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def label_names(ds: Any) -> Optional[List[str]]:
+    """The class names of the train split's ``labels`` (a ``ClassLabel``), else ``None``."""
+    split = ds["train"]
+    feature = split.features.get("labels") if hasattr(split, "features") else None
+    names = getattr(feature, "names", None)
+    return list(names) if names else None
+
+
+def num_labels(ds: Any) -> int:
+    """The number of classes: the ``ClassLabel``'s, else the largest train label + 1."""
+    names = label_names(ds)
+    if names:
+        return len(names)
+    labels = ds["train"]["labels"]
+    labels = labels.tolist() if hasattr(labels, "tolist") else list(labels)
+    return int(max(int(x) for x in labels)) + 1
+
+
+def check_splits(ds: Any) -> None:
+    """``ValueError`` unless there are train and validation splits and every split has ``labels``."""
+    if "train" not in ds:
+        raise ValueError(f"dataset: no 'train' split (splits: {sorted(ds)})")
+    if "validation" not in ds:
+        raise ValueError(
+            f"dataset: no 'validation' split (splits: {sorted(ds)}); model selection uses the validation split "
+            "only, never the test split"
+        )
+    for split in ds:
+        if "labels" not in ds[split].column_names:
+            raise ValueError(f"dataset[{split!r}]: no 'labels' column (columns: {ds[split].column_names})")
+
+
+def truncate(ds: Any, data_args: DataArguments) -> Any:
+    """A new ``DatasetDict`` whose splits keep the first ``max_{train,eval,test}_samples`` examples."""
+    ds = type(ds)({k: v for k, v in ds.items()})  # never shorten the caller's DatasetDict in place
+    limits = {"train": data_args.max_train_samples, "validation": data_args.max_eval_samples,
+              "test": data_args.max_test_samples}
+    for split, n in limits.items():
+        if n is not None and split in ds:
+            if n < 1:
+                raise ValueError(f"max_{'eval' if split == 'validation' else split}_samples: expected >= 1, got {n}")
+            ds[split] = ds[split].select(range(min(n, len(ds[split]))))
+    return ds
+
+
+def prepare_splits(ds: Any, data_args: DataArguments, record: Optional[Dict[str, Any]] = None,
+                   preset: Optional[str] = None) -> Any:
+    """:func:`check_splits` then :func:`truncate`; records ``preset`` (if any) in ``record``."""
+    check_splits(ds)
+    ds = truncate(ds, data_args)
+    if preset and record is not None:
+        record["preset"] = preset
+    return ds
+
+
+def sample_batch(dataset: Any, collator: Callable, n: int = 2) -> Dict[str, Any]:
+    """A collated batch of the first ``n`` examples (to read the modality shapes)."""
+    n = min(n, len(dataset))
+    if n == 0:
+        raise ValueError("dataset: the train split is empty")
+    return collator([dataset[i] for i in range(n)])
+
+
+# ------------------------------------------------------------------------------- model
+def modality_specs(batch: Mapping[str, Any], model_args: ModelArguments) -> Dict[str, Dict[str, Any]]:
+    """Encoder spec per modality from a collated batch's shapes (every key but the labels).
+
+    ``(B, C, H, W)`` / ``(B, T, C, H, W)`` -> ``model_args.encoder`` with ``in_chans=C``;
+    ``(B, D)`` -> ``model_args.vector_encoder`` (``input_dim=D``); ``(B, L, D)`` -> a
+    sequence encoder. ``model_args.modality_encoders`` overrides per modality.
+    """
+    from .modeling.encoders import ENCODERS
+
+    overrides = _parse_mapping(model_args.modality_encoders, "modality_encoders")
+    modalities = [k for k in batch if k not in ("labels", "label", "label_ids")]
+    unknown = [m for m in overrides if m not in modalities]
+    if unknown:
+        raise ValueError(f"modality_encoders: {unknown[0]!r} is not a modality of the dataset {modalities}")
+    specs: Dict[str, Dict[str, Any]] = {}
+    for m in modalities:
+        x = batch[m]
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(f"{m}: the collator returned {type(x).__name__}, expected a tensor")
+        if x.dim() in (4, 5):
+            enc = overrides.get(m, model_args.encoder)
+            spec: Dict[str, Any] = {"encoder": enc}
+            if enc.startswith("timm:") or enc == "cnn":
+                spec["in_chans"] = int(x.shape[-3])
+            else:
+                raise ValueError(
+                    f"{m}: image-like input {tuple(x.shape)} needs a 'timm:<name>' or 'cnn' encoder, got {enc!r}")
+        elif x.dim() == 2:
+            enc = overrides.get(m, model_args.vector_encoder)
+            spec = {"encoder": enc, "input_dim": int(x.shape[-1])}
+            if enc == "mlp":
+                spec["hidden_dims"] = list(model_args.mlp_hidden_dims)
+        elif x.dim() == 3:
+            enc = overrides.get(m, model_args.sequence_encoder)
+            if enc == "auto":
+                enc = next((n for n in ("transformer", "lstm", "gru", "sequence") if n in ENCODERS), "")
+                if not enc:
+                    raise ValueError(
+                        f"{m}: sequence input {tuple(x.shape)} needs a sequence encoder; none is registered "
+                        f"(encoders: {sorted(ENCODERS)})"
+                    )
+            spec = {"encoder": enc, "input_dim": int(x.shape[-1])}
+        else:
+            raise ValueError(f"{m}: unsupported input shape {tuple(x.shape)} (expected 2-D to 5-D)")
+        specs[m] = spec
+    if not specs:
+        raise ValueError(f"dataset: the collated batch has no modality columns (keys: {sorted(batch)})")
+    return specs
+
+
+def build_model(
+    batch: Mapping[str, Any],
+    num_labels: int,
+    model_args: ModelArguments,
+    preprocessing: Optional[Dict[str, Any]] = None,
+    label_names: Optional[Sequence[str]] = None,
+):
+    """A new :class:`~arl_hf.MultimodalModel` for the modalities of ``batch`` (or the checkpoint
+    of ``model_args.model_name_or_path``), with ``config.preprocessing`` recorded."""
+    from transformers import AutoModel
+
+    from .modeling import MultimodalConfig, MultimodalModel, load_backbone_weights
+
+    if model_args.model_name_or_path:
+        model = AutoModel.from_pretrained(model_args.model_name_or_path)
+        if getattr(model.config, "num_labels", None) != num_labels:
+            raise ValueError(
+                f"model_name_or_path: checkpoint has {model.config.num_labels} labels, the dataset {num_labels}"
+            )
+        if preprocessing is not None:
+            model.config.preprocessing = dict(preprocessing)
+        return model
+    specs = modality_specs(batch, model_args)
+    kwargs: Dict[str, Any] = {}
+    if label_names:
+        kwargs["id2label"] = {i: n for i, n in enumerate(label_names)}
+        kwargs["label2id"] = {n: i for i, n in enumerate(label_names)}
+    config = MultimodalConfig(
+        modalities=specs,
+        num_labels=num_labels,
+        fusion=model_args.fusion,
+        init=model_args.init,
+        preprocessing=dict(preprocessing) if preprocessing else None,
+        **kwargs,
+    )
+    model = MultimodalModel(config)
+    for m, path in _parse_mapping(model_args.pretrained_weights, "pretrained_weights").items():
+        if m not in specs:
+            raise ValueError(f"pretrained_weights: {m!r} is not a modality of the dataset {list(specs)}")
+        load_backbone_weights(model, m, path)
+    return model
+
+

@@ -1,0 +1,160 @@
+"""What a run leaves in ``output_dir``: the directory policy, ``results.json``, plots, card.
+
+:func:`prepare_output_dir` refuses to mix two runs in one directory (``--overwrite_output_dir``
+replaces, ``--resume`` continues); :func:`configure_run_card` gives the trainer the run's own
+card values (license, tags, preset, the command that reproduces it) so that every card it
+writes (:meth:`~arl_hf.ARLTrainer.create_model_card`: at ``save_model`` and ``push_to_hub``)
+is the run's; :func:`write_run_outputs` writes the plots, ``results.json`` and the card.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+from typing import Any, Dict, Mapping, Optional, Sequence
+
+import torch
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+
+from .arguments import DataArguments, ModelArguments, RunArguments
+from .cards import dataset_label
+from .trainer import ARLConfig, ARLTrainer
+
+__all__ = ["RESULTS_NAME", "PLOTS_DIR", "prepare_output_dir", "reproduce_command", "configure_run_card",
+           "write_run_outputs"]
+
+RESULTS_NAME = "results.json"
+PLOTS_DIR = "plots"
+
+_KNOWN_OUTPUTS = (
+    "config.json", "model.safetensors", "README.md", RESULTS_NAME, "all_results.json", "train_results.json",
+    "eval_results.json", "trainer_state.json", "training_args.bin",
+)
+
+
+def prepare_output_dir(training_args: ARLConfig, run_args: RunArguments) -> Optional[str]:
+    """Apply the output-directory policy; returns the checkpoint to resume from, if any.
+
+    * ``--resume``: continue from the last ``checkpoint-*`` in output_dir (or from
+      ``--resume_from_checkpoint PATH``); an error if there is none.
+    * output_dir holding files and neither flag: ``ValueError`` (another run is there).
+    * ``--overwrite_output_dir``: remove that run's checkpoints, weights, card and plots
+      (other files are left alone) on the main process.
+    """
+    out = training_args.output_dir
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"output_dir: {out!r} exists and is not a directory")
+    explicit_ckpt = training_args.resume_from_checkpoint
+    if run_args.resume or explicit_ckpt:
+        if run_args.overwrite_output_dir:
+            raise ValueError("overwrite_output_dir: cannot be combined with --resume / --resume_from_checkpoint")
+        if explicit_ckpt:
+            if not os.path.isdir(explicit_ckpt):
+                raise FileNotFoundError(f"resume_from_checkpoint: {explicit_ckpt!r} is not a checkpoint directory")
+            return explicit_ckpt
+        last = get_last_checkpoint(out) if os.path.isdir(out) else None
+        if last is None:
+            raise FileNotFoundError(
+                f"resume: output_dir {out!r} holds no {PREFIX_CHECKPOINT_DIR}-* directory to resume from"
+            )
+        return last
+    if os.path.isdir(out) and os.listdir(out):
+        if not run_args.overwrite_output_dir:
+            shown = sorted(os.listdir(out))[:5]
+            raise ValueError(
+                f"output_dir: {out!r} already holds a run ({', '.join(shown)}{', ...' if len(os.listdir(out)) > 5 else ''}). "
+                "Pass --overwrite_output_dir to replace it, --resume to continue it from its last checkpoint, "
+                "or choose another --output_dir."
+            )
+        if training_args.process_index == 0:
+            for name in os.listdir(out):
+                path = os.path.join(out, name)
+                if name.startswith(f"{PREFIX_CHECKPOINT_DIR}-") and os.path.isdir(path):
+                    shutil.rmtree(path)
+                elif name == PLOTS_DIR and os.path.isdir(path):
+                    shutil.rmtree(path)
+                elif name in _KNOWN_OUTPUTS and os.path.isfile(path):
+                    os.remove(path)
+    return None
+
+
+
+def reproduce_command(argv: Optional[Sequence[str]]) -> str:
+    """The command line of the run, through the console script the package installs
+    (``examples/`` is not in a wheel)."""
+    if argv is None:
+        return "arl-hf train"
+    return "arl-hf train " + " ".join(shlex.quote(a) for a in argv)
+
+
+def configure_run_card(trainer: ARLTrainer, model_args: ModelArguments, run_args: RunArguments,
+                       argv: Optional[Sequence[str]] = None, plots: Sequence[str] = ()) -> None:
+    """Make the trainer's cards the run's: ``--model_card``, ``--license``, ``--tags``, the
+    preset, the encoder init, the checkpoint fine-tuned from (a Hub id), the command line
+    (``argv``) and the plots written (paths, shown relative to ``output_dir``)."""
+    from .data.sharing import is_hub_id
+
+    base = model_args.model_name_or_path
+    trainer.configure_model_card(
+        run_args.model_card,
+        license=run_args.license,
+        tags=list(run_args.tags or []),
+        preset=run_args.preset,
+        plots=[f"{PLOTS_DIR}/{os.path.basename(p)}" for p in plots],
+        reproduce_command=reproduce_command(argv),
+        encoder_init=model_args.init,
+        finetuned_from=base if base and is_hub_id(base) else None,
+    )
+
+
+def write_run_outputs(
+    trainer: ARLTrainer,
+    metrics: Mapping[str, Mapping[str, float]],
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    run_args: RunArguments,
+    argv: Optional[Sequence[str]] = None,
+    card_options: Optional[Mapping[str, Any]] = None,
+) -> Dict[str, Any]:
+    """Plots, ``results.json`` and model card of a finished run (main process only); returns
+    ``{"plots": [paths], "card": path or None}``.
+
+    ``card_options``: keyword arguments of :meth:`~arl_hf.ARLTrainer.create_model_card`
+    (``license``, ``tags``, ``finetuned_from``, ``language``, ``tasks``, ``dataset_tags``,
+    ``model_name``, what ``trainer.push_to_hub(...)`` passes); they override the run's own.
+    """
+    args = trainer.args
+    out = args.output_dir
+    config = trainer.model.config
+    modalities = list(trainer.modalities)
+    written: Dict[str, Any] = {"plots": [], "card": None}
+    if not trainer.is_world_process_zero():
+        return written
+    record = dict(config.preprocessing or {"dataset": data_args.dataset})
+    label = dataset_label(record, data_args.dataset)
+    title = f"{label} — strategy {args.strategy}" + (f" (preset {run_args.preset})" if run_args.preset else "")
+    if run_args.plots:
+        from .plots import make_run_plots
+
+        written["plots"] = make_run_plots(trainer.state.log_history, modalities, os.path.join(out, PLOTS_DIR), title)
+    results = {
+        "metrics": {k: dict(v) for k, v in metrics.items()},
+        "dataset": record.get("dataset", data_args.dataset),
+        "dataset_revision": record.get("dataset_revision"),
+        "preset": run_args.preset,
+        "strategy": args.strategy,
+        "best_model_checkpoint": trainer.state.best_model_checkpoint,
+        "metric_for_best_model": args.metric_for_best_model,
+        "selection_split": "validation",
+        "modalities": modalities,
+        # results on CPU depend on the summation order, hence on the thread count (never set here)
+        "torch_num_threads": torch.get_num_threads(),
+    }
+    with open(os.path.join(out, RESULTS_NAME), "w", encoding="utf-8") as f:
+        json.dump(results, f, indent=2)
+    configure_run_card(trainer, model_args, run_args, argv, written["plots"])
+    if run_args.model_card:
+        written["card"] = trainer.create_model_card(**dict(card_options or {}))
+    return written
