@@ -137,7 +137,7 @@ class RunArguments:
     preset: Optional[str] = field(
         default=None,
         metadata={"help": "Start from a named preset (see the list above); every other flag overrides it. "
-                  "Default: 'avdigits' when the dataset is avdigits, else none ('none' disables it)."},
+                  "Default: 'avdigits_main' when the dataset is avdigits, else none ('none' disables it)."},
     )
     config: Optional[str] = field(
         default=None,
