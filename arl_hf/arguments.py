@@ -55,10 +55,11 @@ class ModelArguments:
         metadata={"help": "Start from a saved checkpoint (directory or Hub id, loaded with AutoModel) instead of "
                   "building a new model from the options below."},
     )
-    encoder: str = field(
-        default="timm:resnet18",
+    encoder: Optional[str] = field(
+        default=None,
         metadata={"help": "Encoder of every image-like modality (spectrograms, frames, flow, images): "
-                  "'timm:<model name>' (in_chans from the dataset) or 'mlp'."},
+                  "'timm:<model name>' (in_chans from the dataset) or 'cnn'. Default: the encoder the "
+                  "dataset's preprocessing record suggests for the modality, else 'timm:resnet18'."},
     )
     modality_encoders: Optional[str] = field(
         default=None,

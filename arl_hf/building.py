@@ -239,10 +239,17 @@ def sample_batch(dataset: Any, collator: Callable, n: int = 2) -> Dict[str, Any]
 
 
 # ------------------------------------------------------------------------------- model
-def modality_specs(batch: Mapping[str, Any], model_args: ModelArguments) -> Dict[str, Dict[str, Any]]:
+#: encoder of image-like modalities when neither ``--encoder`` nor the dataset names one
+DEFAULT_IMAGE_ENCODER = "timm:resnet18"
+
+
+def modality_specs(batch: Mapping[str, Any], model_args: ModelArguments,
+                   suggested: Optional[Mapping[str, Mapping[str, Any]]] = None) -> Dict[str, Dict[str, Any]]:
     """Encoder spec per modality from a collated batch's shapes (every key but the labels).
 
-    ``(B, C, H, W)`` / ``(B, T, C, H, W)`` -> ``model_args.encoder`` with ``in_chans=C``;
+    ``(B, C, H, W)`` / ``(B, T, C, H, W)`` -> ``model_args.encoder`` (default: the encoder
+    ``suggested`` for the modality — the dataset's record, see
+    :meth:`~arl_hf.data.PreprocessingRecord.suggested_encoders` — else ``timm:resnet18``) with ``in_chans=C``;
     ``(B, D)`` -> ``model_args.vector_encoder`` (``input_dim=D``); ``(B, L, D)`` -> a
     sequence encoder. ``model_args.modality_encoders`` overrides per modality.
     """
@@ -259,7 +266,8 @@ def modality_specs(batch: Mapping[str, Any], model_args: ModelArguments) -> Dict
         if not isinstance(x, torch.Tensor):
             raise ValueError(f"{m}: the collator returned {type(x).__name__}, expected a tensor")
         if x.dim() in (4, 5):
-            enc = overrides.get(m, model_args.encoder)
+            enc = overrides.get(m) or model_args.encoder or str(
+                (suggested or {}).get(m, {}).get("encoder") or DEFAULT_IMAGE_ENCODER)
             spec: Dict[str, Any] = {"encoder": enc}
             if enc.startswith("timm:") or enc == "cnn":
                 spec["in_chans"] = int(x.shape[-3])
@@ -311,7 +319,7 @@ def build_model(
         if preprocessing is not None:
             model.config.preprocessing = dict(preprocessing)
         return model
-    specs = modality_specs(batch, model_args)
+    specs = modality_specs(batch, model_args, _suggested_encoders(preprocessing))
     kwargs: Dict[str, Any] = {}
     if label_names:
         kwargs["id2label"] = {i: n for i, n in enumerate(label_names)}
@@ -332,3 +340,15 @@ def build_model(
     return model
 
 
+def _suggested_encoders(record: Optional[Mapping[str, Any]]) -> Dict[str, Dict[str, Any]]:
+    """The encoder suggestions of a run record's dataset (``record["data"]``), if it has one."""
+    data = (record or {}).get("data")
+    if not data:
+        return {}
+    from .data.record import PreprocessingRecord
+
+    try:
+        return PreprocessingRecord.from_dict(data).suggested_encoders()
+    except ValueError as e:  # a record of another format: no suggestion
+        logger.warning("dataset record gives no encoder suggestion (%s)", e)
+        return {}

@@ -364,3 +364,21 @@ def test_plot_command_keeps_the_training_modality_order(tmp_path, monkeypatch):
     monkeypatch.setattr(plots, "make_run_plots", fake)
     assert plot_main([str(run), "--plots_dir", str(tmp_path / "p")]) == 0
     assert seen == [["rgb", "flow"]]
+
+
+def test_build_model_takes_the_datasets_encoder_suggestion():
+    """Without --encoder, an image-like modality gets the encoder its record suggests; an
+    explicit --encoder wins, and a modality without a suggestion gets timm:resnet18."""
+    import torch
+
+    from arl_hf.runner import ModelArguments, build_model
+
+    batch = {"audio": torch.zeros(2, 1, 16, 16), "visual": torch.zeros(2, 3, 16, 16), "labels": torch.zeros(2).long()}
+    record = {"dataset": "x", "data": {"format": "arl_hf.data/1", "dataset": "x", "modalities": {
+        "audio": {"kind": "spectrogram", "encoder": "cnn", "in_chans": 1},
+        "visual": {"kind": "image", "in_chans": 3}}}}
+    model = build_model(batch, 3, ModelArguments(), record)
+    assert model.config.modalities["audio"]["encoder"] == "cnn"
+    assert model.config.modalities["visual"]["encoder"] == "timm:resnet18"
+    model = build_model(batch, 3, ModelArguments(encoder="cnn"), record)
+    assert model.config.modalities["visual"]["encoder"] == "cnn"
