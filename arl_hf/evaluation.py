@@ -17,7 +17,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 from .arguments import DataArguments, _ArgumentParser
 from .building import load_data
 from .log import get_logger
-from .metrics import split_metrics
+from .metrics import metric_modalities, split_metrics
 from .trainer import ARLConfig, ARLTrainer
 
 logger = get_logger(__name__)
@@ -171,9 +171,7 @@ def format_results(metrics: Mapping[str, Mapping[str, float]], modalities: Optio
     """A plain-text table: one row per split, fused and per-modality accuracy / macro-F1 (%)."""
     rows = []
     for split, m in metrics.items():
-        mods = list(modalities) if modalities else sorted(
-            {k[len("accuracy_"):] for k in m if k.startswith("accuracy_")}
-        )
+        mods = list(modalities) if modalities else sorted(metric_modalities(m))
         heads = [("fused", "")] + [(x, f"_{x}") for x in mods]
         cells = []
         for head, suffix in heads:

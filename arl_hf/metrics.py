@@ -13,14 +13,15 @@ but absent counts with F1 0 (tested against scikit-learn).
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from .validation import class_indices as _as_labels
 
 __all__ = ["METRIC_NAMES", "accuracy", "macro_f1", "classification_metrics", "multimodal_metrics",
-           "make_compute_metrics", "metric_key", "parse_metric_key", "split_metrics"]
+           "make_compute_metrics", "metric_key", "parse_metric_key", "metric_modalities",
+           "split_metrics"]
 
 #: the metrics computed for the fused head and for each modality's head
 METRIC_NAMES = ("accuracy", "macro_f1")
@@ -59,6 +60,20 @@ def parse_metric_key(key: str, prefix: Optional[str] = None) -> Tuple[str, Optio
         if rest.startswith(f"{name}_") and len(rest) > len(name) + 1:
             return name, rest[len(name) + 1:]
     raise ValueError(f"key: expected '<metric>' or '<metric>_<modality>' with a metric in {METRIC_NAMES}, got {key!r}")
+
+
+def metric_modalities(metrics: Mapping[str, object], name: str = "accuracy") -> List[str]:
+    """The modalities with a ``<name>_<modality>`` key in ``metrics``, in key order (other keys,
+    such as ``probe_accuracy_<m>`` or ``loss``, are skipped)."""
+    out: List[str] = []
+    for key in metrics:
+        try:
+            metric, modality = parse_metric_key(key)
+        except ValueError:
+            continue
+        if metric == name and modality is not None and modality not in out:
+            out.append(modality)
+    return out
 
 
 def _check_pair(labels: np.ndarray, preds: np.ndarray) -> None:

@@ -13,6 +13,7 @@ import json
 import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
+from ..metrics import metric_modalities
 from .stats import diffs, paired, stat
 
 BASELINE = "none"
@@ -24,7 +25,7 @@ LABELS = {
 
 def modalities_of(record: Mapping[str, Any], split: str) -> List[str]:
     """Modalities of a run, from its ``accuracy_<m>`` keys (in the order logged)."""
-    return [k[len("accuracy_"):] for k in record["metrics"][split] if k.startswith("accuracy_")]
+    return metric_modalities(record["metrics"][split])
 
 
 def _by_seed(records: Sequence[Mapping[str, Any]], seeds: Sequence[int]) -> List[Mapping[str, Any]]:
@@ -108,7 +109,7 @@ def to_markdown(results: Mapping[str, Any]) -> str:
     """The table of ``results`` (in %), one row per method plus the unimodal bounds."""
     methods = results["methods"]
     first = next(iter(methods.values()))
-    mods = [k[len("accuracy_"):] for k in first if k.startswith("accuracy_")]
+    mods = metric_modalities(first)
     n = len(results["seeds"])
     heads = (["Method", "Fused"] + [f"{m} head" for m in mods] + [f"{m} probe" for m in mods]
              + [f"gap {m} (probe)" for m in mods] + [f"gap {m} (head)" for m in mods]

@@ -152,3 +152,13 @@ def test_class_indices_is_the_one_label_normaliser():
         class_indices([0.5, 1.0])
     with pytest.raises(ValueError, match="y: expected a 1-D array"):
         class_indices([[1]], "y")
+
+
+def test_metric_modalities_reads_only_per_head_keys_in_order():
+    from arl_hf.metrics import metric_modalities
+
+    metrics = {"loss": 1.0, "accuracy": 0.5, "accuracy_visual": 0.4, "macro_f1_audio": 0.3, "accuracy_audio": 0.2,
+               "probe_accuracy_audio": 0.1, "wall_time_s": 3.0}
+    assert metric_modalities(metrics) == ["visual", "audio"]
+    assert metric_modalities(metrics, "macro_f1") == ["audio"]
+    assert metric_modalities({"accuracy": 1.0}) == []
