@@ -107,7 +107,7 @@ class DataArguments:
     )
     dataset_config: Optional[str] = field(
         default=None,
-        metadata={"help": "Named builder configuration of the dataset (avdigits: 'default', 'bench'); "
+        metadata={"help": "Named builder configuration of the dataset (avdigits: 'default', 'bench', 'main'); "
                   "passed to arl_hf.data.load(name, config=...)."},
     )
     data_dir: Optional[str] = field(default=None, metadata={"help": "Directory of the raw dataset files."})

@@ -42,8 +42,9 @@ class StrategyState(nn.Module):
         return f"strategy={self.strategy!r}"
 
 
-def set_nested_buffer(root: nn.Module, name: str, tensor: torch.Tensor) -> torch.Tensor:
-    """``root.register_buffer`` at a dotted path, creating plain ``nn.Module`` containers."""
+def _parent(root: nn.Module, name: str) -> "tuple[nn.Module, str]":
+    """The module holding dotted ``name`` under ``root`` (plain ``nn.Module`` containers are
+    created on the way) and the leaf name."""
     *path, leaf = name.split(".")
     module = root
     for part in path:
@@ -52,19 +53,18 @@ def set_nested_buffer(root: nn.Module, name: str, tensor: torch.Tensor) -> torch
             child = nn.Module()
             module.add_module(part, child)
         module = child
+    return module, leaf
+
+
+def set_nested_buffer(root: nn.Module, name: str, tensor: torch.Tensor) -> torch.Tensor:
+    """``root.register_buffer`` at a dotted path, creating plain ``nn.Module`` containers."""
+    module, leaf = _parent(root, name)
     module.register_buffer(leaf, tensor, persistent=True)
     return tensor
 
 
 def _set_nested_parameter(root: nn.Module, name: str, param: nn.Parameter) -> None:
-    *path, leaf = name.split(".")
-    module = root
-    for part in path:
-        child = module._modules.get(part)
-        if child is None:
-            child = nn.Module()
-            module.add_module(part, child)
-        module = child
+    module, leaf = _parent(root, name)
     module.register_parameter(leaf, param)
 
 
