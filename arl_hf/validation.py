@@ -1,17 +1,19 @@
 """Checks of the data contract: class indices and batches; a bad value is a ``ValueError`` naming the field.
 
 :func:`class_indices` is the one place labels are normalised (the transform, the collator and
-the metrics call it); :func:`validate_batch` checks a collated batch before a training step.
+the metrics call it); :func:`check_inputs` is the one structural check of model inputs (the
+model's ``forward`` calls it); :func:`validate_batch` checks a collated batch before a training
+step (:func:`check_inputs`, then the values: finite inputs, labels in range).
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
 
-__all__ = ["class_indices", "validate_batch"]
+__all__ = ["class_indices", "check_inputs", "validate_batch"]
 
 
 def class_indices(values: Any, field: str = "labels") -> np.ndarray:
@@ -38,23 +40,67 @@ def class_indices(values: Any, field: str = "labels") -> np.ndarray:
     return arr.astype(np.int64, copy=False)
 
 
-def validate_batch(batch: Mapping[str, Any], modalities: Sequence[str], num_labels: Optional[int]) -> None:
-    """Check modality tensors and labels of one batch.
+def check_inputs(inputs: Mapping[str, Any], modalities: Sequence[str], labels: Any = None, *,
+                 expected: Optional[str] = None, unknown: str = "ignore",
+                 check_input: Optional[Callable[[str, torch.Tensor], None]] = None) -> int:
+    """Check the structure of one batch of model inputs; returns the batch size.
 
-    Raises ``ValueError`` for a missing modality, a non-tensor or non-float input, an
-    empty batch, non-finite values, or labels that are not integers in
-    ``[0, num_labels)``. Value checks need one host sync on an accelerator.
+    Every name of ``modalities`` must be in ``inputs`` as a floating-point tensor with a
+    non-empty batch axis, all with the same batch size; ``labels``, when given, a ``(B,)``
+    tensor. Reads no values (no host sync).
+
+    Args:
+        inputs: modality name -> tensor (other keys: see ``unknown``).
+        modalities: the modality names expected.
+        labels: the labels of the batch, or ``None`` (not checked).
+        expected: what the message of a missing modality says is expected (default: the keys
+            the batch has).
+        unknown: ``"ignore"`` other keys of ``inputs``, or ``"raise"`` for a key that is not one
+            of ``modalities``.
+        check_input: called as ``check_input(name, tensor)`` on each modality tensor after the
+            type checks (e.g. an encoder's shape check).
+
+    Raises:
+        ValueError: naming the offending field (the modality, or ``labels``).
     """
+    missing = [m for m in modalities if m not in inputs]
+    if missing:
+        hint = expected if expected is not None else f"the batch has keys {sorted(inputs)}"
+        raise ValueError(f"{missing[0]}: missing modality input; {hint}")
+    if unknown == "raise":
+        extra = [k for k in inputs if k not in modalities]
+        if extra:
+            raise ValueError(f"{extra[0]}: not a modality of this model; expected one of {list(modalities)}")
+    batch = None
     for m in modalities:
-        if m not in batch:
-            raise ValueError(f"{m}: missing modality input; the batch has keys {sorted(batch)}")
-        x = batch[m]
+        x = inputs[m]
         if not isinstance(x, torch.Tensor):
             raise ValueError(f"{m}: expected a torch.Tensor, got {type(x).__name__}")
         if not x.is_floating_point():
             raise ValueError(f"{m}: expected a floating-point tensor, got dtype {x.dtype}")
+        if check_input is not None:
+            check_input(m, x)
         if x.dim() == 0 or x.shape[0] == 0:
             raise ValueError(f"{m}: the batch is empty (shape {tuple(x.shape)})")
+        if batch is None:
+            batch = int(x.shape[0])
+        elif x.shape[0] != batch:
+            raise ValueError(f"{m}: batch size {x.shape[0]} differs from {modalities[0]}'s {batch}")
+    if labels is not None and (not isinstance(labels, torch.Tensor) or tuple(labels.shape) != (batch,)):
+        got = tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__
+        raise ValueError(f"labels: expected shape ({batch},), got {got}")
+    return batch
+
+
+def validate_batch(batch: Mapping[str, Any], modalities: Sequence[str], num_labels: Optional[int]) -> None:
+    """Check modality tensors and labels of one batch.
+
+    Raises ``ValueError`` for a missing modality, a non-tensor or non-float input, an
+    empty batch, batch sizes that differ (:func:`check_inputs`), non-finite values, or labels
+    that are not integers in ``[0, num_labels)``. Value checks need one host sync on an
+    accelerator.
+    """
+    check_inputs(batch, modalities)
     labels = batch.get("labels")
     if not isinstance(labels, torch.Tensor):
         raise ValueError(f"labels: expected a torch.Tensor of class indices, got {type(labels).__name__}")

@@ -6,8 +6,8 @@ pre-extracted layout: 16 kHz mono WAVs, a folder of 480x360 JPEG frames per clip
 188)``, one frame ``(B, 1, 3, 224, 224)``, labels):
 
 * **cached** (``arl_hf.data``): ``load("cremad", preprocessing="ogm")`` precomputes the
-  spectrograms into Arrow once; at training time the DataLoader workers read them (the
-  ``arl_hf`` format: NumPy views, no Python lists) and decode + transform the one frame
+  spectrograms into Arrow once; at training time the DataLoader workers read them (as
+  NumPy views, no Python lists) and decode + transform the one frame
   used (``MultimodalTransform``, crop/resize on uint8), and ``MultimodalCollator`` stacks.
   Measured twice: frame files stored as they are (the default, 480x360 JPEG), and shrunk
   at build time to a shorter side of ``--frame-max-side`` (256: ``load(...,
@@ -145,7 +145,8 @@ def build_cached(root: str, cache_dir: str, image_size: int = 224, frame_max_sid
     dsd = data.load("cremad", data_dir=root, preprocessing="ogm", cache_dir=cache_dir, num_frames=1,
                     image_size=image_size, validation_fraction=0.1, frame_max_side=frame_max_side)
     built = time.perf_counter() - t
-    return dsd["train"], data.MultimodalCollator.from_dataset(dsd), built
+    collator = data.MultimodalCollator.from_dataset(dsd)  # binds the splits' transforms in place
+    return dsd["train"], collator, built
 
 
 class _Only:
@@ -161,6 +162,21 @@ class _Only:
         return self.fn(i)
 
 
+def transformed_rows(ds, name: str, transform):
+    """``ds``'s ``name`` and ``labels`` columns with ``transform`` bound: ``[i]`` gives the transformed
+    example. Frames stay encoded records until the transform picks one (``Image(decode=False)``)
+    and fixed-shape arrays arrive as NumPy views (:func:`arl_hf.data.batches.bind_row_transform`),
+    so only the frame used is decoded and no array becomes Python lists."""
+    from arl_hf.data.batches import bind_row_transform
+    from arl_hf.data.streaming import undecoded_features
+
+    plain = ds.with_format(None).select_columns([name, "labels"])
+    feature = undecoded_features(plain.features)[name]
+    if feature != plain.features[name]:
+        plain = plain.cast_column(name, feature)
+    return bind_row_transform(plain, transform)
+
+
 def per_sample_ms(fn, n: int, repeats: int) -> float:
     """Median-free mean milliseconds of ``fn(i)`` over ``repeats`` samples (one core)."""
     fn(0)
@@ -173,11 +189,9 @@ def per_sample_ms(fn, n: int, repeats: int) -> float:
 def breakdown(train, small, fly: OnTheFlyDataset, image_size: int, repeats: int) -> Dict[str, float]:
     """Milliseconds per sample on one core, per modality and pipeline (``small``: the shrunk-frame cache)."""
     from arl_hf.data import MultimodalTransform
-    from arl_hf.data.formatting import FORMAT_TYPE
 
     def only(ds, name, spec, **kw):
-        return ds.with_format(None).select_columns([name, "labels"]).with_format(
-            FORMAT_TYPE, transform=MultimodalTransform({name: spec}, train=True, **kw))
+        return transformed_rows(ds, name, MultimodalTransform({name: spec}, train=True, **kw))
 
     lib_audio = only(train, "audio", {"kind": "spectrogram"})
     lib_visual = only(train, "visual", {"kind": "frames"}, num_frames=1, image_size=image_size)
@@ -208,11 +222,10 @@ def breakdown(train, small, fly: OnTheFlyDataset, image_size: int, repeats: int)
 def frame_fidelity(train, small, image_size: int, n: int = 8) -> float:
     """Mean |difference| (normalised units) of eval-mode frames: shrunk-frame cache vs full-size cache."""
     from arl_hf.data import MultimodalTransform
-    from arl_hf.data.formatting import FORMAT_TYPE
 
     t = MultimodalTransform({"visual": {"kind": "frames"}}, train=False, num_frames=1, image_size=image_size)
-    a = train.with_format(None).select_columns(["visual", "labels"]).with_format(FORMAT_TYPE, transform=t)
-    b = small.with_format(None).select_columns(["visual", "labels"]).with_format(FORMAT_TYPE, transform=t)
+    a = transformed_rows(train, "visual", t)
+    b = transformed_rows(small, "visual", t)
     k = min(n, len(a))
     return float(np.mean([float((a[i]["visual"] - b[i]["visual"]).abs().mean()) for i in range(k)]))
 

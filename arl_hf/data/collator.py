@@ -115,8 +115,9 @@ class MultimodalCollator:
     def __repr__(self) -> str:
         return f"MultimodalCollator(modalities={self.modalities}, transform={self.transform!r})"
 
-    def _apply_transform(self, features: List[Mapping[str, Any]]) -> List[Dict[str, Any]]:
-        """The transform on the batch's columns: the modalities present and the labels."""
+    def _apply_transform(self, features: List[Mapping[str, Any]]) -> Dict[str, Any]:
+        """The transform on the batch's columns (the modalities present and the labels): column ->
+        a list of per-example values, or one tensor whose rows are the examples."""
         keys = [k for k in features[0] if k in getattr(self.transform, "modalities", {}) or k == self.label_key]
         for i, ex in enumerate(features):
             if self.label_key not in ex:
@@ -127,7 +128,7 @@ class MultimodalCollator:
         out = self.transform(columns)
         if self.label_key != "labels":
             out[self.label_key] = out.pop("labels")
-        return [{k: v[i] for k, v in out.items()} for i in range(len(features))]
+        return out
 
     def _names(self, example: Mapping[str, Any]) -> List[str]:
         if self.modalities is not None:
@@ -140,36 +141,45 @@ class MultimodalCollator:
 
         if not features:
             raise ValueError("features: expected a non-empty list of examples")
-        if self.transform is not None:
-            features = self._apply_transform(features)
+        columns = self._apply_transform(features) if self.transform is not None else None
         out: Dict[str, Any] = {}
-        for name in self._names(features[0]):
-            first = features[0].get(name)
-            if type(first).__name__ == "EncodedClip":  # frames decoded later, on the training device
+        for name in self._names(features[0] if columns is None else columns):
+            column = columns.get(name) if columns is not None else None
+            if torch.is_tensor(column) and column.shape[0] == len(features):  # the batch, already stacked
+                out[name] = _batch_tensor(column.float(), self.kinds.get(name) == "spectrogram")
+                continue
+            values = column if column is not None else [ex.get(name) for ex in features]
+            if type(values[0]).__name__ == "EncodedClip":  # frames decoded later, on the training device
                 from .transforms import EncodedClip, EncodedFrames
 
-                clips = [ex.get(name) for ex in features]
-                if not all(isinstance(c, EncodedClip) for c in clips):
+                if not all(isinstance(c, EncodedClip) for c in values):
                     raise ValueError(f"{name}: some examples hold encoded frames and others not; expected one kind")
-                out[name] = EncodedFrames(clips, clips[0].spec or {})
+                out[name] = EncodedFrames(list(values), values[0].spec or {})
                 continue
-            tensors = []
+            if column is None:
+                for i, ex in enumerate(features):
+                    if name not in ex:
+                        raise ValueError(f"features[{i}]: modality {name!r} missing; got keys {sorted(ex)}")
+            out[name] = self._stack(name, [self._tensor(name, v) for v in values])
+        if columns is not None:
+            labels = columns[self.label_key]
+        else:
+            labels = []
             for i, ex in enumerate(features):
-                if name not in ex:
-                    raise ValueError(f"features[{i}]: modality {name!r} missing; got keys {sorted(ex)}")
-                t = torch.as_tensor(np.asarray(ex[name], dtype=np.float32)) if not torch.is_tensor(ex[name]) \
-                    else ex[name].float()
-                if self.kinds.get(name) == "spectrogram" and t.dim() == 2:
-                    t = t.unsqueeze(0)
-                tensors.append(t)
-            out[name] = self._stack(name, tensors)
-        labels = []
-        for i, ex in enumerate(features):
-            if self.label_key not in ex:
-                raise ValueError(f"features[{i}]: label column {self.label_key!r} missing; got keys {sorted(ex)}")
-            labels.append(ex[self.label_key])
+                if self.label_key not in ex:
+                    raise ValueError(f"features[{i}]: label column {self.label_key!r} missing; got keys {sorted(ex)}")
+                labels.append(ex[self.label_key])
         out[self.label_key] = torch.from_numpy(class_indices(labels, self.label_key))
         return out
+
+    def _tensor(self, name: str, value: Any):
+        """One example's float32 tensor (a 2-D spectrogram gets its channel axis)."""
+        import torch
+
+        t = value.float() if torch.is_tensor(value) else torch.as_tensor(np.asarray(value, dtype=np.float32))
+        if self.kinds.get(name) == "spectrogram" and t.dim() == 2:
+            t = t.unsqueeze(0)
+        return t
 
     @staticmethod
     def _stack(name: str, tensors: List[Any]):
@@ -198,3 +208,15 @@ def _stack(tensors: List[Any]):
     storage = elem._typed_storage()._new_shared(elem.numel() * len(tensors), device=elem.device)
     out = elem.new(storage).resize_(len(tensors), *elem.shape)
     return torch.stack(tensors, out=out)
+
+
+def _batch_tensor(batch: Any, spectrogram: bool):
+    """A batch the transform already stacked: a 3-D spectrogram batch gets its channel axis; inside
+    a DataLoader worker the batch moves to shared memory (as :func:`_stack` builds it there)."""
+    import torch
+
+    if spectrogram and batch.dim() == 3:
+        batch = batch.unsqueeze(1)
+    if torch.utils.data.get_worker_info() is not None:
+        batch = batch.share_memory_()
+    return batch

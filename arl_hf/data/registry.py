@@ -259,7 +259,8 @@ def is_transformed(dataset: Any) -> bool:
     from .transforms import MultimodalTransform
 
     fmt = getattr(dataset, "format", None) or {}
-    if isinstance((fmt.get("format_kwargs") or {}).get("transform"), MultimodalTransform):
+    bound = (fmt.get("format_kwargs") or {}).get("transform")
+    if isinstance(bound, MultimodalTransform) or isinstance(getattr(bound, "transform", None), MultimodalTransform):
         return True
     return bool(getattr(dataset, "transformed", False))
 
@@ -288,17 +289,27 @@ def attach_transforms(dsd, num_frames: Optional[int] = None, image_size: Optiona
 
 
 def bind_transforms_in_place(dsd, **options: Any) -> None:
-    """Bind the transforms (:func:`attach_transforms`) to the splits of ``dsd`` that hold stored
-    columns, replacing them in ``dsd``; settings not given come from ``dsd.transform_options``."""
+    """Bind the transforms to the splits of ``dsd`` that hold stored columns, replacing them in
+    ``dsd`` (augmentation on ``train`` only, as :func:`attach_transforms`); settings not given
+    come from ``dsd.transform_options``.
+
+    Each split is bound with :func:`arl_hf.data.batches.bind_row_transform`: the split gains a
+    row-position column and ``with_transform`` extracts only it and the columns that are not
+    fixed-shape arrays; the transform reads the arrays of each batch as NumPy views of the
+    Arrow data (``with_transform`` alone would hand them over as nested Python lists). The
+    transform receives the same values, so the batches are the same."""
+    from .batches import bind_row_transform
+
     recorded = dict(getattr(dsd, TRANSFORM_OPTIONS_ATTR, None) or {})
     settings = {k: (v if v is not None else recorded.get(k)) for k, v in options.items()}
     for k, v in recorded.items():
         settings.setdefault(k, v)
     plain = {split: ds for split, ds in dsd.items() if not is_transformed(ds) and hasattr(ds, "with_transform")}
     if plain:
-        bound = attach_transforms(plain, **settings)
-        for split in plain:
-            dsd[split] = bound[split]
+        record = PreprocessingRecord.from_dataset(dsd)
+        for split, ds in plain.items():
+            dsd[split] = bind_row_transform(ds, make_transform(record, train=(split == "train"), strict=False,
+                                                               **settings))
 
 
 def _first(dataset: Any):

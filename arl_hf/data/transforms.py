@@ -107,6 +107,23 @@ class EncodedFrames:
         return f"EncodedFrames({len(self.clips)} clips, spec={self.spec})"
 
 
+def _stacked_float32(column: Any):
+    """The values of a column (arrays or nested lists of one shape) as one float32 ``(n, ...)``
+    tensor (a copy: the values may be read-only views of the Arrow memory map); ``None`` when
+    their shapes differ or a value is not numeric (the caller converts them one by one)."""
+    import torch
+
+    if len(column) == 0:
+        return None
+    try:
+        arr = np.array(column, dtype=np.float32)
+    except (ValueError, TypeError):
+        return None
+    if arr.ndim < 2 or arr.shape[0] != len(column):
+        return None
+    return torch.from_numpy(arr)
+
+
 def decode_jpeg_batch(jpegs: Sequence[Any], device: Any = "cuda", mode: str = "RGB") -> List[Any]:
     """Decode a list of JPEGs (bytes or 1-D uint8 CPU tensors) in one
     ``torchvision.io.decode_jpeg(..., device=device)`` call (nvJPEG batched on CUDA, libjpeg-turbo
@@ -362,6 +379,11 @@ class MultimodalTransform:
             elif kind == "flow":
                 out[name] = [self._flow(col[i], name, seeds[i]) for i in range(n)]
             else:
+                stacked = _stacked_float32(col) if kind in ("spectrogram", "image") else None
+                if stacked is not None:
+                    # one (n, ...) tensor whose rows are the examples: one copy of the batch
+                    out[name] = stacked.unsqueeze(1) if kind == "spectrogram" else stacked
+                    continue
                 # np.array copies: values may be read-only views of the Arrow memory map
                 arrs = [torch.from_numpy(np.array(v, dtype=np.float32)) for v in col]
                 if kind == "spectrogram":

@@ -20,6 +20,7 @@ from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
 from ..log import get_logger
+from ..validation import check_inputs
 from .configuration import MultimodalConfig
 from .encoders import build_encoder
 from .fusion import build_fusion
@@ -183,30 +184,11 @@ class MultimodalModel(MultimodalPreTrainedModel):
         return "parameters" if self.fusion.intermediate else None
 
     def _check_inputs(self, inputs: Dict[str, torch.Tensor], labels: Optional[torch.Tensor]) -> int:
-        missing = [m for m in self.encoders if m not in inputs]
-        if missing:
-            raise ValueError(
-                f"{missing[0]}: missing modality input; the model expects keyword arguments {self.modalities}"
-            )
-        unknown = [k for k in inputs if k not in self.encoders]
-        if unknown:
-            raise ValueError(f"{unknown[0]}: not a modality of this model; expected one of {self.modalities}")
-        batch = None
-        for m, x in inputs.items():
-            if not isinstance(x, torch.Tensor):
-                raise ValueError(f"{m}: expected a torch.Tensor, got {type(x).__name__}")
-            if not x.is_floating_point():
-                raise ValueError(f"{m}: expected a floating-point tensor, got dtype {x.dtype}")
-            self.encoders[m].check_input(x, m)
-            if x.shape[0] == 0:
-                raise ValueError(f"{m}: the batch is empty (B = 0)")
-            if batch is None:
-                batch = x.shape[0]
-            elif x.shape[0] != batch:
-                raise ValueError(f"{m}: batch size {x.shape[0]} differs from {self.modalities[0]}'s {batch}")
-        if labels is not None and tuple(labels.shape) != (batch,):
-            raise ValueError(f"labels: expected shape ({batch},), got {tuple(labels.shape)}")
-        return batch
+        """The batch size of ``inputs`` after :func:`arl_hf.validation.check_inputs` (each
+        encoder's own shape check included)."""
+        return check_inputs(inputs, list(self.encoders), labels,
+                            expected=f"the model expects keyword arguments {self.modalities}", unknown="raise",
+                            check_input=lambda m, x: self.encoders[m].check_input(x, m))
 
     def _encode(self, modality: str, x: torch.Tensor) -> torch.Tensor:
         """``encoders[modality](x)``, recomputed in backward under activation checkpointing
