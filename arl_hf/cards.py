@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from .log import get_logger
+from .data.record import format_value as _fmt
+from .data.record import preprocessing_text  # noqa: F401  (part of the card API)
 from .paper import ARL_PAPER
 
 logger = get_logger(__name__)
@@ -198,36 +200,6 @@ def _preprocessing_name(preprocessing: Optional[Mapping[str, Any]]) -> Optional[
         return audio["name"]
     value = preprocessing.get("preprocessing")
     return value if isinstance(value, str) else None
-
-
-def preprocessing_text(preprocessing: Optional[Mapping[str, Any]]) -> str:
-    """One line on the inputs: audio preset, each modality's kind and shape, frames."""
-    if not preprocessing:
-        return ""
-    parts = []
-    data = preprocessing.get("data") if isinstance(preprocessing.get("data"), Mapping) else {}
-    audio = data.get("audio_preset")
-    if isinstance(audio, Mapping) and audio.get("name"):
-        shape = "x".join(str(d) for d in audio.get("output_shape") or [])
-        parts.append(f"audio preset `{audio['name']}` v{audio.get('version', '?')}" + (f" ({shape})" if shape else ""))
-    elif preprocessing.get("preprocessing"):
-        parts.append(f"audio preset `{preprocessing['preprocessing']}`")
-    for m, spec in (data.get("modalities") or {}).items():
-        if isinstance(spec, Mapping):
-            shape = "x".join(str(d) for d in spec.get("shape") or [])
-            parts.append(f"{m}: {spec.get('kind', '?')}" + (f" {shape}" if shape else ""))
-    for key in ("audio_duration", "num_frames", "image_size"):
-        if preprocessing.get(key) is not None:
-            parts.append(f"{key}={_fmt(preprocessing[key])}")
-    return "; ".join(parts)
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, (list, tuple)):
-        return ", ".join(_fmt(v) for v in value)
-    return str(value)
 
 
 def results_table(metrics: Mapping[str, Mapping[str, float]], modalities: Sequence[str]) -> str:

@@ -71,12 +71,14 @@ class Group:
 
 # ----------------------------------------------------------------------------------- fields
 def parser_dataclasses() -> List[type]:
-    """The dataclasses of the train parser, in the parser's order."""
+    """The dataclasses of the train parser defined by arl-hf, in the parser's order (options of
+    strategies registered from outside the package, e.g. by ``--strategy_module``, are theirs
+    to document)."""
     if REPO not in sys.path:
         sys.path.insert(0, REPO)
     from arl_hf.runner import build_parser
 
-    return list(build_parser().dataclass_types)
+    return [d for d in build_parser().dataclass_types if d.__module__.split(".")[0] == "arl_hf"]
 
 
 def _training_arguments_fields() -> Dict[str, dataclasses.Field]:

@@ -16,7 +16,7 @@ import dataclasses
 import json
 from typing import Any, Dict, List, Mapping, Optional
 
-__all__ = ["RECORD_FORMAT", "MODALITY_KINDS", "ModalitySpec", "PreprocessingRecord"]
+__all__ = ["RECORD_FORMAT", "MODALITY_KINDS", "ModalitySpec", "PreprocessingRecord", "preprocessing_text", "format_value"]
 
 #: the format tag of the record (``<family>/<revision>``); any ``arl_hf.data/*`` reads
 RECORD_FORMAT = "arl_hf.data/1"
@@ -215,3 +215,34 @@ class PreprocessingRecord:
     def dataset_label(self, default: str = "dataset") -> str:
         """A short name of the dataset for cards and tables: the recorded name, else ``default``."""
         return self.dataset or default
+
+
+def preprocessing_text(preprocessing: Optional[Mapping[str, Any]]) -> str:
+    """One line on the inputs: audio preset, each modality's kind and shape, frames."""
+    if not preprocessing:
+        return ""
+    parts = []
+    data = preprocessing.get("data") if isinstance(preprocessing.get("data"), Mapping) else {}
+    audio = data.get("audio_preset")
+    if isinstance(audio, Mapping) and audio.get("name"):
+        shape = "x".join(str(d) for d in audio.get("output_shape") or [])
+        parts.append(f"audio preset `{audio['name']}` v{audio.get('version', '?')}" + (f" ({shape})" if shape else ""))
+    elif preprocessing.get("preprocessing"):
+        parts.append(f"audio preset `{preprocessing['preprocessing']}`")
+    for m, spec in (data.get("modalities") or {}).items():
+        if isinstance(spec, Mapping):
+            shape = "x".join(str(d) for d in spec.get("shape") or [])
+            parts.append(f"{m}: {spec.get('kind', '?')}" + (f" {shape}" if shape else ""))
+    for key in ("audio_duration", "num_frames", "image_size"):
+        if preprocessing.get(key) is not None:
+            parts.append(f"{key}={format_value(preprocessing[key])}")
+    return "; ".join(parts)
+
+
+def format_value(value: Any) -> str:
+    """A value as a card or table shows it: floats to 4 significant digits, lists comma-separated."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(format_value(v) for v in value)
+    return str(value)

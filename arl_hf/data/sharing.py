@@ -69,7 +69,7 @@ def _check_splits(dataset_dict: Any) -> None:
 
 
 def _card_text(record: Dict[str, Any], num_labels: Optional[int], where: str) -> str:
-    from ..cards import preprocessing_text
+    from .record import preprocessing_text
 
     preset = record.get("audio_preset") or {}
     lines = [f"# {record.get('dataset')} (prepared with arl_hf.data)", ""]
