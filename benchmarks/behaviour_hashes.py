@@ -1,7 +1,8 @@
 """Behaviour fingerprints: every strategy's short run, as metrics and per-tensor weight hashes.
 
-Each strategy trains one epoch of the ``avdigits_bench`` preset (the embedded AV-Digits
-``bench`` data, small CNNs) through ``examples/run_arl.py`` with the threads fixed by
+Each strategy trains one epoch of a fixed recipe (the ``avdigits_main`` preset — the embedded
+AV-Digits ``main`` data, small CNNs, SGD 5e-2 — with a constant learning rate after 40 warm-up
+steps) through ``examples/run_arl.py`` with the threads fixed by
 ``OMP_NUM_THREADS`` (default 1). For each run the script records the test and validation
 metrics written to ``results.json`` and the SHA-256 of every tensor in ``model.safetensors``.
 
@@ -49,7 +50,8 @@ def tensor_hashes(path: str) -> Dict[str, str]:
 def run(name: str, extra: Sequence[str], out_dir: str, epochs: str) -> Dict[str, Any]:
     strategy = "arl" if name.startswith("arl") else name
     run_dir = os.path.join(out_dir, name)
-    cmd = [sys.executable, os.path.join(ROOT, "examples", "run_arl.py"), "--preset", "avdigits_bench",
+    cmd = [sys.executable, os.path.join(ROOT, "examples", "run_arl.py"), "--preset", "avdigits_main",
+           "--lr_scheduler_type", "constant_with_warmup",
            "--strategy", strategy, "--num_train_epochs", epochs, "--seed", "0", "--output_dir", run_dir,
            "--overwrite_output_dir", "true", "--report_to", "none", *extra]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
