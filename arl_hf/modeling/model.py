@@ -231,7 +231,7 @@ def load_backbone_weights(
     """
     import os
 
-    from .encoders import load_timm_weights
+    from .pretrained import load_timm_weights
 
     if modality not in model.encoders:
         raise ValueError(f"modality: {modality!r} is not a modality of this model; expected one of {model.modalities}")

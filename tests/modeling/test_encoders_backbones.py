@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 
 from arl_hf import MultimodalConfig, MultimodalModel
 from arl_hf.modeling import build_encoder, load_backbone_weights, load_pretrained_backbones
-from arl_hf.modeling.encoders import resolve_pretrained_file
+from arl_hf.modeling.pretrained import resolve_pretrained_file
 
 TINY_SWIN = {
     "encoder": "timm:swin_tiny_patch4_window7_224",
