@@ -109,9 +109,10 @@ def evaluate_checkpoint(eval_args: EvalArguments) -> Dict[str, float]:
     elif path.startswith((".", "/", "~")) or path.count("/") != 1:
         raise FileNotFoundError(f"model_name_or_path: checkpoint directory {path!r} does not exist")
     try:
-        model = AutoModel.from_pretrained(path, revision=eval_args.revision)
+        model, info = AutoModel.from_pretrained(path, revision=eval_args.revision, output_loading_info=True)
     except OSError as e:
         raise FileNotFoundError(f"model_name_or_path: cannot load {path!r}: {e}") from None
+    _refuse_incomplete_checkpoint(path, info)
     recorded = dict(getattr(model.config, "preprocessing", None) or {})
     dataset_name = eval_args.dataset or recorded.get("dataset")
     if not dataset_name:
@@ -145,6 +146,19 @@ def evaluate_checkpoint(eval_args: EvalArguments) -> Dict[str, float]:
         with open(eval_args.output_json, "w", encoding="utf-8") as f:
             json.dump({"split": eval_args.split, "dataset": dataset_name, "metrics": metrics}, f, indent=2)
     return metrics
+
+
+def _refuse_incomplete_checkpoint(path: str, info: Mapping[str, Any]) -> None:
+    """``ValueError`` when loading left tensors of the model missing or of another size: they
+    would be evaluated freshly initialised, not as trained."""
+    missing = sorted(info.get("missing_keys") or ())
+    mismatched = sorted(str(k[0]) if isinstance(k, tuple) else str(k) for k in info.get("mismatched_keys") or ())
+    if missing or mismatched:
+        parts = [f"{what} {keys[:5]}{' ...' if len(keys) > 5 else ''}"
+                 for what, keys in (("missing", missing), ("of another size", mismatched)) if keys]
+        raise ValueError(
+            f"model_name_or_path: checkpoint {path!r} does not hold every tensor of the model it configures "
+            f"({'; '.join(parts)}); evaluating it would measure freshly initialised weights")
 
 
 def _prediction_strategy(model: Any, path: str, revision: Optional[str] = None) -> str:

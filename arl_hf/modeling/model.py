@@ -9,6 +9,7 @@ fusion path with every other modality's representation zeroed, Sec. 3.2).
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional
 
@@ -123,12 +124,47 @@ class MultimodalPreTrainedModel(PreTrainedModel):
                 except (NotImplementedError, AssertionError, TypeError):
                     enc._checkpoints_itself = False
 
-    def _init_weights(self, module: nn.Module) -> None:
-        """Keep each library's own init (``init="timm"``) or apply the authors' scheme.
+    #: True while :meth:`init_weights` initialises a newly built model (``post_init``)
+    _building = False
 
-        ``PreTrainedModel``'s default would re-draw every Conv/Linear from N(0, 0.02),
-        wiping timm's initialisation; this override touches nothing unless asked to.
+    def init_weights(self) -> None:
+        """Initialise a newly built model (``post_init`` calls it): under ``init="timm"`` every
+        module keeps its library's own initialisation, ``init="authors"`` applies the authors'
+        scheme. A model that ``from_pretrained`` loads does not come here; the tensors its
+        checkpoint leaves missing or mismatched are filled by :meth:`initialize_weights`."""
+        self._building = True
+        try:
+            super().init_weights()
+        finally:
+            self._building = False
+
+    def initialize_weights(self) -> None:
+        """Initialise every tensor not marked as loaded (transformers' ``_is_hf_initialized``).
+
+        After ``from_pretrained``, those are the tensors missing from the checkpoint or of
+        another size (``ignore_mismatched_sizes=True``): each takes the value it has in a newly
+        built model of the same config (drawn from the current torch RNG, so the same seed
+        gives the same weights), whatever ``init`` says and whatever the module. Loaded
+        tensors are left as they are.
         """
+        self._fill_source = None
+        try:
+            super().initialize_weights()
+        finally:
+            self._fill_source = None
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """A newly built model: keep each library's own init (``init="timm"``) or apply the
+        authors' scheme. Otherwise (loading): fill the module's tensors that were not loaded
+        from a newly built twin of the model (:meth:`initialize_weights`)."""
+        if self._building:
+            self._init_new_weights(module)
+        else:
+            self._fill_unloaded(module)
+
+    def _init_new_weights(self, module: nn.Module) -> None:
+        """``PreTrainedModel``'s default would re-draw every Conv/Linear from N(0, 0.02),
+        wiping timm's initialisation; this touches nothing unless ``init="authors"``."""
         if getattr(self.config, "init", "timm") != "authors":
             return
         with torch.no_grad():
@@ -145,6 +181,38 @@ class MultimodalPreTrainedModel(PreTrainedModel):
                     nn.init.ones_(module.weight)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
+
+    def _fill_unloaded(self, module: nn.Module) -> None:
+        """Copy into ``module``'s own parameters and buffers that carry no ``_is_hf_initialized``
+        mark the values of the same tensors in a newly built model (built once per
+        :meth:`initialize_weights`, on the CPU, only when something is to be filled)."""
+        own = list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False))
+        pending = [(n, t) for n, t in own if t is not None and not getattr(t, "_is_hf_initialized", False)]
+        if not pending:
+            return
+        source = getattr(self, "_fill_source", None)
+        if source is None:
+            with torch.device("cpu"):
+                twin = type(self)(copy.deepcopy(self.config))
+            names = {id(m): n for n, m in self.named_modules(remove_duplicate=False)}
+            source = self._fill_source = (twin, names)
+        twin, names = source
+        path = names.get(id(module))
+        twin_module = twin.get_submodule(path) if path is not None else None
+        with torch.no_grad():
+            for name, tensor in pending:
+                field = f"{path}.{name}" if path else name
+                ref = None if twin_module is None else (twin_module._parameters.get(name)
+                                                         if name in twin_module._parameters
+                                                         else twin_module._buffers.get(name))
+                if ref is None or tuple(ref.shape) != tuple(tensor.shape):
+                    raise ValueError(
+                        f"{field}: not loaded and a newly built {type(self).__name__} of this config has no tensor "
+                        f"of shape {tuple(tensor.shape)} there to initialise it from "
+                        f"(found {None if ref is None else tuple(ref.shape)})")
+                tensor.copy_(ref.detach().to(device=tensor.device, dtype=tensor.dtype))
+                tensor._is_hf_initialized = True
+                logger.info("%s: not in the checkpoint, initialised as in a newly built model", field)
 
 
 class MultimodalModel(MultimodalPreTrainedModel):
