@@ -46,6 +46,7 @@ from .strategies.ogm_ge import OGMGEOptions
 from .strategies.plugins import BUILTIN_OPTIONS
 from .strategies.pmr import PMROptions
 from .trainer_card import ModelCardMixin
+from .trainer_checks import DataChecksMixin
 from .validation import validate_batch
 
 logger = get_logger(__name__)
@@ -165,7 +166,7 @@ class _EarlyStopping(EarlyStoppingCallback):
         return super().on_train_begin(args, state, control, **kwargs)
 
 
-class ARLTrainer(ModelCardMixin, ScheduleMixin, Trainer):
+class ARLTrainer(ModelCardMixin, ScheduleMixin, DataChecksMixin, Trainer):
     """``transformers.Trainer`` for multimodal models, training with ARL or another strategy.
 
     Args:

@@ -19,7 +19,16 @@ import numpy as np
 
 from ..validation import class_indices
 
-__all__ = ["MultimodalCollator"]
+__all__ = ["MultimodalCollator", "string_labels_error"]
+
+
+def string_labels_error(field: str, values: Sequence[Any]) -> ValueError:
+    """The error for labels given as strings (class names) where class ids are expected."""
+    shown = ", ".join(repr(v) for v in list(values)[:3])
+    return ValueError(
+        f"{field}: the labels are strings ({shown}, ...); expected integer class ids. Map the class names to "
+        "ids first, e.g. dataset.class_encode_column(" + repr(field) + ") or a datasets.ClassLabel feature "
+        "(ClassLabel(names=[...]).str2int)")
 
 
 class MultimodalCollator:
@@ -169,6 +178,8 @@ class MultimodalCollator:
                 if self.label_key not in ex:
                     raise ValueError(f"features[{i}]: label column {self.label_key!r} missing; got keys {sorted(ex)}")
                 labels.append(ex[self.label_key])
+        if len(labels) and isinstance(labels[0], (str, bytes)):
+            raise string_labels_error(self.label_key, labels)
         out[self.label_key] = torch.from_numpy(class_indices(labels, self.label_key))
         return out
 
