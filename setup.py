@@ -53,7 +53,8 @@ EXTRAS = {
     "tensorboard": ["tensorboard>=2.14"],
 }
 EXTRAS["all"] = sorted({req for reqs in EXTRAS.values() for req in reqs})
-EXTRAS["dev"] = ["pytest>=7", "hypothesis>=6"]
+# the test tools: bounded to the major versions the suite is tested with (constraints.txt pins them)
+EXTRAS["dev"] = ["pytest>=9,<10", "hypothesis>=6,<7"]
 
 setup(
     name="arl-hf",
