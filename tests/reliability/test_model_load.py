@@ -27,7 +27,9 @@ CNN_SHAPES = {"audio": (1, 16, 16), "visual": (8,)}
 
 #: SHA-256 (first 16 hex digits) of every tensor of a model built with ``torch.manual_seed(0)``, and
 #: the next ``torch.randint`` draw after building, for each model case and init scheme, as the code
-#: gave them before loading filled missing tensors (torch 2.14, timm 1.0.31)
+#: gave them before loading filled missing tensors; recorded with these versions of torch and timm
+#: (the versions of constraints.txt: other releases may draw their initialisations differently)
+BUILT_WITH = {"torch": "2.14.1", "timm": "1.0.31"}
 BUILT = {
     "cnn/authors": "fde663dd79fe9457:1249148990",
     "cnn/timm": "be2df48790febf68:1452381657",
@@ -120,9 +122,37 @@ def _load(path, seed, **kwargs):
 @pytest.mark.parametrize("name", ["cnn"] + sorted(CASES))
 @pytest.mark.parametrize("init", ["timm", "authors"])
 def test_a_newly_built_model_is_unchanged(name, init):
+    import timm
+
+    installed = {"torch": torch.__version__.split("+")[0], "timm": timm.__version__}
+    uses_timm = any(str(s.get("encoder", "")).startswith("timm:") for s in _spec(name)[0].values())
+    for lib in ("torch", "timm") if uses_timm else ("torch",):
+        if installed[lib] != BUILT_WITH[lib]:
+            pytest.skip(f"hashes recorded with {lib} {BUILT_WITH[lib]}, installed {installed[lib]}")
     torch.manual_seed(0)
     model = MultimodalModel(_config(name, init))
     assert f"{_digest(model)}:{int(torch.randint(0, 2**31, (1,)))}" == BUILT[f"{name}/{init}"]
+
+
+@pytest.mark.parametrize("name", ["cnn"] + sorted(CASES))
+def test_a_new_model_under_init_timm_holds_its_modules_own_initialisation(name):
+    """Any torch / timm version: building the encoders and the fusion alone, from the same seed, in
+    the model's order, gives the same tensors (the model re-initialises nothing)."""
+    from arl_hf.modeling import build_encoder, build_fusion
+
+    config = _config(name)
+    torch.manual_seed(0)
+    model = MultimodalModel(config)
+    torch.manual_seed(0)
+    encoders = torch.nn.ModuleDict({m: build_encoder(m, spec) for m, spec in config.modalities.items()})
+    fusion = build_fusion(config.fusion, {m: e.out_dim for m, e in encoders.items()}, 3, encoders=encoders,
+                          **config.fusion_kwargs)
+    built = {**{f"encoders.{k}": v for k, v in encoders.state_dict().items()},
+             **{f"fusion.{k}": v for k, v in fusion.state_dict().items()}}
+    state = model.state_dict()
+    assert sorted(state) == sorted(built)
+    for k, v in built.items():
+        assert torch.equal(state[k], v), k
 
 
 @pytest.mark.parametrize("name", ["cnn", "mmtm", "cross_attention-seq3", "cross_attention-swin"])
