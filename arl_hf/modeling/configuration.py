@@ -24,7 +24,9 @@ class MultimodalConfig(PreTrainedConfig):
         fusion_kwargs: extra keyword arguments of the fusion module.
         init: ``"timm"`` keeps each library's own initialisation; ``"authors"``
             reproduces the ARL authors' code: xavier-normal Linear (bias 0),
-            kaiming-normal fan-out Conv, BatchNorm weight 1 / bias 0.
+            kaiming-normal fan-out Conv, BatchNorm weight 1 / bias 0. Either way, the
+            tensors ``from_pretrained`` finds missing from a checkpoint (or of another size,
+            ``ignore_mismatched_sizes=True``) take the values of a newly built model.
         preprocessing: record of the data the model was trained on (saved in
             ``config.json``); its ``data`` entry, when present, is the dataset's
             preprocessing record (:attr:`data_record`).
