@@ -195,6 +195,9 @@ def resolve_dataset_repo(repo_id: str, revision: Optional[str] = None) -> Tuple[
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
 
+    from ..safety import check_revision
+
+    check_revision(revision, "dataset_revision")  # joined to cache paths: '../x' would leave the cache
     try:
         folder = snapshot_download(repo_id=repo_id, repo_type="dataset", revision=revision)
     except (LocalEntryNotFoundError, OfflineModeIsEnabled) as e:
