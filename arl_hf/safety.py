@@ -105,7 +105,7 @@ def atomic_write_text(path: str, text: str) -> str:
 def atomic_write_json(path: str, obj: Any, **dump_kwargs: Any) -> str:
     """``json.dump(obj)`` to ``path`` atomically (``indent=2`` unless given)."""
     dump_kwargs.setdefault("indent", 2)
-    return atomic_write_text(path, json.dumps(obj, **dump_kwargs) + "\n")
+    return atomic_write_text(path, json.dumps(obj, **dump_kwargs))
 
 
 def _canonical(obj: Any) -> str:

@@ -146,8 +146,9 @@ def export_prepared(dataset_dict: Any, folder: str) -> str:
         _raw(dataset_dict[split]).to_parquet(os.path.join(folder, "data", f"{split}.parquet"))
     full = dict(record, features=features.to_dict(), config_name=first.info.config_name,
                 version=str(first.info.version) if first.info.version else None)
-    with open(os.path.join(folder, RECORD_FILE), "w") as fh:
-        json.dump(full, fh, indent=1, sort_keys=True)
+    from ..safety import atomic_write_json
+
+    atomic_write_json(os.path.join(folder, RECORD_FILE), full, indent=1, sort_keys=True)
     data = DatasetCardData()
     MetadataConfigs({"default": {"data_files": [{"split": s, "path": f"data/{s}.parquet"} for s in SPLITS]}}) \
         .to_dataset_card_data(data)
