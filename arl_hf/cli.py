@@ -1,8 +1,10 @@
 """Command line: ``arl-hf train|evaluate|plot|compare|env``, ``arl-hf --version`` (and the example scripts that call the same code).
 
-User errors (unknown preset, dataset or option, a config file with an unknown key, an
-output directory holding another run, a missing checkpoint...) print one ``error:`` line
-and exit with status 2, without a traceback; set ``ARL_HF_DEBUG=1`` to see the traceback.
+Every failure of a command (unknown preset, dataset or option, a config file with an unknown
+key, an output directory holding another run, a missing or damaged checkpoint, and any other
+exception) prints one ``error:`` line on stderr and exits with status 2, without a traceback;
+``--debug`` (a bare flag anywhere, or ``arl-hf --debug <command>``) or ``ARL_HF_DEBUG=1`` shows
+the traceback instead. ``--debug VALUE...`` stays the ``TrainingArguments`` option.
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ import contextlib
 import json
 import os
 import sys
-from typing import Iterator, List, Optional, Sequence
+from typing import Iterator, List, Optional, Sequence, Tuple
 
-__all__ = ["main", "train_main", "evaluate_main", "plot_main", "env_main", "UserErrorExit"]
+__all__ = ["main", "train_main", "evaluate_main", "plot_main", "compare_main", "env_main", "UserErrorExit",
+           "user_errors", "pop_debug"]
 
 USAGE = """usage: arl-hf {train,evaluate,plot,compare,env} [options]
        arl-hf --version
@@ -32,17 +35,42 @@ class UserErrorExit(SystemExit):
     """Raised (as ``SystemExit(2)``) after a user error was reported."""
 
 
+DEBUG_FLAG = "--debug"
+
+
+def pop_debug(argv: Sequence[str]) -> Tuple[List[str], bool]:
+    """``argv`` without the bare ``--debug`` flag (one not followed by a value: ``--debug
+    underflow_overflow`` is ``TrainingArguments.debug``), and whether it was there."""
+    argv = list(argv)
+    out: List[str] = []
+    debug = False
+    for i, arg in enumerate(argv):
+        following = argv[i + 1] if i + 1 < len(argv) else None
+        if arg == DEBUG_FLAG and (following is None or following.startswith("-")):
+            debug = True
+        else:
+            out.append(arg)
+    return out, debug
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
+    if isinstance(e, (ValueError, OSError)) and text:
+        return text
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
 @contextlib.contextmanager
-def user_errors(prog: str) -> Iterator[None]:
-    """Turn ``ValueError`` / ``OSError`` into one ``error:`` line on stderr and exit status 2."""
+def user_errors(prog: str, debug: bool = False) -> Iterator[None]:
+    """Turn any exception into one ``error:`` line on stderr and exit status 2 (the traceback
+    with ``debug`` or ``ARL_HF_DEBUG=1``). ``ValueError`` / ``OSError`` are the user errors the
+    package raises, their message names the field or file; others are shown with their type."""
     try:
         yield
-    except (ValueError, OSError) as e:
-        if os.environ.get("ARL_HF_DEBUG"):
+    except Exception as e:  # SystemExit (argparse, a nested report) and KeyboardInterrupt pass through
+        if debug or os.environ.get("ARL_HF_DEBUG"):
             raise
-        message = str(e).strip() or type(e).__name__
-        print(f"{prog}: error: {message}", file=sys.stderr)
-        print(f"{prog}: (set ARL_HF_DEBUG=1 to see the traceback)", file=sys.stderr)
+        print(f"{prog}: error: {_one_line(e)} (--debug shows the traceback)", file=sys.stderr)
         raise UserErrorExit(EXIT_USER_ERROR) from None
 
 
@@ -56,17 +84,17 @@ def train_main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None)
     from .evaluation import format_results
     from .runner import train_and_evaluate
 
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv, debug = pop_debug(sys.argv[1:] if argv is None else argv)
     prog = prog or os.path.basename(sys.argv[0]) or "run_arl.py"
     if any(a in ("-h", "--help") for a in argv):
         parser = build_parser(prog=prog)
-        with user_errors(prog):
+        with user_errors(prog, debug):
             apply_help_defaults(parser, argv)
         parser.print_help()
         return 0
     from .distributed import shutdown
 
-    with user_errors(prog):
+    with user_errors(prog, debug):
         training_args, model_args, data_args, run_args = parse_args(argv)
         setup_logging(training_args, training_args.process_index, summary=(
             f"device {training_args.device}, world size {training_args.world_size}, "
@@ -85,11 +113,11 @@ def evaluate_main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = No
     from .arguments import setup_logging
     from .evaluation import build_eval_parser, evaluate_checkpoint, format_results
 
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv, debug = pop_debug(sys.argv[1:] if argv is None else argv)
     prog = prog or os.path.basename(sys.argv[0]) or "evaluate_arl.py"
     parser = build_eval_parser(prog=prog)
-    (eval_args,) = parser.parse_args_into_dataclasses(args=argv)
-    with user_errors(prog):
+    with user_errors(prog, debug):
+        (eval_args,) = parser.parse_args_into_dataclasses(args=argv)
         setup_logging(eval_args.log_level)
         metrics = evaluate_checkpoint(eval_args)
         if _is_main_process():
@@ -109,8 +137,9 @@ def plot_main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) 
                                      "a run directory or checkpoint directory.")
     parser.add_argument("run_dir", help="output_dir of a run (or a checkpoint-* directory)")
     parser.add_argument("--plots_dir", default=None, help="where to write the PNGs (default: RUN_DIR/plots)")
-    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
-    with user_errors(prog):
+    argv, debug = pop_debug(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    with user_errors(prog, debug):
         state_path = os.path.join(args.run_dir, "trainer_state.json")
         config_path = os.path.join(args.run_dir, "config.json")
         for path in (state_path, config_path):
@@ -132,12 +161,15 @@ def plot_main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) 
     return 0
 
 
-def _compare_main(argv: Sequence[str], prog: str = "arl-hf compare") -> int:
-    """``arl-hf compare``: the comparison protocol (:mod:`arl_hf.protocol.compare`)."""
-    from .protocol.compare import main as compare_main
+def compare_main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> int:
+    """``arl-hf compare`` / ``examples/compare.py``: the comparison protocol
+    (:mod:`arl_hf.protocol.compare`)."""
+    from .protocol.compare import main as protocol_main
 
-    with user_errors(prog):
-        return int(compare_main(list(argv)) or 0)
+    argv, debug = pop_debug(sys.argv[1:] if argv is None else argv)
+    with user_errors(prog or "arl-hf compare", debug):
+        return int(protocol_main(argv) or 0)
+
 
 
 def env_main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> int:
@@ -161,6 +193,8 @@ COMMANDS = {"train": train_main, "evaluate": evaluate_main, "plot": plot_main, "
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``arl-hf`` console script."""
     argv: List[str] = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == DEBUG_FLAG:  # arl-hf --debug <command> ...
+        argv = argv[1:] + [DEBUG_FLAG] if len(argv) > 1 else []
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0 if argv else EXIT_USER_ERROR
@@ -171,7 +205,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     command, rest = argv[0], argv[1:]
     if command == "compare":
-        return _compare_main(rest)
+        return compare_main(rest)
     if command not in COMMANDS:
         import difflib
 

@@ -8,16 +8,16 @@ loads a saved checkpoint (directory or Hub id) and measures one split (``arl-hf 
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, Mapping, Optional, Sequence
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 
 from .arguments import DataArguments, _ArgumentParser
 from .building import load_data
 from .log import get_logger
 from .metrics import metric_modalities, split_metrics
+from .safety import atomic_write_json, check_revision, safetensors_problem
 from .trainer import ARLConfig, ARLTrainer
 
 logger = get_logger(__name__)
@@ -96,24 +96,27 @@ def evaluate_checkpoint(eval_args: EvalArguments) -> Dict[str, float]:
     """
     import tempfile
 
-    from transformers import AutoModel
-
     if eval_args.split not in SPLITS:
         raise ValueError(f"split: expected one of {list(SPLITS)}, got {eval_args.split!r}")
+    check_revision(eval_args.revision, "revision")
+    check_revision(eval_args.dataset_revision, "dataset_revision")
     path = eval_args.model_name_or_path
     if os.path.isdir(path):
         if not os.path.isfile(os.path.join(path, "config.json")):
             raise FileNotFoundError(f"model_name_or_path: {path!r} has no config.json (not a saved checkpoint)")
+        weights = os.path.join(path, "model.safetensors")
+        problem = safetensors_problem(weights) if os.path.isfile(weights) else None
+        if problem:
+            raise ValueError(f"model_name_or_path: {weights!r} is damaged ({problem}); re-save or re-download it")
     elif os.path.exists(path):
         raise ValueError(f"model_name_or_path: {path!r} is a file; expected a checkpoint directory or Hub id")
     elif path.startswith((".", "/", "~")) or path.count("/") != 1:
         raise FileNotFoundError(f"model_name_or_path: checkpoint directory {path!r} does not exist")
-    try:
-        model, info = AutoModel.from_pretrained(path, revision=eval_args.revision, output_loading_info=True)
-    except OSError as e:
-        raise FileNotFoundError(f"model_name_or_path: cannot load {path!r}: {e}") from None
+    model, info = _load_model(path, eval_args.revision)
     _refuse_incomplete_checkpoint(path, info)
     recorded = dict(getattr(model.config, "preprocessing", None) or {})
+    if eval_args.dataset_revision is None and recorded.get("dataset_revision") is not None:
+        check_revision(recorded["dataset_revision"], f"dataset_revision (recorded in {path!r} config.preprocessing)")
     dataset_name = eval_args.dataset or recorded.get("dataset")
     if not dataset_name:
         raise ValueError("dataset: the checkpoint records no dataset; pass --dataset")
@@ -143,8 +146,7 @@ def evaluate_checkpoint(eval_args: EvalArguments) -> Dict[str, float]:
         raw = trainer.evaluate(eval_dataset=split, metric_key_prefix=eval_args.split)
     metrics = split_metrics(raw, eval_args.split)
     if eval_args.output_json:
-        with open(eval_args.output_json, "w", encoding="utf-8") as f:
-            json.dump({"split": eval_args.split, "dataset": dataset_name, "metrics": metrics}, f, indent=2)
+        atomic_write_json(eval_args.output_json, {"split": eval_args.split, "dataset": dataset_name, "metrics": metrics})
     return metrics
 
 
@@ -159,6 +161,19 @@ def _refuse_incomplete_checkpoint(path: str, info: Mapping[str, Any]) -> None:
         raise ValueError(
             f"model_name_or_path: checkpoint {path!r} does not hold every tensor of the model it configures "
             f"({'; '.join(parts)}); evaluating it would measure freshly initialised weights")
+
+
+def _load_model(path: str, revision: Optional[str]) -> Tuple[Any, Dict[str, Any]]:
+    """``AutoModel.from_pretrained`` with its loading info; a missing or unreadable checkpoint is an error naming it."""
+    from safetensors import SafetensorError
+    from transformers import AutoModel
+
+    try:
+        return AutoModel.from_pretrained(path, revision=revision, output_loading_info=True)
+    except OSError as e:
+        raise FileNotFoundError(f"model_name_or_path: cannot load {path!r}: {e}") from None
+    except (SafetensorError, KeyError, UnicodeDecodeError) as e:  # a damaged weights file, a config missing a key
+        raise ValueError(f"model_name_or_path: cannot load {path!r}: {type(e).__name__}: {e}") from None
 
 
 def _prediction_strategy(model: Any, path: str, revision: Optional[str] = None) -> str:

@@ -45,6 +45,8 @@ import torch
 from torch import nn
 from transformers.utils import logging
 
+from .safety import atomic_write_json
+
 logger = logging.get_logger(__name__)
 
 __all__ = [
@@ -237,8 +239,7 @@ def save_tree(obj: Any, prefix: str) -> None:
     tensors: Dict[str, torch.Tensor] = {}
     tree = _flatten(obj, tensors)
     save_file(tensors, prefix + ".safetensors")
-    with open(prefix + ".json", "w") as fh:
-        json.dump(tree, fh)
+    atomic_write_json(prefix + ".json", tree, indent=None)
 
 
 def load_tree(prefix: str) -> Any:
@@ -287,8 +288,7 @@ def save_checkpoint(folder: str, model: nn.Module, optimizer: Optional[torch.opt
         save_file(model_sd, os.path.join(folder, MODEL_FILE))
         if optim_sd is not None:
             save_tree(optim_sd, os.path.join(folder, OPTIMIZER_PREFIX))
-        with open(os.path.join(folder, TRAINING_STATE_FILE), "w") as fh:
-            json.dump(training_state or {}, fh, indent=1, sort_keys=True)
+        atomic_write_json(os.path.join(folder, TRAINING_STATE_FILE), training_state or {}, indent=1, sort_keys=True)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
     return folder

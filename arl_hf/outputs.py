@@ -9,17 +9,18 @@ is the run's; :func:`write_run_outputs` writes the plots, ``results.json`` and t
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
-import shutil
 from typing import Any, Dict, Mapping, Optional, Sequence
 
 import torch
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .arguments import DataArguments, ModelArguments, RunArguments
 from .cards import dataset_label
+from .run_dir import (claim_output_dir, finish_output_dir, newest_complete_checkpoint, refuse_if_holding_a_run,
+                      require_complete, require_same_strategy)
+from .safety import atomic_write_json
 from .trainer import ARLConfig, ARLTrainer
 
 __all__ = ["RESULTS_NAME", "PLOTS_DIR", "prepare_output_dir", "reproduce_command", "configure_run_card",
@@ -29,23 +30,31 @@ RESULTS_NAME = "results.json"
 PLOTS_DIR = "plots"
 
 _KNOWN_OUTPUTS = (
-    "config.json", "model.safetensors", "README.md", RESULTS_NAME, "all_results.json", "train_results.json",
-    "eval_results.json", "trainer_state.json", "training_args.bin",
+    "config.json", "model.safetensors", "model.safetensors.index.json", "README.md", RESULTS_NAME,
+    "all_results.json", "train_results.json", "eval_results.json", "test_results.json", "validation_results.json",
+    "trainer_state.json", "training_args.bin", PLOTS_DIR,
 )
 
 
 def prepare_output_dir(training_args: ARLConfig, run_args: RunArguments) -> Optional[str]:
     """Apply the output-directory policy; returns the checkpoint to resume from, if any.
 
-    * ``--resume``: continue from the last ``checkpoint-*`` in output_dir (or from
-      ``--resume_from_checkpoint PATH``); an error if there is none.
+    * ``--resume``: continue from the newest *complete* ``checkpoint-<step>`` in output_dir
+      (:func:`checkpoint_problem`; newer broken ones are named in a warning), or from
+      ``--resume_from_checkpoint PATH`` (which must be complete); an error if there is none,
+      or if the checkpoint was trained with another ``--strategy``.
     * output_dir holding files and neither flag: ``ValueError`` (another run is there).
-    * ``--overwrite_output_dir``: remove that run's checkpoints, weights, card and plots
-      (other files are left alone) on the main process.
+    * ``--overwrite_output_dir``: remove what the previous run wrote there, as listed by its
+      run marker (:data:`RUN_MARKER`) plus its ``checkpoint-<step>`` folders; other files are
+      left alone, and a folder whose files no run marker accounts for is refused.
+
+    The main process claims output_dir before training (:func:`claim_output_dir`): a second run
+    started into the same folder gets a ``ValueError`` instead of mixing its files in.
     """
     out = training_args.output_dir
     if os.path.exists(out) and not os.path.isdir(out):
         raise ValueError(f"output_dir: {out!r} exists and is not a directory")
+    main = training_args.process_index == 0
     explicit_ckpt = training_args.resume_from_checkpoint
     if run_args.resume or explicit_ckpt:
         if run_args.overwrite_output_dir:
@@ -53,32 +62,22 @@ def prepare_output_dir(training_args: ARLConfig, run_args: RunArguments) -> Opti
         if explicit_ckpt:
             if not os.path.isdir(explicit_ckpt):
                 raise FileNotFoundError(f"resume_from_checkpoint: {explicit_ckpt!r} is not a checkpoint directory")
-            return explicit_ckpt
-        last = get_last_checkpoint(out) if os.path.isdir(out) else None
-        if last is None:
-            raise FileNotFoundError(
-                f"resume: output_dir {out!r} holds no {PREFIX_CHECKPOINT_DIR}-* directory to resume from"
-            )
+            last = require_complete(explicit_ckpt, "resume_from_checkpoint")
+        else:
+            last = newest_complete_checkpoint(out) if os.path.isdir(out) else None
+            if last is None:
+                raise FileNotFoundError(
+                    f"resume: output_dir {out!r} holds no {PREFIX_CHECKPOINT_DIR}-* directory to resume from"
+                )
+        require_same_strategy(last, training_args.strategy)
+        if main:
+            claim_output_dir(out, resume=True, known_outputs=_KNOWN_OUTPUTS)
         return last
-    if os.path.isdir(out) and os.listdir(out):
-        if not run_args.overwrite_output_dir:
-            shown = sorted(os.listdir(out))[:5]
-            raise ValueError(
-                f"output_dir: {out!r} already holds a run ({', '.join(shown)}{', ...' if len(os.listdir(out)) > 5 else ''}). "
-                "Pass --overwrite_output_dir to replace it, --resume to continue it from its last checkpoint, "
-                "or choose another --output_dir."
-            )
-        if training_args.process_index == 0:
-            for name in os.listdir(out):
-                path = os.path.join(out, name)
-                if name.startswith(f"{PREFIX_CHECKPOINT_DIR}-") and os.path.isdir(path):
-                    shutil.rmtree(path)
-                elif name == PLOTS_DIR and os.path.isdir(path):
-                    shutil.rmtree(path)
-                elif name in _KNOWN_OUTPUTS and os.path.isfile(path):
-                    os.remove(path)
+    if main:
+        claim_output_dir(out, overwrite=bool(run_args.overwrite_output_dir), known_outputs=_KNOWN_OUTPUTS)
+    else:
+        refuse_if_holding_a_run(out, bool(run_args.overwrite_output_dir))
     return None
-
 
 
 def reproduce_command(argv: Optional[Sequence[str]]) -> str:
@@ -152,9 +151,9 @@ def write_run_outputs(
         # results on CPU depend on the summation order, hence on the thread count (never set here)
         "torch_num_threads": torch.get_num_threads(),
     }
-    with open(os.path.join(out, RESULTS_NAME), "w", encoding="utf-8") as f:
-        json.dump(results, f, indent=2)
+    atomic_write_json(os.path.join(out, RESULTS_NAME), results)
     configure_run_card(trainer, model_args, run_args, argv, written["plots"])
     if run_args.model_card:
         written["card"] = trainer.create_model_card(**dict(card_options or {}))
+    finish_output_dir(out)  # the run marker lists what the run wrote; the folder is released
     return written

@@ -2,11 +2,13 @@
 """Compare training strategies under one protocol (``arl_hf.protocol.compare``; see its docstring).
 
     python examples/compare.py --preset avdigits_bench --unimodal_bounds --tune_trials 8 --workers 2
+
+A failure prints one ``error:`` line and exits with status 2 (``--debug`` shows the traceback).
 """
 
 import sys
 
-from arl_hf.protocol.compare import main
+from arl_hf.cli import compare_main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(compare_main(prog="compare.py"))

@@ -20,7 +20,7 @@ from transformers import set_seed
 from arl_hf import ARLTrainer
 from arl_hf.arguments import parse_args, setup_logging
 from arl_hf.building import build_model, label_names, load_data, num_labels, prepare_splits, sample_batch
-from arl_hf.cli import train_main, user_errors
+from arl_hf.cli import pop_debug, train_main, user_errors
 from arl_hf.distributed import shutdown
 from arl_hf.evaluation import evaluate_splits, format_results
 from arl_hf.log import get_logger
@@ -30,11 +30,11 @@ logger = get_logger("arl_hf.examples.run_arl")
 
 
 def main(argv=None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv, debug = pop_debug(sys.argv[1:] if argv is None else argv)  # --debug: tracebacks instead of one line
     if any(a in ("-h", "--help") for a in argv):
         return train_main(argv, prog="run_arl.py")  # every option, with the preset's values as defaults
 
-    with user_errors("run_arl.py"):
+    with user_errors("run_arl.py", debug):
         # 1. Options: ARLConfig + model + data + run arguments. The preset (default
         #    avdigits_main), then a config file, then the flags given here, each overriding the last.
         training_args, model_args, data_args, run_args = parse_args(argv)

@@ -12,6 +12,10 @@ where ``S`` maps ``"audio"``, ``"vision"`` (or ``"visual"``) and ``"text"`` to a
 ``(N, L, D)`` (or ``(N, D)``), the sentiment scores to ``"regression_labels"`` (MMSA) or
 ``"labels"`` (MulT, any shape with N values), and optionally ``"id"`` to N ids.
 
+The pickles are read with a restricted unpickler: dicts, lists, tuples, strings, numbers and
+numpy arrays only; a pickle naming any other function or class is refused (``ValueError``),
+so a crafted file cannot run code.
+
 Binary labels from the score in [-3, 3]: ``label_convention="non_negative"`` (negative vs
 non-negative, all utterances) or ``"non_zero"`` (negative vs positive; score-0 utterances
 dropped). Non-finite feature values (``-inf`` occurs in some releases) become 0 and are
@@ -55,17 +59,58 @@ class MOSIConfig(ARLBuilderConfig):
     nonfinite: str = "zero"
 
 
+#: the globals a feature pickle may name: numpy arrays, dtypes and scalars (module names of
+#: numpy 1 and 2), builtin containers and numbers (``__builtin__``: Python 2 pickles), and
+#: ``_codecs.encode`` (how protocol-2 pickles store bytes)
+_ALLOWED_GLOBALS = frozenset(
+    [(f"numpy.{core}.multiarray", n) for core in ("core", "_core") for n in ("_reconstruct", "scalar")]
+    + [(f"numpy.{core}.numeric", "_frombuffer") for core in ("core", "_core")]
+    + [("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")]
+    + [(b, n) for b in ("builtins", "__builtin__") for n in ("dict", "list", "tuple", "set", "frozenset", "bytes",
+                                                           "bytearray", "str", "int", "float", "complex", "bool")]
+)
+
+
+def _allowed_global(module: str, name: str) -> Any:
+    import importlib
+
+    if (module, name) not in _ALLOWED_GLOBALS:
+        return None
+    if module.startswith("numpy."):  # numpy.core.* (numpy 1) / numpy._core.* (numpy 2), whichever is installed
+        sub = module.rsplit(".", 1)[1]
+        try:
+            return getattr(importlib.import_module(f"numpy._core.{sub}"), name)
+        except ImportError:
+            return getattr(importlib.import_module(f"numpy.core.{sub}"), name)
+    return getattr(importlib.import_module("builtins" if module == "__builtin__" else module), name)
+
+
+class _FeatureUnpickler(pickle.Unpickler):
+    """Unpickles plain containers and numpy arrays only: any other global a pickle names (a
+    function to call, a class to build) is refused, so a crafted file cannot run code."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        found = _allowed_global(module, name)
+        if found is None:
+            raise pickle.UnpicklingError(
+                f"refusing to load {module}.{name}: a feature pickle may hold only dicts, lists, tuples, strings, "
+                "numbers and numpy arrays")
+        return found
+
+
 def _load_pickle(path: str) -> Any:
+    """The feature pickle at ``path``, read with :class:`_FeatureUnpickler` (containers and numpy
+    arrays only); ``ValueError`` naming the file if it holds anything else or is corrupt."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"mosi: feature pickle not found: {path}")
     try:
         with open(path, "rb") as fh:
             try:
-                return pickle.load(fh)
+                return _FeatureUnpickler(fh).load()
             except UnicodeDecodeError:  # Python 2 pickles of numpy arrays
                 fh.seek(0)
-                return pickle.load(fh, encoding="latin1")
-    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError) as err:
+                return _FeatureUnpickler(fh, encoding="latin1").load()
+    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError, TypeError, ValueError) as err:
         raise ValueError(f"{path}: corrupt or unreadable pickle ({type(err).__name__}: {err})") from err
 
 

@@ -146,8 +146,9 @@ def export_prepared(dataset_dict: Any, folder: str) -> str:
         _raw(dataset_dict[split]).to_parquet(os.path.join(folder, "data", f"{split}.parquet"))
     full = dict(record, features=features.to_dict(), config_name=first.info.config_name,
                 version=str(first.info.version) if first.info.version else None)
-    with open(os.path.join(folder, RECORD_FILE), "w") as fh:
-        json.dump(full, fh, indent=1, sort_keys=True)
+    from ..safety import atomic_write_json
+
+    atomic_write_json(os.path.join(folder, RECORD_FILE), full, indent=1, sort_keys=True)
     data = DatasetCardData()
     MetadataConfigs({"default": {"data_files": [{"split": s, "path": f"data/{s}.parquet"} for s in SPLITS]}}) \
         .to_dataset_card_data(data)
@@ -195,6 +196,9 @@ def resolve_dataset_repo(repo_id: str, revision: Optional[str] = None) -> Tuple[
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
 
+    from ..safety import check_revision
+
+    check_revision(revision, "dataset_revision")  # joined to cache paths: '../x' would leave the cache
     try:
         folder = snapshot_download(repo_id=repo_id, repo_type="dataset", revision=revision)
     except (LocalEntryNotFoundError, OfflineModeIsEnabled) as e:

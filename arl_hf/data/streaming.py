@@ -43,6 +43,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 from transformers.utils import logging
 
+from ..safety import atomic_write_json, remove_path
+
 logger = logging.get_logger(__name__)
 
 __all__ = ["export_shards", "shard_files", "shard_rows", "stream_split", "steps_per_epoch", "undecoded_features"]
@@ -90,15 +92,14 @@ def export_shards(dataset_dict: Any, folder: str, num_shards: Union[int, Mapping
         if ds.features != features:
             raise ValueError(f"dataset_dict[{split!r}]: features differ from the train split's")
         for old in glob.glob(os.path.join(folder, _pattern(split))):
-            os.remove(old)
+            remove_path(old, folder, "folder")
         for i in range(n):
             ds.shard(num_shards=n, index=i, contiguous=True).to_parquet(
                 os.path.join(folder, "data", f"{split}-{i:05d}-of-{n:05d}.parquet"))
     first = dataset_dict["train"]
     full = dict(record, features=features.to_dict(), config_name=first.info.config_name,
                 version=str(first.info.version) if first.info.version else None)
-    with open(os.path.join(folder, RECORD_FILE), "w") as fh:
-        json.dump(full, fh, indent=1, sort_keys=True)
+    atomic_write_json(os.path.join(folder, RECORD_FILE), full, indent=1, sort_keys=True)
     card = {"configs": [{"config_name": "default",
                          "data_files": [{"split": s, "path": _pattern(s)} for s in SPLITS]}],
             "arl_hf_preprocessing": json.loads(json.dumps(record)),

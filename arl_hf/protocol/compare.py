@@ -16,23 +16,28 @@ Every option of ``arl-hf train`` applies to every run; ``--strategy``, ``--seed`
    (higher validation accuracy of its unimodal head) by ``--fixed_factor``, at concatenation's
    tuned learning rate, untuned;
 5. ``<compare_dir>/results.json`` / ``.md`` / ``.csv``, ``runs.csv``, ``results.png`` and
-   ``suppression.png`` (:mod:`arl_hf.protocol.table`). Finished runs are skipped: an
-   interrupted table resumes.
+   ``suppression.png`` (:mod:`arl_hf.protocol.table`). Finished runs of the same
+   configuration are skipped (their records are keyed by a fingerprint of it): an interrupted
+   table resumes, a changed option retrains.
+
+Folder names come from method and modality names (:func:`arl_hf.safety.safe_name`: a
+modality column that is not a safe file name is refused before any run), and every deletion
+stays inside ``compare_dir``. With ``--workers N`` the first failed run stops the protocol:
+runs not yet started are not started.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
 import statistics
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from concurrent.futures import FIRST_COMPLETED, Executor, ProcessPoolExecutor, wait
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from .runs import BOUND_PREFIX, RunSpec, run_one
+from ..safety import atomic_write_json, confine, fingerprint, remove_path, safe_name
+from .runs import BOUND_PREFIX, RunSpec, method_name, read_reusable, run_config, run_one
 from .table import build_results, write_outputs
 from .tuning import TUNING_SEED
 
@@ -96,26 +101,63 @@ def _run_job(job: Tuple[List[str], RunSpec, str, bool]) -> Dict[str, Any]:
 
 def _tune_job(job: Tuple[List[str], str, int, int, str, float]) -> Dict[str, Any]:
     from ..arguments import parse_args
+    from ..run_dir import release_output_dir
     from .runs import run_argv
     from .tuning import search_space, tune, tuning_trainer
 
     rest, method, n_trials, seed, out, base_lr = job
     path = out + ".json"
-    if os.path.isfile(path):
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
     spec = RunSpec(method, seed)
     argv = run_argv(rest, spec, out) + ["--save_total_limit", "1"]
+    config = run_config(parse_args(argv), _DATA["dataset"], tuning=method, n_trials=n_trials, sampler_seed=seed,
+                        base_learning_rate=base_lr)
+    done = read_reusable(path, config, "tuning result")
+    if done is not None and isinstance(done.get("best"), dict):
+        return done
     modality = spec.bound_modality
     trainer = tuning_trainer(argv, _DATA["dataset"], _DATA["collator"], modality=modality)
     strategy = "none" if modality else method
     start = time.perf_counter()
     result = tune(trainer, search_space(strategy, base_lr), n_trials, sampler_seed=seed)
     result["wall_time_s"] = time.perf_counter() - start
-    shutil.rmtree(out, ignore_errors=True)
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(result, f, indent=2)
+    release_output_dir(out)
+    remove_path(out, os.path.dirname(out), "tuning folder")
+    result.update(fingerprint=fingerprint(config), config=config)
+    atomic_write_json(path, result)
     return result
+
+
+def run_jobs(executor: Optional[Executor], fn: Callable[[Any], Any], jobs: Sequence[Any], workers: int) -> List[Any]:
+    """``[fn(job) for job in jobs]``, at most ``workers`` at a time on ``executor`` (inline when
+    ``None``), results in job order. The first failure stops the submission: jobs not yet
+    started are never started; those running are waited for, then the failure is raised."""
+    if executor is None:
+        return [fn(j) for j in jobs]
+    results: List[Any] = [None] * len(jobs)
+    pending = iter(enumerate(jobs))
+    running: Dict[Any, int] = {}
+    error: Optional[BaseException] = None
+
+    def submit() -> None:
+        for i, job in pending:
+            running[executor.submit(fn, job)] = i
+            return
+
+    for _ in range(max(1, workers)):
+        submit()
+    while running:
+        done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+        for future in done:
+            i = running.pop(future)
+            if future.exception() is not None:
+                error = error or future.exception()
+            else:
+                results[i] = future.result()
+            if error is None:
+                submit()
+    if error is not None:
+        raise error
+    return results
 
 
 class _Pool:
@@ -133,13 +175,11 @@ class _Pool:
             _init_worker(rest, data_seed)
 
     def map(self, fn, jobs: Sequence[Any]) -> List[Any]:
-        if self.pool is None:
-            return [fn(j) for j in jobs]
-        return list(self.pool.map(fn, jobs))
+        return run_jobs(self.pool, fn, jobs, self.workers)
 
     def close(self) -> None:
         if self.pool is not None:
-            self.pool.shutdown()
+            self.pool.shutdown(cancel_futures=True)
 
 
 def _overrides(hp: Optional[Dict[str, Any]]) -> Dict[str, Any]:
@@ -151,8 +191,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     own, rest = parse_compare_args(sys.argv[1:] if argv is None else argv)
     training_args, _, data_args, run_args = parse_args(rest + ["--output_dir", "unused"])
-    name = data_args.dataset + (f"-{data_args.dataset_config}" if data_args.dataset_config else "")
-    own.compare_dir = own.compare_dir or os.path.join("outputs", f"compare-{name}")
+    if not own.compare_dir:
+        base = os.path.basename(os.path.normpath(str(data_args.dataset)))
+        name = base + (f"-{data_args.dataset_config}" if data_args.dataset_config else "")
+        own.compare_dir = os.path.join("outputs", safe_name(f"compare-{name}", "compare_dir (default, from the "
+                                                                             "dataset name; pass --compare_dir)"))
     os.makedirs(own.compare_dir, exist_ok=True)
     start = time.perf_counter()
     pool = _Pool(own.workers, rest, own.data_seed)
@@ -160,11 +203,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         first = pool.map(_dataset_modalities, [None])[0]
         bounds = [f"{BOUND_PREFIX}{m}" for m in first] if own.unimodal_bounds else []
         tuned = [m for m in own.strategies if m != "fixed"] + bounds
+        for m in own.strategies + bounds:  # every folder name checked before any run starts
+            for s in own.seeds:
+                _run_dir(own, m, s)
         hps: Dict[str, Any] = {}
         if own.tune_trials > 0:
             tdir = os.path.join(own.compare_dir, "tuning")
             os.makedirs(tdir, exist_ok=True)
-            jobs = [(rest, m, own.tune_trials, own.tuning_seed, os.path.join(tdir, m.replace(":", "-")),
+            jobs = [(rest, m, own.tune_trials, own.tuning_seed,
+                     confine(os.path.join(tdir, method_name(m)), tdir, "tuning folder"),
                      training_args.learning_rate) for m in tuned]
             hps = dict(zip(tuned, pool.map(_tune_job, jobs)))
             for m, h in hps.items():
@@ -202,7 +249,9 @@ def _dataset_modalities(_: Any) -> List[str]:
 
 
 def _run_dir(own: argparse.Namespace, method: str, seed: int) -> str:
-    return os.path.join(own.compare_dir, RunSpec(method, seed).name)
+    """``compare_dir/<run name>``; ``ValueError`` if the name is not a safe file name or the
+    folder resolves outside ``compare_dir``."""
+    return confine(os.path.join(own.compare_dir, RunSpec(method, seed).name), own.compare_dir, "run folder")
 
 
 def _fixed_overrides(records: List[Dict[str, Any]], modalities: List[str], factor: float,

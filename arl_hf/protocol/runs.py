@@ -3,19 +3,30 @@
 A run trains through :func:`arl_hf.runner.train_and_evaluate` (the same Trainer, recipe and
 checkpoint selection on the **validation** split for every method), evaluates the selected
 checkpoint once on each split, fits the linear probes of every modality's frozen encoder
-(:mod:`arl_hf.suppression`), writes ``record.json`` and deletes its checkpoints. A run whose
-``record.json`` exists is read back instead of trained, so an interrupted table resumes.
+(:mod:`arl_hf.suppression`), writes ``record.json`` (atomically) and deletes its checkpoints.
+
+A run whose ``record.json`` was made by the same configuration is read back instead of trained,
+so an interrupted table resumes. "Same" is decided by a fingerprint (:func:`run_config`): the
+data (``Dataset._fingerprint`` of every split), the preset, every resolved option of the run
+and the package's source code; the record stores the fingerprint and that configuration. A
+record of another configuration is retrained (the differences are logged), as is an
+unreadable one (named in a warning).
 """
 
 from __future__ import annotations
 
-import glob
+import dataclasses
 import json
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+
+from ..log import get_logger
+from ..safety import (atomic_write_json, code_fingerprint, config_diff, data_fingerprint, fingerprint, remove_path,
+                      safe_name)
+
+logger = get_logger(__name__)
 
 BOUND_PREFIX = "bound:"
 RECORD = "record.json"
@@ -36,7 +47,18 @@ class RunSpec:
 
     @property
     def name(self) -> str:
-        return f"{self.method.replace(':', '-')}-seed{self.seed}"
+        """The run's folder name, ``<method>-seed<seed>`` (``bound-<modality>-seed<seed>``);
+        ``ValueError`` if a part is not a safe file name (:func:`arl_hf.safety.safe_name`)."""
+        return safe_name(f"{method_name(self.method)}-seed{int(self.seed)}", "run name")
+
+
+def method_name(method: str) -> str:
+    """``method`` as a file name: ``"bound:audio"`` -> ``"bound-audio"``; ``ValueError`` naming
+    the method (or the modality of a bound) if it cannot be one."""
+    if method.startswith(BOUND_PREFIX):
+        modality = safe_name(method[len(BOUND_PREFIX):], f"method {method!r}: modality name")
+        return f"bound-{modality}"
+    return safe_name(method, "method")
 
 
 def option_flags(options: Mapping[str, Any]) -> List[str]:
@@ -104,24 +126,70 @@ def accuracy_curve(output_dir: str) -> List[float]:
     return [float(e["eval_accuracy"]) for e in state.get("log_history", []) if "eval_accuracy" in e]
 
 
+_NOT_CONFIG = {"training": ("output_dir",), "run": ("config", "overwrite_output_dir", "resume")}
+
+
+def run_config(parsed: Sequence[Any], dataset: Any, **extra: Any) -> Dict[str, Any]:
+    """The fully resolved configuration of a run, what its fingerprint hashes: ``extra`` (method,
+    seed...), the preset, every option of the four parsed groups (``parse_args`` output; not the
+    output folder), the data (``Dataset._fingerprint`` of every split) and the code
+    (:func:`arl_hf.safety.code_fingerprint`)."""
+    training_args, model_args, data_args, run_args = parsed
+    groups = {"training": training_args.to_dict(), "model": dataclasses.asdict(model_args),
+              "data": dataclasses.asdict(data_args), "run": dataclasses.asdict(run_args)}
+    options = {g: {k: v for k, v in d.items() if k not in _NOT_CONFIG.get(g, ())} for g, d in groups.items()}
+    config = {**extra, "preset": run_args.preset, "options": options, "data": data_fingerprint(dataset),
+              "code": code_fingerprint()}
+    return json.loads(json.dumps(config, sort_keys=True, default=repr))
+
+
+def read_reusable(path: str, config: Mapping[str, Any], what: str = "record") -> Optional[Dict[str, Any]]:
+    """The JSON object at ``path`` if it was made by ``config`` (same :func:`fingerprint`), else
+    ``None``: absent, unreadable (a warning names it) or of another configuration (a warning
+    lists the differences). Either way the caller redoes the work."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+    except (OSError, ValueError) as err:
+        logger.warning("%s %s is unreadable (%s: %s); redoing it", what, path, type(err).__name__, err)
+        return None
+    if data.get("fingerprint") != fingerprint(config):
+        diff = config_diff(data.get("config"), config) if isinstance(data.get("config"), dict) else \
+            ["no configuration recorded"]
+        logger.warning("%s %s was made with another configuration (%s); redoing it", what, path, "; ".join(diff))
+        return None
+    return data
+
+
 def run_one(base_argv: Sequence[str], spec: RunSpec, dataset: Any, collator: Callable, run_dir: str,
             probe_splits: Sequence[str] = ("validation", "test"), keep_checkpoints: bool = False) -> Dict[str, Any]:
-    """Train and evaluate one run (or read its ``record.json``); returns the record.
+    """Train and evaluate one run (or read back its ``record.json`` of the same configuration);
+    returns the record.
 
     The record holds ``metrics`` per split (fractions, as the Trainer logs them), ``probe``
     per split (``{modality: accuracy}``; none for a bound), ``best_epoch``, ``val_curve``,
-    ``wall_time_s`` and the ``argv`` of the run.
+    ``wall_time_s``, the ``argv`` of the run, and its ``config`` and ``fingerprint``
+    (:func:`run_config`).
     """
     from ..modeling import MultimodalModel
+    from ..run_dir import CHECKPOINT_NAME
     from ..runner import parse_args, train_and_evaluate
     from ..suppression import probe_accuracies
 
     path = os.path.join(run_dir, RECORD)
-    if os.path.isfile(path):
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
     argv = run_argv(base_argv, spec, run_dir)
-    training_args, model_args, data_args, run_args = parse_args(argv)
+    parsed = parse_args(argv)
+    config = run_config(parsed, dataset, method=spec.method, seed=spec.seed, overrides=dict(spec.overrides),
+                        probe_splits=list(probe_splits))
+    record = read_reusable(path, config)
+    if record is not None and record.get("method") == spec.method and record.get("seed") == spec.seed \
+            and isinstance(record.get("metrics"), dict):
+        return record
+    training_args, model_args, data_args, run_args = parsed
     run_collator = modality_collator(collator, spec.bound_modality) if spec.bound_modality else collator
     start_wall, start_cpu = time.perf_counter(), time.process_time()
     metrics = train_and_evaluate(training_args, model_args, data_args, run_args, dataset=dataset,
@@ -136,10 +204,10 @@ def run_one(base_argv: Sequence[str], spec: RunSpec, dataset: Any, collator: Cal
     record = {"method": spec.method, "seed": spec.seed, "overrides": dict(spec.overrides), "metrics": metrics,
               "probe": probes, "best_epoch": best_epoch(run_dir), "val_curve": accuracy_curve(run_dir),
               "num_train_epochs": float(training_args.num_train_epochs), "wall_time_s": wall, "cpu_time_s": cpu,
-              "argv": argv}
+              "argv": argv, "fingerprint": fingerprint(config), "config": config}
     if not keep_checkpoints:
-        for ckpt in glob.glob(os.path.join(run_dir, "checkpoint-*")):
-            shutil.rmtree(ckpt, ignore_errors=True)
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(record, f, indent=2)
+        for name in sorted(os.listdir(run_dir)):
+            if CHECKPOINT_NAME.fullmatch(name):
+                remove_path(os.path.join(run_dir, name), run_dir, "run folder")
+    atomic_write_json(path, record)
     return record

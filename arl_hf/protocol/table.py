@@ -9,11 +9,12 @@ Accuracies are fractions in [0, 1], as the Trainer logs them; every ``stat`` is
 from __future__ import annotations
 
 import csv
-import json
+import io
 import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from ..metrics import metric_modalities
+from ..safety import atomic_write_json, atomic_write_text
 from .stats import diffs, paired, stat
 
 BASELINE = "none"
@@ -153,11 +154,13 @@ def flat_rows(results: Mapping[str, Any]) -> List[Dict[str, Any]]:
 
 
 def write_csv(path: str, rows: Sequence[Mapping[str, Any]]) -> None:
+    """``rows`` as CSV (columns in order of first appearance), written atomically."""
     fields = list(dict.fromkeys(k for r in rows for k in r))
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=fields)
-        w.writeheader()
-        w.writerows(rows)
+    buffer = io.StringIO(newline="")
+    w = csv.DictWriter(buffer, fieldnames=fields)
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
 
 
 def run_rows(records: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
@@ -218,13 +221,12 @@ def plots(results: Mapping[str, Any], compare_dir: str) -> List[str]:
 
 def write_outputs(records: Sequence[Mapping[str, Any]], results: Mapping[str, Any], compare_dir: str,
                   make_plots: bool = True) -> Dict[str, str]:
-    """Write every output file; returns ``{name: path}``."""
+    """Write every output file (each atomically: a reader never sees a torn one); returns
+    ``{name: path}``."""
     os.makedirs(compare_dir, exist_ok=True)
     paths = {n: os.path.join(compare_dir, n) for n in ("results.json", "results.md", "results.csv", "runs.csv")}
-    with open(paths["results.json"], "w", encoding="utf-8") as f:
-        json.dump(results, f, indent=2, allow_nan=False)
-    with open(paths["results.md"], "w", encoding="utf-8") as f:
-        f.write(to_markdown(results))
+    atomic_write_json(paths["results.json"], results, allow_nan=False)
+    atomic_write_text(paths["results.md"], to_markdown(results))
     write_csv(paths["results.csv"], flat_rows(results))
     write_csv(paths["runs.csv"], run_rows(records))
     if make_plots:

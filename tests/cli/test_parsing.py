@@ -167,10 +167,17 @@ def test_user_errors_exit_2_without_traceback(tmp_path, capsys, argv, needle):
 
 
 def test_output_dir_holding_a_run_is_refused_unless_asked(tmp_path, capsys):
+    from safetensors.torch import save_file
+
     out = tmp_path / "run"
     (out / "checkpoint-3").mkdir(parents=True)
+    (out / "checkpoint-3" / "trainer_state.json").write_text("{}")  # a complete checkpoint
+    save_file({"w": torch.zeros(2)}, str(out / "checkpoint-3" / "model.safetensors"))
     (out / "model.safetensors").write_bytes(b"x")
     (out / "notes.txt").write_text("mine")
+    # the marker a run leaves: what it wrote (and what it found there)
+    (out / "_arl_hf_run.json").write_text('{"format": "arl_hf.run/1", "outputs": ["model.safetensors"], '
+                                          '"kept": ["notes.txt"]}')
     with pytest.raises(SystemExit) as e:
         train_main(["--output_dir", str(out)], prog="run_arl.py")
     assert e.value.code == 2
@@ -181,7 +188,7 @@ def test_output_dir_holding_a_run_is_refused_unless_asked(tmp_path, capsys):
     assert prepare_output_dir(args, run_args) == str(out / "checkpoint-3")
     args, _, _, run_args = parse_args(["--output_dir", str(out), "--overwrite_output_dir"])
     assert prepare_output_dir(args, run_args) is None
-    assert sorted(os.listdir(out)) == ["notes.txt"]
+    assert sorted(os.listdir(out)) == ["_arl_hf_run.json", "notes.txt"]
     # nothing to resume from, and the two flags together, are errors too
     with pytest.raises(FileNotFoundError, match="no checkpoint-"):
         prepare_output_dir(*[parse_args(["--output_dir", str(out), "--resume"])[i] for i in (0, 3)])

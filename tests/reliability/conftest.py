@@ -1,0 +1,44 @@
+"""Fixtures of the reliability tests: a tiny vector dataset on disk and one short run of it."""
+
+from __future__ import annotations
+
+import os
+from typing import Dict
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+
+from reliability_helpers import run_flags, write_vector_dataset  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def vector_dataset_dir(tmp_path_factory) -> str:
+    return write_vector_dataset(tmp_path_factory.mktemp("data") / "vectors")
+
+
+@pytest.fixture(scope="session")
+def short_run(vector_dataset_dir, tmp_path_factory) -> Dict:
+    """One 2-epoch ARL run (3 steps an epoch, a checkpoint each epoch, both kept)."""
+    import torch
+
+    from arl_hf.run_dir import release_output_dir
+    from arl_hf.runner import parse_args, train_and_evaluate
+
+    torch.set_num_threads(1)
+    out = str(tmp_path_factory.mktemp("runs") / "arl")
+    argv = run_flags(vector_dataset_dir, out, "--strategy", "arl", "--save_total_limit", "3")
+    metrics = train_and_evaluate(*parse_args(argv), argv=argv)
+    release_output_dir(out)
+    return {"output_dir": out, "metrics": metrics, "argv": argv}
