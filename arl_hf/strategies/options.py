@@ -38,6 +38,9 @@ class StrategyOptions:
     :meth:`from_args` to read the options out of an :class:`~arl_hf.ARLConfig`."""
 
     def __post_init__(self) -> None:
+        from ..numerics import check_finite_fields
+
+        check_finite_fields(self)  # every float option finite, within float32's range
         self.check()
 
     def check(self) -> None:
