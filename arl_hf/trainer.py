@@ -25,7 +25,7 @@ from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, Traini
 from .distributed import all_reduce_mean
 from .log import get_logger
 from .node_split import node_split, node_split_train_dataloader
-from .numerics import FiniteTrainingMixin, check_finite_fields
+from .numerics import FiniteTrainingMixin, batch_size_of, check_finite_fields
 from .paper import ARL_PAPER  # noqa: F401  (re-exported)
 from .schedule import ScheduleMixin
 from .strategies import (
@@ -109,7 +109,6 @@ class ARLConfig(FixedOptions, DROptions, MLAOptions, MMParetoOptions, GBlendingO
     def __post_init__(self):
         if self.output_dir is None:
             self.output_dir = "arl_output"
-        check_finite_fields(self)
         TrainingArguments.__post_init__(self)
         if self.activation_checkpointing and self.ddp_find_unused_parameters is None:
             # Trainer would turn unused-parameter detection off under checkpointing (for the reentrant
@@ -135,6 +134,7 @@ class ARLConfig(FixedOptions, DROptions, MLAOptions, MMParetoOptions, GBlendingO
             raise ValueError(f"lr_decay_epochs: expected epochs (ints) >= 1, got {list(self.lr_decay_epochs)!r}")
         if not (0 < self.lr_decay_factor < float("inf")):
             raise ValueError(f"lr_decay_factor: expected a finite number > 0, got {self.lr_decay_factor!r}")
+        check_finite_fields(self)  # after the fields' own checks (their messages say more)
 
 
 def model_modalities(model: nn.Module) -> List[str]:
@@ -439,7 +439,7 @@ class ARLTrainer(ModelCardMixin, ScheduleMixin, FiniteTrainingMixin, Trainer):
             self._metrics[mode][k].append(v.detach() if isinstance(v, torch.Tensor) else torch.tensor(float(v)))
         loss = result.loss
         if model.training:
-            loss = self._window_loss(loss, len(inputs["labels"]), num_items_in_batch)
+            loss = self._window_loss(loss, batch_size_of(inputs) or 1, num_items_in_batch)
         return (loss, result.outputs) if return_outputs else loss
 
     def training_step(self, model, inputs, num_items_in_batch=None):

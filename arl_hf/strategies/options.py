@@ -40,8 +40,8 @@ class StrategyOptions:
     def __post_init__(self) -> None:
         from ..numerics import check_finite_fields
 
-        check_finite_fields(self)  # every float option finite, within float32's range
         self.check()
+        check_finite_fields(self)  # every float option finite, within float32's range
 
     def check(self) -> None:
         """Raise ``ValueError`` naming the first invalid field. Override (and call it for the
