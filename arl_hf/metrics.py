@@ -107,11 +107,20 @@ def macro_f1(labels, preds) -> float:
     return float(f1.mean())
 
 
-def classification_metrics(logits: np.ndarray, labels: np.ndarray) -> Dict[str, float]:
-    """``{"accuracy", "macro_f1"}`` of argmax predictions of ``(N, C)`` logits."""
+def classification_metrics(logits: np.ndarray, labels: np.ndarray, field: str = "logits") -> Dict[str, float]:
+    """``{"accuracy", "macro_f1"}`` of argmax predictions of ``(N, C)`` logits.
+
+    Raises:
+        ValueError: logits not ``(N, C)``, or holding NaN or infinite values (the argmax of NaN
+            logits is class 0: metrics of them would be meaningless); ``field`` names them.
+    """
     logits = np.asarray(logits)
     if logits.ndim != 2:
-        raise ValueError(f"logits: expected shape (N, C), got {logits.shape}")
+        raise ValueError(f"{field}: expected shape (N, C), got {logits.shape}")
+    if np.issubdtype(logits.dtype, np.floating) and not np.isfinite(logits).all():
+        rows = int((~np.isfinite(logits)).any(axis=1).sum())
+        raise ValueError(f"{field}: {rows} of {logits.shape[0]} examples have NaN or infinite logits; expected "
+                         "finite logits (the model's weights or inputs are not finite)")
     preds = logits.argmax(-1)
     return {"accuracy": accuracy(labels, preds), "macro_f1": macro_f1(labels, preds)}
 
@@ -127,9 +136,9 @@ def multimodal_metrics(predictions: np.ndarray, labels: np.ndarray, modalities: 
             f"predictions: expected shape (N, {1 + len(modalities)}, C) (fused + {list(modalities)}), "
             f"got {predictions.shape}"
         )
-    out = classification_metrics(predictions[:, 0], labels)
+    out = classification_metrics(predictions[:, 0], labels, "predictions (fused head)")
     for i, m in enumerate(modalities):
-        for k, v in classification_metrics(predictions[:, i + 1], labels).items():
+        for k, v in classification_metrics(predictions[:, i + 1], labels, f"predictions ({m!r} head)").items():
             out[metric_key(k, m)] = v
     return out
 

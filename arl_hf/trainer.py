@@ -25,6 +25,7 @@ from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, Traini
 from .distributed import all_reduce_mean
 from .log import get_logger
 from .node_split import node_split, node_split_train_dataloader
+from .numerics import FiniteTrainingMixin, batch_size_of, check_finite_fields
 from .paper import ARL_PAPER  # noqa: F401  (re-exported)
 from .schedule import ScheduleMixin
 from .strategies import (
@@ -47,10 +48,8 @@ from .strategies.plugins import BUILTIN_OPTIONS
 from .strategies.pmr import PMROptions
 from .trainer_card import ModelCardMixin
 from .trainer_checks import DataChecksMixin
-from .validation import validate_batch
 
 logger = get_logger(__name__)
-
 
 
 @dataclass
@@ -62,6 +61,9 @@ class _InputChecks:
             "(one host sync per step on GPU; disable for peak throughput once the data is trusted)."
         },
     )
+    check_finite: bool = field(default=True, metadata={
+        "help": "Stop training at the first step whose loss or gradient norm is NaN or infinite (read at the input "
+        "check's host sync or at logging steps); check the parameters at every save, evaluation and the end."})
 
 
 @dataclass
@@ -133,6 +135,7 @@ class ARLConfig(FixedOptions, DROptions, MLAOptions, MMParetoOptions, GBlendingO
             raise ValueError(f"lr_decay_epochs: expected epochs (ints) >= 1, got {list(self.lr_decay_epochs)!r}")
         if not (0 < self.lr_decay_factor < float("inf")):
             raise ValueError(f"lr_decay_factor: expected a finite number > 0, got {self.lr_decay_factor!r}")
+        check_finite_fields(self)  # after the fields' own checks (their messages say more)
 
 
 def model_modalities(model: nn.Module) -> List[str]:
@@ -166,7 +169,7 @@ class _EarlyStopping(EarlyStoppingCallback):
         return super().on_train_begin(args, state, control, **kwargs)
 
 
-class ARLTrainer(ModelCardMixin, ScheduleMixin, DataChecksMixin, Trainer):
+class ARLTrainer(ModelCardMixin, ScheduleMixin, DataChecksMixin, FiniteTrainingMixin, Trainer):
     """``transformers.Trainer`` for multimodal models, training with ARL or another strategy.
 
     Args:
@@ -182,8 +185,8 @@ class ARLTrainer(ModelCardMixin, ScheduleMixin, DataChecksMixin, Trainer):
     _tag_names = ["arl-hf", "arl", "multimodal", "modality-imbalance"]
     _name = "ARL"
     _paper = ARL_PAPER
-    # compute_loss returns a per-micro-batch mean: Trainer must divide by the accumulation steps
-    loss_is_scaled_for_ga = False
+    # compute_loss returns the micro-batch's share of the window's mean loss (_window_loss): not divided again
+    loss_is_scaled_for_ga = True
 
     def __init__(
         self,
@@ -416,7 +419,7 @@ class ARLTrainer(ModelCardMixin, ScheduleMixin, DataChecksMixin, Trainer):
         step = self.state.global_step if self.state is not None else 0
         return StepContext(epoch=float(epoch), global_step=int(step), training=training)
 
-    def _strategy_inputs(self, inputs: Dict[str, Any]) -> Dict[str, Any]:
+    def _strategy_inputs(self, inputs: Dict[str, Any], training_step: bool = False) -> Dict[str, Any]:
         if "labels" not in inputs:
             for alt in ("label", "label_ids"):
                 if alt in inputs:
@@ -426,16 +429,19 @@ class ARLTrainer(ModelCardMixin, ScheduleMixin, DataChecksMixin, Trainer):
         if "labels" not in inputs:
             raise ValueError(f"labels: the batch has no 'labels' key (keys: {sorted(inputs)})")
         if self.args.validate_inputs:
-            validate_batch(inputs, self.modalities, self._num_labels)
+            self._validate_batch(inputs, training_step)
         return inputs
 
     def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
-        inputs = self._strategy_inputs(inputs)
+        inputs = self._strategy_inputs(inputs, training_step=model.training)
         result = self.strategy.compute_loss(model, inputs, self._context(training=model.training))
         mode = "train" if model.training else "eval"
         for k, v in result.logs.items():
             self._metrics[mode][k].append(v.detach() if isinstance(v, torch.Tensor) else torch.tensor(float(v)))
-        return (result.loss, result.outputs) if return_outputs else result.loss
+        loss = result.loss
+        if model.training:
+            loss = self._window_loss(loss, batch_size_of(inputs) or 1, num_items_in_batch)
+        return (loss, result.outputs) if return_outputs else loss
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         if not getattr(self, "_fsdp_strategy_ready", True):
@@ -448,6 +454,7 @@ class ARLTrainer(ModelCardMixin, ScheduleMixin, DataChecksMixin, Trainer):
         else:
             loss = super().training_step(model, inputs, num_items_in_batch)
         self.strategy.after_backward(model, self._context(training=True))
+        self._record_step_value("loss", loss)
         return loss
 
     # ---- evaluation: fused and per-modality logits ---------------------------------------

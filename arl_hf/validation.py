@@ -3,17 +3,18 @@
 :func:`class_indices` is the one place labels are normalised (the transform, the collator and
 the metrics call it); :func:`check_inputs` is the one structural check of model inputs (the
 model's ``forward`` calls it); :func:`validate_batch` checks a collated batch before a training
-step (:func:`check_inputs`, then the values: finite inputs, labels in range).
+step (:func:`check_inputs`, then the values: finite inputs within :data:`MAX_INPUT_MAGNITUDE`,
+labels in range).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, List, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
 
-__all__ = ["class_indices", "check_inputs", "validate_batch"]
+__all__ = ["class_indices", "check_inputs", "validate_batch", "MAX_INPUT_MAGNITUDE"]
 
 
 def class_indices(values: Any, field: str = "labels") -> np.ndarray:
@@ -92,13 +93,26 @@ def check_inputs(inputs: Mapping[str, Any], modalities: Sequence[str], labels: A
     return batch
 
 
-def validate_batch(batch: Mapping[str, Any], modalities: Sequence[str], num_labels: Optional[int]) -> None:
+#: the largest input magnitude :func:`validate_batch` accepts: the square of such a value (a variance,
+#: a norm, a squared error) stays finite in float32 with room for sums of them (1e36 < 3.4e38)
+MAX_INPUT_MAGNITUDE = 1e18
+
+
+def validate_batch(batch: Mapping[str, Any], modalities: Sequence[str], num_labels: Optional[int], *,
+                   pending: Optional[torch.Tensor] = None) -> Optional[List[int]]:
     """Check modality tensors and labels of one batch.
 
     Raises ``ValueError`` for a missing modality, a non-tensor or non-float input, an
-    empty batch, batch sizes that differ (:func:`check_inputs`), non-finite values, or labels
-    that are not integers in ``[0, num_labels)``. Value checks need one host sync on an
-    accelerator.
+    empty batch, batch sizes that differ (:func:`check_inputs`), non-finite values, values
+    beyond :data:`MAX_INPUT_MAGNITUDE` in absolute value, or labels that are not integers in
+    ``[0, num_labels)``. Value checks need one host sync on an accelerator.
+
+    Args:
+        pending: an int64 tensor of values to read in the same host transfer (the trainer's
+            record of non-finite steps); its host values are returned.
+
+    Returns:
+        ``pending``'s values as a list of ints, or ``None`` without ``pending``.
     """
     check_inputs(batch, modalities)
     labels = batch.get("labels")
@@ -108,14 +122,37 @@ def validate_batch(batch: Mapping[str, Any], modalities: Sequence[str], num_labe
         raise ValueError(f"labels: expected integer class indices, got dtype {labels.dtype}")
     if labels.dim() != 1 or labels.shape[0] == 0:
         raise ValueError(f"labels: expected a non-empty (B,) tensor, got shape {tuple(labels.shape)}")
-    # one fused reduction -> one host sync
-    flags = [torch.isfinite(batch[m]).all() for m in modalities]
+    # one fused reduction per modality (min and max: NaN propagates, inf exceeds the bound) -> one host sync
+    flags = []
+    for m in modalities:
+        x = batch[m]
+        if x.numel():
+            lo, hi = torch.aminmax(x)  # compared in float32: the bound is infinite in float16
+            flags.append((lo.float() >= -MAX_INPUT_MAGNITUDE) & (hi.float() <= MAX_INPUT_MAGNITUDE))
     lo, hi = labels.min(), labels.max()
-    checks = torch.stack([torch.stack(flags).all().to(lo.device).long(), lo, hi]).cpu().tolist()
+    ok = torch.stack([f.to(lo.device) for f in flags]).all() if flags else torch.ones_like(lo, dtype=torch.bool)
+    parts = [ok.long(), lo.long(), hi.long()]
+    if pending is not None:
+        parts.extend(pending.to(lo.device).long().reshape(-1).unbind())
+    checks = torch.stack(parts).cpu().tolist()
     if not checks[0]:
-        bad = next(m for m in modalities if not bool(torch.isfinite(batch[m]).all()))
-        raise ValueError(f"{bad}: input contains NaN or infinite values")
+        _raise_for_values(batch, modalities)
     if checks[1] < 0 or (num_labels is not None and checks[2] >= num_labels):
         raise ValueError(
             f"labels: expected class indices in [0, {num_labels}), got values in [{checks[1]}, {checks[2]}]"
         )
+    return checks[3:] if pending is not None else None
+
+
+def _raise_for_values(batch: Mapping[str, Any], modalities: Sequence[str]) -> None:
+    """The error of the first modality with a non-finite value or one beyond the bound."""
+    for m in modalities:
+        x = batch[m]
+        if not x.numel():
+            continue
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError(f"{m}: input contains NaN or infinite values")
+        peak = float(x.detach().abs().max())
+        if peak > MAX_INPUT_MAGNITUDE:
+            raise ValueError(f"{m}: input values reach {peak:.4g} in absolute value; expected |x| <= "
+                             f"{MAX_INPUT_MAGNITUDE:.0e} (their squares, in variances and norms, overflow float32)")

@@ -6,7 +6,8 @@ frame 3x112x112. The plain Trainer computes the fused loss only (no unimodal log
 adds the unimodal logits, Eq. 22's loss, the statistics, the coefficients and the
 in-graph gradient scaling. Runs interleave (ABBA) and the ratio is the median of per-pair
 ratios. ``ARLConfig.validate_inputs`` (one host sync per step by design) is measured on
-and off.
+and off; both ARL variants run with the finite-value step guard on (``check_finite``, the
+default: the loss and gradient-norm checks ride on that sync, or on logging steps).
 
 Targets: <= 1.03 for late fusion (concat), <= 2.1 for intermediate fusion
 (``--fusion mmtm`` / ``--fusion cross_attention``, once registered in

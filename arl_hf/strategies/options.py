@@ -38,7 +38,10 @@ class StrategyOptions:
     :meth:`from_args` to read the options out of an :class:`~arl_hf.ARLConfig`."""
 
     def __post_init__(self) -> None:
+        from ..numerics import check_finite_fields
+
         self.check()
+        check_finite_fields(self)  # every float option finite, within float32's range
 
     def check(self) -> None:
         """Raise ``ValueError`` naming the first invalid field. Override (and call it for the
