@@ -9,7 +9,8 @@ from transformers import AutoConfig, AutoModel
 
 from .modeling import MultimodalConfig, MultimodalModel, MultimodalOutput, load_backbone_weights
 from .strategies import arl_coefficients, arl_statistics, coefficients_from_statistics
-from .trainer import ARLConfig, ARLTrainer
+from .config import ARLConfig
+from .trainer import ARLTrainer
 from .version import __version__
 
 AutoConfig.register(MultimodalConfig.model_type, MultimodalConfig, exist_ok=True)

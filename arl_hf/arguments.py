@@ -25,7 +25,7 @@ from transformers import HfArgumentParser
 from . import presets as presets_module
 from .log import get_logger
 from .strategies.plugins import attach_strategy_options, extra_option_dataclasses, load_strategy_modules_from_argv
-from .trainer import ARLConfig
+from .config import ARLConfig
 
 logger = get_logger(__name__)
 

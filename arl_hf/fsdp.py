@@ -43,11 +43,11 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import torch
 from torch import nn
-from transformers.utils import logging
 
+from .log import get_logger
 from .safety import atomic_write_json
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 __all__ = [
     "fsdp_requested",

@@ -67,17 +67,3 @@ class Registry(Dict[str, Any]):
     def names(self) -> Iterator[str]:
         """The registered names, in registration order."""
         return iter(list(self))
-
-
-def registrar(table: Registry, attribute: str, kind: str) -> Callable[..., Callable[[T], T]]:
-    """``register(name, **attributes)`` for ``table`` (a :class:`Registry`), storing the name on
-    each registered class as ``attribute``."""
-    if not isinstance(table, Registry):
-        raise ValueError(f"table: expected an arl_hf.registry.Registry, got {type(table).__name__}")
-    table.attribute = attribute
-
-    def register(name: str, **attributes: Any) -> Callable[[T], T]:
-        return table.register(name, **attributes)
-
-    register.__doc__ = f"Decorator registering a {kind} class under ``name``."
-    return register

@@ -1,4 +1,4 @@
-"""`ARLConfig` and `ARLTrainer`: the HF Trainer, delegating the loss to a strategy.
+"""`ARLTrainer`: the HF Trainer, delegating the loss to a strategy (its arguments: :mod:`arl_hf.config`).
 
 The trainer is thin: it builds the strategy named by ``ARLConfig.strategy``, hands it
 each micro-batch (``compute_loss``), lets it touch gradients after backward, averages
@@ -14,128 +14,25 @@ from __future__ import annotations
 import copy
 import os
 from collections import defaultdict
-from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
+from transformers import EarlyStoppingCallback, Trainer, TrainerCallback
 
+from .config import ARLConfig
 from .distributed import all_reduce_mean
 from .log import get_logger
 from .node_split import node_split, node_split_train_dataloader
-from .numerics import FiniteTrainingMixin, batch_size_of, check_finite_fields
-from .paper import ARL_PAPER  # noqa: F401  (re-exported)
+from .numerics import FiniteTrainingMixin, batch_size_of
+from .paper import ARL_PAPER
 from .schedule import ScheduleMixin
-from .strategies import (
-    STRATEGIES,
-    ModulationOptions,
-    StepContext,
-    Strategy,
-    StrategyChoice,
-    build_strategy,
-)
-from .strategies.agm import AGMOptions
-from .strategies.arl import ARLOptions
-from .strategies.dr import DROptions
-from .strategies.fixed import FixedOptions
-from .strategies.gblending import GBlendingOptions
-from .strategies.mla import MLAOptions
-from .strategies.mmpareto import MMParetoOptions
-from .strategies.ogm_ge import OGMGEOptions
-from .strategies.plugins import BUILTIN_OPTIONS
-from .strategies.pmr import PMROptions
+from .strategies import STRATEGIES, StepContext, Strategy, build_strategy
 from .trainer_card import ModelCardMixin
 from .trainer_checks import DataChecksMixin
 
 logger = get_logger(__name__)
-
-
-@dataclass
-class _InputChecks:
-    validate_inputs: bool = field(
-        default=True,
-        metadata={
-            "help": "Check every batch for non-finite values and out-of-range labels before the step "
-            "(one host sync per step on GPU; disable for peak throughput once the data is trusted)."
-        },
-    )
-    check_finite: bool = field(default=True, metadata={
-        "help": "Stop training at the first step whose loss or gradient norm is NaN or infinite (read at the input "
-        "check's host sync or at logging steps); check the parameters at every save, evaluation and the end."})
-
-
-@dataclass
-class ARLConfig(FixedOptions, DROptions, MLAOptions, MMParetoOptions, GBlendingOptions, PMROptions, AGMOptions,
-                OGMGEOptions, _InputChecks, ModulationOptions, ARLOptions, StrategyChoice, TrainingArguments):
-    """Training arguments of :class:`ARLTrainer` (a ``TrainingArguments`` subclass).
-
-    The strategy options are those of the built-in strategies, each declared with its strategy
-    (``ARLOptions``, ``OGMGEOptions``, ... in :mod:`arl_hf.strategies`) and composed here, so
-    ``ARLConfig(strategy="ogm_ge", ogm_alpha=0.3)`` works; options of strategies registered
-    outside the package travel in ``strategy_options``.
-
-    Defaults that differ from ``TrainingArguments``: ``max_grad_norm=0`` (no clipping:
-    HF's default 1.0 would clip the ARL-scaled gradients and silently undo the
-    modulation; the paper does not clip, the authors' code clips at 40 — use the
-    ``*_official`` presets or pass ``--max_grad_norm 40``).
-    """
-
-    early_stopping_patience: Optional[int] = field(
-        default=None,
-        metadata={"help": "Stop when metric_for_best_model has not improved for this many evaluations "
-                  "(transformers.EarlyStoppingCallback; needs load_best_model_at_end). Default: no early stop."},
-    )
-    lr_decay_epochs: Optional[List[int]] = field(
-        default=None,
-        metadata={"help": "Multiply the learning rate by lr_decay_factor at each of these epochs (MultiStepLR, "
-                  "as the authors' code: 70). Replaces lr_scheduler_type when given."},
-    )
-    lr_decay_factor: float = field(default=0.1, metadata={"help": "Factor of lr_decay_epochs."})
-    decay_all_parameters: bool = field(
-        default=False,
-        metadata={"help": "Apply weight decay to every parameter, biases and norm layers included, as "
-                  "torch.optim.SGD(weight_decay=...) in the authors' code (Trainer's default exempts biases "
-                  "and LayerNorm)."},
-    )
-    max_grad_norm: float = field(
-        default=0.0,
-        metadata={
-            "help": "Gradient clipping norm (0 disables). Default 0: clipping at HF's 1.0 would undo ARL's "
-            "gradient scaling; the authors' code clips at 40."
-        },
-    )
-
-    def __post_init__(self):
-        if self.output_dir is None:
-            self.output_dir = "arl_output"
-        TrainingArguments.__post_init__(self)
-        if self.activation_checkpointing and self.ddp_find_unused_parameters is None:
-            # Trainer would turn unused-parameter detection off under checkpointing (for the reentrant
-            # variant); the model checkpoints non-reentrantly, and several strategies leave the fusion
-            # head or an encoder without gradient on some steps, which DDP must then be told about
-            self.ddp_find_unused_parameters = True
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"strategy: unknown strategy {self.strategy!r}; expected one of {sorted(STRATEGIES)}")
-        self.check_strategy_options()
-        ARLOptions.check(self)
-        if self.early_stopping_patience is not None:
-            if not isinstance(self.early_stopping_patience, int) or self.early_stopping_patience < 1:
-                raise ValueError(f"early_stopping_patience: expected an int >= 1, got {self.early_stopping_patience!r}")
-            if not self.load_best_model_at_end or self.metric_for_best_model is None:
-                raise ValueError("early_stopping_patience: needs load_best_model_at_end=True and a "
-                                 f"metric_for_best_model (got {self.load_best_model_at_end!r}, "
-                                 f"{self.metric_for_best_model!r})")
-        for options in BUILTIN_OPTIONS:
-            if options is not ARLOptions:
-                options.check(self)
-        if self.lr_decay_epochs is not None and any(
-                isinstance(e, bool) or not isinstance(e, int) or e < 1 for e in self.lr_decay_epochs):
-            raise ValueError(f"lr_decay_epochs: expected epochs (ints) >= 1, got {list(self.lr_decay_epochs)!r}")
-        if not (0 < self.lr_decay_factor < float("inf")):
-            raise ValueError(f"lr_decay_factor: expected a finite number > 0, got {self.lr_decay_factor!r}")
-        check_finite_fields(self)  # after the fields' own checks (their messages say more)
 
 
 def model_modalities(model: nn.Module) -> List[str]:
@@ -214,7 +111,6 @@ class ARLTrainer(ModelCardMixin, ScheduleMixin, DataChecksMixin, FiniteTrainingM
 
             compute_metrics = make_compute_metrics(self.modalities)
         self.compute_metrics = compute_metrics
-        self._given_strategy = strategy
         self._build_strategy()
         self._check_strategy_supports_fsdp()
         self.add_callback(_StrategyCallback(self))
@@ -277,6 +173,8 @@ class ARLTrainer(ModelCardMixin, ScheduleMixin, DataChecksMixin, FiniteTrainingM
         # self.args here: the strategy is rebuilt on the new model with those values, so no
         # state (hooks, running means, heads) leaks from one training to the next.
         super()._hp_search_setup(trial)
+        if trial is not None and self.hp_search_backend is not None:
+            self.args.check_options()  # the trial's values were written into the arguments unchecked
         if self.model_init is not None:
             if model_modalities(self.model) != self.modalities:
                 raise ValueError(f"model_init: returned a model with modalities {model_modalities(self.model)}, "
@@ -448,11 +346,7 @@ class ARLTrainer(ModelCardMixin, ScheduleMixin, DataChecksMixin, FiniteTrainingM
             raise ValueError("fsdp: gradient modulation was not re-attached to the sharded model (the scheduler "
                              "was created before accelerate prepared the model); let Trainer.train create the "
                              "optimizer and scheduler")
-        custom = getattr(self.strategy, "training_step", None)
-        if custom is not None:
-            loss = custom(self, model, inputs, num_items_in_batch)
-        else:
-            loss = super().training_step(model, inputs, num_items_in_batch)
+        loss = super().training_step(model, inputs, num_items_in_batch)
         self.strategy.after_backward(model, self._context(training=True))
         self._record_step_value("loss", loss)
         return loss

@@ -14,8 +14,8 @@ a dataclass newly composed into the parser is picked up without touching this sc
 defined by arl-hf are listed: a field of ``transformers.TrainingArguments`` appears only where an
 arl-hf class gives it another default.
 
-Grouping: the fields of one dataclass that carry a strategy's prefix (``arl_``, ``ogm_``, ``agm_``,
-``pmr_``, ``gblending_``, ``mmpareto_``, ``mla_``, ``dr_``, ``fixed_``) form that strategy's group; a
+Grouping: the fields of one dataclass that carry a strategy's prefix (``arl_``, ``ogm_``, ... as each
+built-in strategy registers it: :func:`arl_hf.strategies.strategy_prefixes`) form that strategy's group; a
 dataclass (not a ``TrainingArguments`` subclass) whose prefixed fields all carry one strategy's prefix
 is that strategy's group as a whole; the other fields stay in their dataclass's group.
 
@@ -36,18 +36,17 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 DOCS = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(DOCS)
 
-#: option-name prefix -> strategy name (``--strategy``)
-STRATEGY_PREFIXES: Dict[str, str] = {
-    "arl_": "arl",
-    "ogm_": "ogm_ge",
-    "agm_": "agm",
-    "pmr_": "pmr",
-    "gblending_": "gblending",
-    "mmpareto_": "mmpareto",
-    "mla_": "mla",
-    "dr_": "dr",
-    "fixed_": "fixed",
-}
+def _strategy_prefixes() -> Dict[str, str]:
+    if REPO not in sys.path:
+        sys.path.insert(0, REPO)
+    from arl_hf.strategies import strategy_prefixes
+
+    return strategy_prefixes()
+
+
+#: option-name prefix -> strategy name (``--strategy``), as each built-in strategy registers it
+#: (``register_strategy(..., prefix=...)``)
+STRATEGY_PREFIXES: Dict[str, str] = _strategy_prefixes()
 
 TRAINING_PAGE = "training.md"
 STRATEGIES_PAGE = "strategies.md"

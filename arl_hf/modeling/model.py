@@ -25,6 +25,7 @@ from ..validation import check_inputs
 from .configuration import MultimodalConfig
 from .encoders import build_encoder
 from .fusion import build_fusion
+from .state import state_from_spec
 
 logger = get_logger(__name__)
 
@@ -231,9 +232,7 @@ class MultimodalModel(MultimodalPreTrainedModel):
             config.fusion, dims, config.num_labels, encoders=self.encoders, **(config.fusion_kwargs or {})
         )
         if getattr(config, "strategy_state", None):
-            # the training strategy's heads and state, saved with the weights (arl_hf.strategies.state)
-            from ..strategies.state import state_from_spec
-
+            # the slot holding the training strategy's heads and state, saved with the weights
             self.strategy_state = state_from_spec(config.strategy_state)
         self.main_input_name = next(iter(self.encoders))
         self.input_modalities = input_modalities(config)

@@ -37,11 +37,13 @@ from concurrent.futures import FIRST_COMPLETED, Executor, ProcessPoolExecutor, w
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..safety import atomic_write_json, confine, fingerprint, remove_path, safe_name
+from ..strategies import builtin_strategies
 from .runs import BOUND_PREFIX, RunSpec, method_name, read_reusable, run_config, run_one
 from .table import build_results, write_outputs
 from .tuning import TUNING_SEED
 
-ALL_STRATEGIES = ["none", "arl", "gblending", "ogm_ge", "agm", "pmr", "mmpareto", "mla", "dr", "fixed"]
+#: the default methods: every built-in strategy, in registration order (:func:`arl_hf.strategies.builtin_strategies`)
+ALL_STRATEGIES = builtin_strategies()
 PER_RUN = ("--strategy", "--seed", "--output_dir")
 
 

@@ -15,13 +15,18 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from ..metrics import metric_modalities
 from ..safety import atomic_write_json, atomic_write_text
+from ..strategies import strategy_labels
 from .stats import diffs, paired, stat
 
 BASELINE = "none"
-LABELS = {
-    "none": "Concatenation", "arl": "ARL", "gblending": "G-Blending", "ogm_ge": "OGM-GE", "agm": "AGM",
-    "pmr": "PMR", "mmpareto": "MMPareto", "mla": "MLA", "dr": "D&R", "fixed": "Fixed multipliers",
-}
+#: strategy name -> its label in the tables (``register_strategy(..., label=...)``), for the strategies
+#: registered when this module was imported; :func:`label_of` also knows those registered later
+LABELS = strategy_labels()
+
+
+def label_of(name: str) -> str:
+    """The table label of method ``name``: its strategy's registered label, else ``name`` itself."""
+    return strategy_labels().get(name, name)
 
 
 def modalities_of(record: Mapping[str, Any], split: str) -> List[str]:
@@ -123,7 +128,7 @@ def to_markdown(results: Mapping[str, Any]) -> str:
         gh = results["suppression_gap_head"].get(name, {})
         pv = e.get("paired_vs_none") or {}
         diff = pv.get("mean_diff")
-        cells = ([LABELS.get(name, name), _pct(e["accuracy"])] + [_pct(e.get(f"accuracy_{m}")) for m in mods]
+        cells = ([label_of(name), _pct(e["accuracy"])] + [_pct(e.get(f"accuracy_{m}")) for m in mods]
                  + [_pct(e.get(f"probe_accuracy_{m}")) for m in mods] + [_pct(gp.get(m)) for m in mods]
                  + [_pct(gh.get(m)) for m in mods]
                  + ["–" if diff is None else f"{100 * diff:+.1f}", _p(pv.get("p_ttest")), _p(pv.get("p_wilcoxon")),
@@ -185,7 +190,7 @@ def plots(results: Mapping[str, Any], compare_dir: str) -> List[str]:
     import matplotlib.pyplot as plt
 
     methods = list(results["methods"])
-    names = [LABELS.get(m, m) for m in methods]
+    names = [label_of(m) for m in methods]
     paths = []
     fig, ax = plt.subplots(figsize=(max(6.0, 0.8 * len(methods)), 3.6))
     acc = [results["methods"][m]["accuracy"] for m in methods]

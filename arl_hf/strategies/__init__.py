@@ -1,10 +1,17 @@
 """Training strategies: ARL and the methods it is compared with, one module each.
 
 Each strategy declares its options (:mod:`arl_hf.strategies.options`), keeps its tensors in
-the model (:mod:`arl_hf.strategies.state`) and sees the trainer through
-:class:`~arl_hf.strategies.view.TrainerView`. Strategies from outside the package:
+the model's ``strategy_state`` slot (:mod:`arl_hf.strategies.state`) and sees the trainer
+through :class:`~arl_hf.strategies.view.TrainerView`. Every module of this package other than
+the shared machinery is a built-in strategy and is imported here, which registers it
+(:func:`register_strategy`); :func:`builtin_strategies` is then the single list the options of
+:class:`~arl_hf.ARLConfig`, the table labels, the documented flag prefixes and the default
+methods of ``arl-hf compare`` derive from. Strategies from outside the package:
 :mod:`arl_hf.strategies.plugins`.
 """
+
+import importlib
+import pkgutil
 
 from .base import (
     STRATEGIES,
@@ -14,7 +21,11 @@ from .base import (
     Strategy,
     StrategyOutput,
     build_strategy,
+    builtin_options,
+    builtin_strategies,
     register_strategy,
+    strategy_labels,
+    strategy_prefixes,
 )
 from .options import ModulationOptions, StrategyChoice, StrategyOptions
 from .state import StrategyState
@@ -29,15 +40,28 @@ from .arl import (
     modality_shares,
 )
 
-# the comparison methods register themselves on import
-from . import agm, dr, fixed, gblending, mla, mmpareto, ogm_ge, pmr  # noqa: E402,F401
-from .plugins import (  # noqa: E402
-    BUILTIN_OPTIONS,
+#: modules of this package that hold the shared machinery, not a strategy
+INFRASTRUCTURE_MODULES = frozenset({"base", "common", "options", "plugins", "state", "view"})
+
+
+def _import_builtin_strategies() -> None:
+    """Import every strategy module of the package (sorted by name; ARL first): each registers itself."""
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
+        if not info.ispkg and info.name not in INFRASTRUCTURE_MODULES and not info.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{info.name}")
+
+
+_import_builtin_strategies()
+
+from .plugins import (  # noqa: E402  (after the built-in strategies registered)
     attach_strategy_options,
     extra_option_dataclasses,
     load_strategy_module,
     load_strategy_modules_from_argv,
 )
+
+#: the options dataclasses :class:`~arl_hf.ARLConfig` is assembled from, in flag order
+BUILTIN_OPTIONS = builtin_options()
 
 __all__ = [
     "STRATEGIES",
@@ -52,8 +76,13 @@ __all__ = [
     "StrategyState",
     "TrainerView",
     "build_strategy",
+    "builtin_options",
+    "builtin_strategies",
     "register_strategy",
+    "strategy_labels",
+    "strategy_prefixes",
     "BUILTIN_OPTIONS",
+    "INFRASTRUCTURE_MODULES",
     "attach_strategy_options",
     "extra_option_dataclasses",
     "load_strategy_module",

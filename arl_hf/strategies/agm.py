@@ -69,7 +69,7 @@ class AGMOptions(StrategyOptions):
         need(finite(self.agm_alpha) and self.agm_alpha >= 0, self, "agm_alpha", "a finite number >= 0")
 
 
-@register_strategy("agm", options=AGMOptions)
+@register_strategy("agm", options=AGMOptions, label="AGM", prefix="agm_")
 class AGM(Strategy):
     """AGM (see module docstring). Hyper-parameter: ``agm_alpha``. State (buffers of
     ``model.strategy_state``): ``score_sum`` (float64, the running score sums) and ``iterations``."""

@@ -207,6 +207,12 @@ def coefficients_from_statistics(
     _check_variant(variant)
     if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
         raise ValueError(f"arl_temperature: expected a finite number > 0, got {temperature!r}")
+    return _coefficients(stats, temperature, variant)
+
+
+def _coefficients(stats: ARLStatistics, temperature: float, variant: str) -> torch.Tensor:
+    """:func:`coefficients_from_statistics` without its argument checks (the strategy's options
+    were checked when they were constructed)."""
     m = stats.num_modalities
     entropy, dependency = stats.means()
     if variant == "paper":
@@ -282,7 +288,7 @@ class ARLOptions(StrategyOptions):
             raise ValueError(f"arl_warmup_epochs: expected an int >= 0, got {self.arl_warmup_epochs!r}")
 
 
-@register_strategy("arl", options=ARLOptions)
+@register_strategy("arl", options=ARLOptions, label="ARL", prefix="arl_")
 class ARLStrategy(Strategy):
     """Asymmetric Representation Learning (Algorithm 1).
 
@@ -325,7 +331,7 @@ class ARLStrategy(Strategy):
             stats = arl_statistics([uni[m] for m in self.modalities], labels, args.arl_variant)
             if args.arl_all_reduce:
                 stats = stats.all_reduce()
-            coeffs = coefficients_from_statistics(stats, args.arl_temperature, args.arl_variant)
+            coeffs = _coefficients(stats, args.arl_temperature, args.arl_variant)
             delta, kappa = modality_shares(stats, args.arl_variant)
             if warm or not args.arl_asymmetric:
                 scales = torch.ones_like(coeffs)

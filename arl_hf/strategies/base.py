@@ -7,13 +7,14 @@ accumulation, mixed precision and DDP). It may also edit gradients after backwar
 react to epoch boundaries and keep tensors of its own, which it attaches to the model
 (:mod:`arl_hf.strategies.state`) so that they are trained, saved and loaded with it.
 
-Adding a method is one module (inside the package, or a file given to ``--strategy_module``)::
+Adding a method is one module (a file of this package, which imports every module it holds, or
+a file given to ``--strategy_module``)::
 
     @dataclass
     class MineOptions(StrategyOptions):
         mine_beta: float = field(default=1.0, metadata={"help": "Mine: weight of ..."})
 
-    @register_strategy("mine", options=MineOptions)
+    @register_strategy("mine", options=MineOptions, label="Mine", prefix="mine_")
     class Mine(Strategy):
         requires_unimodal_logits = True
         def compute_loss(self, model, inputs, context):
@@ -27,20 +28,19 @@ and select it with ``ARLConfig(strategy="mine")``.
 from __future__ import annotations
 
 import weakref
-from dataclasses import dataclass, field, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers.utils import logging
-
+from ..log import get_logger
 from ..registry import Registry
-from .options import StrategyOptions
+from .options import ModulationOptions, StrategyOptions
 from .state import StrategyState, attach_state, load_module_state, module_state
 from .view import TrainerView
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 #: strategy name -> :class:`Strategy` subclass
 STRATEGIES: Registry = Registry("strategy", attribute="name")
@@ -48,19 +48,72 @@ STRATEGIES: Registry = Registry("strategy", attribute="name")
 S = TypeVar("S", bound=type)
 
 
-def register_strategy(name: str, options: Optional[Type[StrategyOptions]] = None) -> Callable[[S], S]:
-    """Decorator registering a :class:`Strategy` class under ``name``, with its options dataclass
-    (a :class:`~arl_hf.strategies.options.StrategyOptions` subclass; default: the parent's)."""
+#: the package whose modules hold the built-in strategies
+BUILTIN_PACKAGE = __name__.rsplit(".", 1)[0]
+
+
+def register_strategy(name: str, options: Optional[Type[StrategyOptions]] = None, *, label: Optional[str] = None,
+                      prefix: Optional[str] = None) -> Callable[[S], S]:
+    """Decorator registering a :class:`Strategy` class under ``name``.
+
+    Args:
+        options: its options dataclass (a :class:`~arl_hf.strategies.options.StrategyOptions`
+            subclass; default: the parent's).
+        label: its name in result tables (default: ``name``).
+        prefix: the prefix its option names share (``"ogm_"``), which groups its flags in the
+            documentation; every field of ``options`` must carry it.
+
+    A strategy defined in a module of :mod:`arl_hf.strategies` is built in: its options become
+    fields of :class:`~arl_hf.ARLConfig`, and the comparison protocol runs it by default."""
     if options is not None and not (isinstance(options, type) and is_dataclass(options)
                                     and issubclass(options, StrategyOptions)):
         raise ValueError(f"options: expected a StrategyOptions dataclass for strategy {name!r}, got {options!r}")
+    if label is not None and (not isinstance(label, str) or not label):
+        raise ValueError(f"label: expected a non-empty string for strategy {name!r}, got {label!r}")
+    if prefix is not None:
+        if not isinstance(prefix, str) or not prefix.endswith("_"):
+            raise ValueError(f"prefix: expected a string ending in '_' for strategy {name!r}, got {prefix!r}")
+        if options is not None:
+            stray = [f.name for f in fields(options) if not f.name.startswith(prefix)]
+            if stray:
+                raise ValueError(f"{stray[0]}: option of strategy {name!r} ({options.__name__}) does not start "
+                                 f"with its prefix {prefix!r}")
 
     def deco(cls: S) -> S:
         if options is not None:
             cls.options_class = options
-        return STRATEGIES.register(name)(cls)
+        return STRATEGIES.register(name, label=label or name, option_prefix=prefix,
+                                   builtin=cls.__module__.startswith(BUILTIN_PACKAGE + "."))(cls)
 
     return deco
+
+
+def builtin_strategies() -> List[str]:
+    """Names of the built-in strategies, in registration order: the single list the options of
+    :class:`~arl_hf.ARLConfig`, the table labels, the documented flag prefixes and the default
+    methods of ``arl-hf compare`` derive from."""
+    return [name for name in STRATEGIES.names() if getattr(STRATEGIES[name], "builtin", False)]
+
+
+def builtin_options() -> List[type]:
+    """The options dataclasses :class:`~arl_hf.ARLConfig` is assembled from, in flag order: the
+    shared :class:`~arl_hf.strategies.options.ModulationOptions`, then each built-in strategy's."""
+    out: List[type] = [ModulationOptions]
+    for name in builtin_strategies():
+        cls = STRATEGIES[name].options_class
+        if cls is not None and cls not in out:
+            out.append(cls)
+    return out
+
+
+def strategy_labels() -> Dict[str, str]:
+    """Registered name -> label in result tables, for every registered strategy."""
+    return {name: getattr(STRATEGIES[name], "label", name) for name in STRATEGIES.names()}
+
+
+def strategy_prefixes() -> Dict[str, str]:
+    """Option-name prefix -> strategy name, for the built-in strategies that declare one."""
+    return {STRATEGIES[n].option_prefix: n for n in builtin_strategies() if STRATEGIES[n].option_prefix}
 
 
 def build_strategy(name: str, args: Any, modalities: Sequence[str]) -> "Strategy":
@@ -257,12 +310,21 @@ class Strategy:
     supports_fsdp = True
     #: the options dataclass (``register_strategy(name, options=...)``); ``self.options`` holds its values
     options_class: Optional[Type[StrategyOptions]] = None
+    #: set by :func:`register_strategy`: the name in result tables, the prefix of the option names, and
+    #: whether the strategy is built in (defined in a module of :mod:`arl_hf.strategies`)
+    label: str = "base"
+    option_prefix: Optional[str] = None
+    builtin: bool = False
 
     def __init__(self, args: Any, modalities: Sequence[str]):
-        self.args = args
+        """Read the strategy's options (``self.options``), the gradient-modulation choice and the
+        run's seed (``self.seed``, from which heads and subsets are drawn) out of ``args`` (an
+        :class:`~arl_hf.ARLConfig`); the strategy keeps no reference to ``args``."""
         self.modalities = list(modalities)
         self.modulator: Optional[GradientModulator] = None
         self.options: Any = self.options_class.from_args(args) if self.options_class is not None else None
+        self.modulation: ModulationOptions = ModulationOptions.from_args(args)
+        self.seed: int = int(getattr(args, "seed", 42))
         self.trainer: Optional[TrainerView] = None
         self.state_module: Optional[StrategyState] = None
 
@@ -282,8 +344,8 @@ class Strategy:
     def _setup_modulation(self, model: nn.Module) -> None:
         if self.uses_gradient_scaling():
             mode = getattr(model, "arl_gradient_modulation", None) or self.gradient_modulation
-            if getattr(self.args, "gradient_modulation", "auto") != "auto":
-                mode = self.args.gradient_modulation
+            if self.modulation.gradient_modulation != "auto":
+                mode = self.modulation.gradient_modulation
             self.modulator = GradientModulator(model, self.modalities, mode)
 
     def uses_gradient_scaling(self) -> bool:
@@ -371,6 +433,6 @@ class Strategy:
         load_module_state(self.state_module, state)
 
 
-@register_strategy("none")
+@register_strategy("none", label="Concatenation")
 class NoStrategy(Strategy):
     """Plain training on the fused cross-entropy: the concatenation baseline."""

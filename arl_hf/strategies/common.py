@@ -17,8 +17,7 @@ from torch import nn
 
 from ..distributed import all_reduce_sum, broadcast_, is_distributed, world_size
 from ..log import get_logger
-from .state import load_module_state, module_state  # noqa: F401  (re-exported)
-from .view import TrainerView, is_sync_step  # noqa: F401  (re-exported)
+from .view import TrainerView
 
 logger = get_logger(__name__)
 

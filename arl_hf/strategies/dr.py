@@ -103,7 +103,7 @@ class DROptions(StrategyOptions):
         need(isinstance(self.dr_max_times, int) and self.dr_max_times >= 0, self, "dr_max_times", "an int >= 0")
 
 
-@register_strategy("dr", options=DROptions)
+@register_strategy("dr", options=DROptions, label="D&R", prefix="dr_")
 class DiagnoseRelearn(Strategy):
     """D&R (see module docstring). Hyper-parameters: ``dr_interval_epochs``, ``dr_lambda``, ``dr_max_times``."""
 
@@ -169,8 +169,8 @@ class DiagnoseRelearn(Strategy):
         for i, m in enumerate(self.modalities):
             ft, fv = gather_rows(tr_f[m]), gather_rows(va_f[m])
             if rank() == 0:
-                pt = cluster_purity(*canonical_rows(ft.cpu().numpy(), tr_y.cpu().numpy()), c, self.args.seed)
-                pv = cluster_purity(*canonical_rows(fv.cpu().numpy(), va_y.cpu().numpy()), c, self.args.seed)
+                pt = cluster_purity(*canonical_rows(ft.cpu().numpy(), tr_y.cpu().numpy()), c, self.seed)
+                pv = cluster_purity(*canonical_rows(fv.cpu().numpy(), va_y.cpu().numpy()), c, self.seed)
                 diag[i] = torch.tensor([pt, pv, relearn_strength(pt, pv, self.options.dr_lambda)], dtype=torch.float64)
         broadcast_(diag)  # every rank re-initialises, and records, the same
         record: Dict[str, float] = {"epoch": float(epoch)}

@@ -35,7 +35,7 @@ class FixedOptions(StrategyOptions):
                  "fixed_multipliers", "a non-empty list of finite numbers >= 0 (one per modality, in order)")
 
 
-@register_strategy("fixed", options=FixedOptions)
+@register_strategy("fixed", options=FixedOptions, label="Fixed multipliers", prefix="fixed_")
 class FixedMultipliers(Strategy):
     """Fused loss; encoder ``m``'s gradients times a constant ``fixed_multipliers[m]``.
 

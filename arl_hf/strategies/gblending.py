@@ -64,7 +64,7 @@ class GBlendingOptions(StrategyOptions):
              "gblending_interval_epochs", "an int >= 1")
 
 
-@register_strategy("gblending", options=GBlendingOptions)
+@register_strategy("gblending", options=GBlendingOptions, label="G-Blending", prefix="gblending_")
 class GradientBlending(Strategy):
     """Online G-Blending (see module docstring). Hyper-parameter: ``gblending_interval_epochs``."""
 
@@ -72,7 +72,7 @@ class GradientBlending(Strategy):
         k = len(self.modalities) + 1
         dev = model_device(model)
         state = StrategyState(self.name)
-        state.heads = unimodal_heads(model, self.modalities, seed=self.args.seed)
+        state.heads = unimodal_heads(model, self.modalities, seed=self.seed)
         state.add_buffer("weights", torch.full((k,), 1.0 / k, device=dev))  # order: fused, then modalities
         state.add_buffer("last_train", torch.zeros(k, device=dev))
         state.add_buffer("last_val", torch.zeros(k, device=dev))
@@ -163,5 +163,5 @@ class GradientBlending(Strategy):
     def measure(self, trainer, model, epoch: int) -> Dict[str, torch.Tensor]:
         val = validation_dataset(trainer, "gblending")
         n = len(val) / max(len(trainer.train_dataset), 1)
-        train = training_subset(trainer, min(1.0, n), self.args.seed + 15485863 * (epoch + 1))
+        train = training_subset(trainer, min(1.0, n), self.seed + 15485863 * (epoch + 1))
         return {"val": self.split_losses(trainer, model, val), "train": self.split_losses(trainer, model, train)}

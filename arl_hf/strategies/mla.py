@@ -102,7 +102,7 @@ def entropy_weights(logits: List[torch.Tensor]) -> torch.Tensor:
     return e / e.sum(0, keepdim=True)
 
 
-@register_strategy("mla", options=MLAOptions)
+@register_strategy("mla", options=MLAOptions, label="MLA", prefix="mla_")
 class MLA(Strategy):
     """MLA (see module docstring). Hyper-parameters: ``mla_alpha``, ``mla_dynamic_fusion``."""
 
@@ -123,7 +123,7 @@ class MLA(Strategy):
             )
         d = next(iter(dims.values()))
         dev, dt = model_device(model), model_dtype(model)
-        plain = make_linear(d, num_labels_of(model), self.args.seed + 31, dev, dt)
+        plain = make_linear(d, num_labels_of(model), self.seed + 31, dev, dt)
         state = StrategyState(self.name)
         with torch.random.fork_rng(devices=[]):  # its own init is overwritten: keep the global RNG untouched
             state.head = ProjectedLinear(d, plain.out_features, device=dev, dtype=dt)

@@ -83,7 +83,7 @@ class MMParetoOptions(StrategyOptions):
         need(finite(self.mmpareto_gamma) and self.mmpareto_gamma > 0, self, "mmpareto_gamma", "a finite number > 0")
 
 
-@register_strategy("mmpareto", options=MMParetoOptions)
+@register_strategy("mmpareto", options=MMParetoOptions, label="MMPareto", prefix="mmpareto_")
 class MMPareto(Strategy):
     """MMPareto (see module docstring). Hyper-parameter: ``mmpareto_gamma``."""
 
@@ -94,7 +94,7 @@ class MMPareto(Strategy):
 
     def build_state(self, model) -> StrategyState:
         state = StrategyState(self.name)
-        state.heads = unimodal_heads(model, self.modalities, seed=self.args.seed)
+        state.heads = unimodal_heads(model, self.modalities, seed=self.seed)
         return state
 
     @property

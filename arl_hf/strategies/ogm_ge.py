@@ -33,8 +33,9 @@ import torch.nn.functional as F
 
 from ..distributed import all_reduce_sum
 from .base import Strategy, StrategyOutput, register_strategy
-from .common import epoch_index, is_sync_step, unwrap
+from .common import epoch_index, unwrap
 from .options import StrategyOptions, finite, need
+from .view import is_sync_step
 
 
 @dataclass
@@ -87,7 +88,7 @@ def ogm_scores(unimodal_logits: List[torch.Tensor], labels: torch.Tensor) -> tor
         return p.gather(-1, idx).squeeze(-1).sum(-1)
 
 
-@register_strategy("ogm_ge", options=OGMGEOptions)
+@register_strategy("ogm_ge", options=OGMGEOptions, label="OGM-GE", prefix="ogm_")
 class OGMGE(Strategy):
     """OGM-GE (see module docstring). Hyper-parameters: ``ogm_alpha``, ``ogm_start_epoch``,
     ``ogm_end_epoch``, ``ogm_noise``, ``ogm_conv_only``."""
@@ -158,9 +159,9 @@ class OGMGE(Strategy):
             self.add_noise(model, k_mean, context.global_step)
 
     def noise_generator(self, device: torch.device, global_step: int) -> torch.Generator:
-        """The same generator on every rank: seeded by ``(args.seed, global_step)``."""
+        """The same generator on every rank: seeded by ``(seed, global_step)``."""
         g = torch.Generator(device=device)
-        g.manual_seed(int(self.args.seed) * 1_000_003 + int(global_step))
+        g.manual_seed(int(self.seed) * 1_000_003 + int(global_step))
         return g
 
     @torch.no_grad()

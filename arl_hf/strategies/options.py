@@ -1,8 +1,8 @@
 """Options dataclasses: what a strategy can be told, declared next to the strategy itself.
 
 Every strategy registers an options dataclass with it
-(``@register_strategy("ogm_ge", options=OGMGEOptions)``): fields with ``metadata={"help": ...}``
-(they become command-line flags) and a :meth:`StrategyOptions.check` raising ``ValueError``
+(``@register_strategy("ogm_ge", options=OGMGEOptions, label="OGM-GE", prefix="ogm_")``): fields
+with ``metadata={"help": ...}`` (they become command-line flags) and a :meth:`StrategyOptions.check` raising ``ValueError``
 naming the field and what was expected. :class:`~arl_hf.ARLConfig` is assembled from the
 built-in strategies' options, so ``ARLConfig(strategy="ogm_ge", ogm_alpha=0.3)`` and
 ``--ogm_alpha 0.3`` work; a strategy receives its own options object as ``self.options``
@@ -51,18 +51,26 @@ class StrategyOptions:
     def from_args(cls, args: Any) -> "StrategyOptions":
         """The options of ``args``: each field from ``args.strategy_options`` (a mapping, set by
         ``--strategy_module`` flags) when present there, else from the attribute of ``args`` with
-        the field's name, else the field's default."""
+        the field's name, else the field's default.
+
+        Options are checked once, where they are constructed: an ``args`` that is itself an
+        instance of ``cls`` (:class:`~arl_hf.ARLConfig` for the built-in options) checked them
+        already and they are copied as they are; any other source is checked here."""
         given = getattr(args, "strategy_options", None) or {}
         if not isinstance(given, Mapping):
             raise ValueError(f"strategy_options: expected a mapping of option names to values, got {given!r}")
+        names = [f.name for f in fields(cls) if f.init]
+        if isinstance(args, cls) and not any(n in given for n in names):
+            out = cls.__new__(cls)
+            for n in names:
+                object.__setattr__(out, n, getattr(args, n))
+            return out
         values = {}
-        for f in fields(cls):
-            if not f.init:
-                continue
-            if f.name in given:
-                values[f.name] = given[f.name]
-            elif hasattr(args, f.name):
-                values[f.name] = getattr(args, f.name)
+        for n in names:
+            if n in given:
+                values[n] = given[n]
+            elif hasattr(args, n):
+                values[n] = getattr(args, n)
         return cls(**values)
 
 

@@ -2,7 +2,8 @@
 
 A user strategy is one file: an options dataclass (a
 :class:`~arl_hf.strategies.options.StrategyOptions` subclass) and a strategy class registered
-with it (``@register_strategy("mine", options=MineOptions)``). :func:`load_strategy_module`
+with it (``@register_strategy("mine", options=MineOptions)``; it is not built in, so its options are not
+fields of :class:`~arl_hf.ARLConfig`). :func:`load_strategy_module`
 imports the file, :func:`extra_option_dataclasses` lists the options dataclasses that
 :class:`~arl_hf.ARLConfig` does not already compose (the command-line parser adds them beside
 it, so each field is a flag), and :func:`attach_strategy_options` puts the parsed values into
@@ -19,32 +20,13 @@ import sys
 from types import ModuleType
 from typing import Any, Dict, List, Optional, Sequence, Type
 
-from .base import STRATEGIES
-from .options import ModulationOptions, StrategyChoice, StrategyOptions
+from .base import STRATEGIES, builtin_options
+from .options import StrategyChoice, StrategyOptions
 
-__all__ = ["BUILTIN_OPTIONS", "load_strategy_module", "load_strategy_modules_from_argv", "extra_option_dataclasses",
+__all__ = ["load_strategy_module", "load_strategy_modules_from_argv", "extra_option_dataclasses",
            "attach_strategy_options"]
 
 _LOADED: Dict[str, ModuleType] = {}
-
-
-def _builtin_options() -> List[type]:
-    from .agm import AGMOptions
-    from .arl import ARLOptions
-    from .dr import DROptions
-    from .fixed import FixedOptions
-    from .gblending import GBlendingOptions
-    from .mla import MLAOptions
-    from .mmpareto import MMParetoOptions
-    from .ogm_ge import OGMGEOptions
-    from .pmr import PMROptions
-
-    return [ARLOptions, ModulationOptions, OGMGEOptions, AGMOptions, PMROptions, GBlendingOptions, MMParetoOptions,
-            MLAOptions, DROptions, FixedOptions]
-
-
-#: the options dataclasses :class:`~arl_hf.ARLConfig` is assembled from, in flag order
-BUILTIN_OPTIONS: List[type] = _builtin_options()
 
 
 def load_strategy_module(path: str) -> ModuleType:
@@ -97,9 +79,10 @@ def extra_option_dataclasses() -> List[Type[StrategyOptions]]:
     Raises ``ValueError`` when one of their fields repeats a field of ``ARLConfig`` or of another."""
     from transformers import TrainingArguments
 
-    composed = set(BUILTIN_OPTIONS)
+    builtin = builtin_options()
+    composed = set(builtin)
     taken = {f.name for f in dataclasses.fields(TrainingArguments)}
-    for cls in BUILTIN_OPTIONS + [StrategyChoice]:
+    for cls in builtin + [StrategyChoice]:
         taken |= {f.name for f in dataclasses.fields(cls)}
     out: List[Type[StrategyOptions]] = []
     for name, strategy in STRATEGIES.items():

@@ -86,7 +86,7 @@ def prototype_logits(features: torch.Tensor, prototypes: torch.Tensor) -> torch.
     return -torch.sqrt(d2.clamp_min(1e-12))
 
 
-@register_strategy("pmr", options=PMROptions)
+@register_strategy("pmr", options=PMROptions, label="PMR", prefix="pmr_")
 class PMR(Strategy):
     """PMR (see module docstring). Hyper-parameters: ``pmr_alpha``, ``pmr_momentum``,
     ``pmr_proto_fraction``, ``pmr_interval_epochs``. State: the prototypes."""
@@ -135,7 +135,7 @@ class PMR(Strategy):
     @torch.no_grad()
     def update_prototypes(self, trainer, model, epoch: int) -> None:
         c = num_labels_of(model)
-        subset = training_subset(trainer, self.options.pmr_proto_fraction, self.args.seed + 104729 * (epoch + 1),
+        subset = training_subset(trainer, self.options.pmr_proto_fraction, self.seed + 104729 * (epoch + 1),
                                  minimum=c)
         feats, labels = collect_features(trainer, model, subset, self.modalities)
         old = self.prototypes
