@@ -239,7 +239,9 @@ class FiniteTrainingMixin:
         """:func:`~arl_hf.validation.validate_batch`; the check of a training micro-batch also reads
         the step guard, in the same host transfer."""
         pending = self.step_guard.pending() if training_step and self._guarding() else None
-        steps = validate_batch(inputs, self.modalities, self._num_labels, pending=pending)
+        # a model that checks its inputs' structure in forward (MultimodalModel) is not checked twice
+        structure = not getattr(self.model, "checks_inputs", False)
+        steps = validate_batch(inputs, self.modalities, self._num_labels, pending=pending, structure=structure)
         if steps is not None:
             self._raise_for_steps(steps)
 

@@ -99,7 +99,7 @@ MAX_INPUT_MAGNITUDE = 1e18
 
 
 def validate_batch(batch: Mapping[str, Any], modalities: Sequence[str], num_labels: Optional[int], *,
-                   pending: Optional[torch.Tensor] = None) -> Optional[List[int]]:
+                   pending: Optional[torch.Tensor] = None, structure: bool = True) -> Optional[List[int]]:
     """Check modality tensors and labels of one batch.
 
     Raises ``ValueError`` for a missing modality, a non-tensor or non-float input, an
@@ -110,11 +110,20 @@ def validate_batch(batch: Mapping[str, Any], modalities: Sequence[str], num_labe
     Args:
         pending: an int64 tensor of values to read in the same host transfer (the trainer's
             record of non-finite steps); its host values are returned.
+        structure: run :func:`check_inputs`; ``False`` where the model checks the structure of
+            its inputs itself in ``forward``: then only the presence of every modality is checked
+            here, the values of the floating-point tensors, and the labels; the model reports
+            anything else (types, dtypes, shapes, batch sizes) before any loss is computed.
 
     Returns:
         ``pending``'s values as a list of ints, or ``None`` without ``pending``.
     """
-    check_inputs(batch, modalities)
+    if structure:
+        check_inputs(batch, modalities)
+    else:
+        missing = [m for m in modalities if m not in batch]
+        if missing:
+            raise ValueError(f"{missing[0]}: missing modality input; the batch has keys {sorted(batch)}")
     labels = batch.get("labels")
     if not isinstance(labels, torch.Tensor):
         raise ValueError(f"labels: expected a torch.Tensor of class indices, got {type(labels).__name__}")
@@ -124,7 +133,7 @@ def validate_batch(batch: Mapping[str, Any], modalities: Sequence[str], num_labe
         raise ValueError(f"labels: expected a non-empty (B,) tensor, got shape {tuple(labels.shape)}")
     # one fused reduction per modality (min and max: NaN propagates, inf exceeds the bound) -> one host sync
     flags = []
-    for m in modalities:
+    for m in _value_modalities(batch, modalities):
         x = batch[m]
         if x.numel():
             lo, hi = torch.aminmax(x)  # compared in float32: the bound is infinite in float16
@@ -144,9 +153,14 @@ def validate_batch(batch: Mapping[str, Any], modalities: Sequence[str], num_labe
     return checks[3:] if pending is not None else None
 
 
+def _value_modalities(batch: Mapping[str, Any], modalities: Sequence[str]) -> List[str]:
+    """The modalities of ``batch`` whose values can be checked: floating-point tensors."""
+    return [m for m in modalities if isinstance(batch.get(m), torch.Tensor) and batch[m].is_floating_point()]
+
+
 def _raise_for_values(batch: Mapping[str, Any], modalities: Sequence[str]) -> None:
     """The error of the first modality with a non-finite value or one beyond the bound."""
-    for m in modalities:
+    for m in _value_modalities(batch, modalities):
         x = batch[m]
         if not x.numel():
             continue

@@ -90,6 +90,9 @@ class MultimodalPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["TimmEncoder", "CNNEncoder", "MLPEncoder", "TransformerSequenceEncoder",
                          "LSTMSequenceEncoder"]
     supports_gradient_checkpointing = True
+    #: ``forward`` checks the structure of its inputs (:func:`arl_hf.validation.check_inputs`), so the
+    #: trainer's batch check reads only their values
+    checks_inputs = True
 
     def _set_gradient_checkpointing(self, enable: bool = True, gradient_checkpointing_func: Callable = checkpoint,
                                     every_n_layers: int = 1) -> None:

@@ -369,7 +369,8 @@ class Strategy:
         """Run the model on the modality inputs (labels are not passed: the strategy owns the loss)."""
         if self.modulator is not None:
             self.modulator.fired.clear()
-        feed = {m: inputs[m] for m in self.modalities}
+        # a missing modality is left for the model's own input check to name
+        feed = {m: inputs[m] for m in self.modalities if m in inputs}
         out = model(**feed, return_unimodal_logits=unimodal)
         # modulators without FSDP re-hooking (e.g. OGM-GE's conv-only one) track nothing
         if self.modulator is not None and getattr(self.modulator, "_untracked", None) and torch.is_grad_enabled():
