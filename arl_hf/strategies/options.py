@@ -2,8 +2,8 @@
 
 Every strategy registers an options dataclass with it
 (``@register_strategy("ogm_ge", options=OGMGEOptions, label="OGM-GE", prefix="ogm_")``): fields
-with ``metadata={"help": ...}`` (they become command-line flags) and a :meth:`StrategyOptions.check` raising ``ValueError``
-naming the field and what was expected. :class:`~arl_hf.ARLConfig` is assembled from the
+with ``metadata={"help": ...}`` (they become command-line flags) and a
+:meth:`StrategyOptions.check` raising ``ValueError`` naming the field and what was expected. :class:`~arl_hf.ARLConfig` is assembled from the
 built-in strategies' options, so ``ARLConfig(strategy="ogm_ge", ogm_alpha=0.3)`` and
 ``--ogm_alpha 0.3`` work; a strategy receives its own options object as ``self.options``
 (:meth:`StrategyOptions.from_args`). Strategies registered outside the package get their flags

@@ -2,9 +2,9 @@
 
 A user strategy is one file: an options dataclass (a
 :class:`~arl_hf.strategies.options.StrategyOptions` subclass) and a strategy class registered
-with it (``@register_strategy("mine", options=MineOptions)``; it is not built in, so its options are not
-fields of :class:`~arl_hf.ARLConfig`). :func:`load_strategy_module`
-imports the file, :func:`extra_option_dataclasses` lists the options dataclasses that
+with it (``@register_strategy("mine", options=MineOptions)``; it is not built in, so its
+options are not fields of :class:`~arl_hf.ARLConfig`). :func:`load_strategy_module` imports the
+file, :func:`extra_option_dataclasses` lists the options dataclasses that
 :class:`~arl_hf.ARLConfig` does not already compose (the command-line parser adds them beside
 it, so each field is a flag), and :func:`attach_strategy_options` puts the parsed values into
 ``ARLConfig.strategy_options``, where the strategy's ``options`` are read from.

@@ -7,8 +7,9 @@ optimizer holds the heads (with the Trainer's weight-decay rule), DDP averages t
 ``zero_grad`` clears them, and ``model.safetensors`` saves, resumes and reloads everything (the
 best checkpoint included). ``config.strategy_state`` records which strategy the tensors belong
 to and their layout, so ``MultimodalModel.from_pretrained`` / ``AutoModel`` rebuild the
-submodule (:func:`arl_hf.modeling.state.state_from_spec`: the model's side of the slot) and a strategy that predicts through its own head (MLA)
-evaluates a loaded checkpoint as trained.
+submodule (:func:`arl_hf.modeling.state.state_from_spec`: the model's side of the slot, which
+knows no strategy) and a strategy that predicts through its own head (MLA) evaluates a loaded
+checkpoint as trained.
 """
 
 from __future__ import annotations
