@@ -8,8 +8,9 @@ builds its parser from it alone.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import List, Optional
+import copy
+from dataclasses import dataclass, field, fields
+from typing import Any, Dict, List, Optional
 
 from transformers import TrainingArguments
 
@@ -48,8 +49,9 @@ class ARLConfig(*_OPTION_BASES, StrategyChoice, TrainingArguments):
     the registry of :mod:`arl_hf.strategies`: each strategy declares its options with its
     registration), composed here, so ``ARLConfig(strategy="ogm_ge", ogm_alpha=0.3)`` works;
     options of strategies registered outside the package travel in ``strategy_options``. Every
-    option is checked once, here (and again by :meth:`check_options` after values are written into
-    an existing config, as a hyper-parameter search trial does); the strategies copy them unchecked.
+    option is checked once: here, where the strategies then copy them unchecked, or, for values
+    written into the built config afterwards (as a hyper-parameter search trial does), where a
+    strategy reads them (:meth:`options_checked`).
 
     Defaults that differ from ``TrainingArguments``: ``max_grad_norm=0`` (no clipping:
     HF's default 1.0 would clip the ARL-scaled gradients and silently undo the
@@ -109,10 +111,17 @@ class ARLConfig(*_OPTION_BASES, StrategyChoice, TrainingArguments):
         if not (0 < self.lr_decay_factor < float("inf")):
             raise ValueError(f"lr_decay_factor: expected a finite number > 0, got {self.lr_decay_factor!r}")
         check_finite_fields(self)  # after the fields' own checks (their messages say more)
+        object.__setattr__(self, "_checked_options", self._option_values())
 
-    def check_options(self) -> None:
-        """Check the built-in strategies' options and every float field again (after values were
-        written into this config, e.g. by a hyper-parameter search trial)."""
-        for options in BUILTIN_OPTIONS:
-            options.check(self)
-        check_finite_fields(self)
+    def _option_values(self) -> Dict[str, Any]:
+        return {name: copy.deepcopy(getattr(self, name)) for name in _OPTION_NAMES}
+
+    def options_checked(self) -> bool:
+        """Whether the built-in strategies' options still hold the values checked when this config
+        was built (a hyper-parameter search trial writes new values into it: those are checked
+        where the strategy reads them)."""
+        return self.__dict__.get("_checked_options") == self._option_values()
+
+
+#: the names of the built-in strategies' options
+_OPTION_NAMES = [f.name for cls in BUILTIN_OPTIONS for f in fields(cls)]

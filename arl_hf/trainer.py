@@ -173,8 +173,6 @@ class ARLTrainer(ModelCardMixin, ScheduleMixin, DataChecksMixin, FiniteTrainingM
         # self.args here: the strategy is rebuilt on the new model with those values, so no
         # state (hooks, running means, heads) leaks from one training to the next.
         super()._hp_search_setup(trial)
-        if trial is not None and self.hp_search_backend is not None:
-            self.args.check_options()  # the trial's values were written into the arguments unchecked
         if self.model_init is not None:
             if model_modalities(self.model) != self.modalities:
                 raise ValueError(f"model_init: returned a model with modalities {model_modalities(self.model)}, "

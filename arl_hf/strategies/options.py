@@ -54,13 +54,15 @@ class StrategyOptions:
         the field's name, else the field's default.
 
         Options are checked once, where they are constructed: an ``args`` that is itself an
-        instance of ``cls`` (:class:`~arl_hf.ARLConfig` for the built-in options) checked them
-        already and they are copied as they are; any other source is checked here."""
+        instance of ``cls`` (:class:`~arl_hf.ARLConfig` for the built-in options) and reports
+        them checked (``args.options_checked()``: unchanged since it checked them) hands them
+        over as they are; any other source is checked here."""
         given = getattr(args, "strategy_options", None) or {}
         if not isinstance(given, Mapping):
             raise ValueError(f"strategy_options: expected a mapping of option names to values, got {given!r}")
         names = [f.name for f in fields(cls) if f.init]
-        if isinstance(args, cls) and not any(n in given for n in names):
+        checked = getattr(args, "options_checked", None)
+        if isinstance(args, cls) and not any(n in given for n in names) and checked is not None and checked():
             out = cls.__new__(cls)
             for n in names:
                 object.__setattr__(out, n, getattr(args, n))

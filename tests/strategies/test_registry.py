@@ -203,11 +203,21 @@ def test_options_from_another_source_are_checked_at_construction():
         build_strategy("arl", Plain(), MODS)
 
 
-def test_a_search_trial_value_is_checked_when_written(tmp_path):
+def test_a_value_written_into_a_built_config_is_checked_where_the_strategy_reads_it(tmp_path, monkeypatch):
     args = cfg(tmp_path)
-    args.arl_temperature = float("nan")
-    with pytest.raises(ValueError, match="^arl_temperature: "):
-        args.check_options()
+    assert args.options_checked()
+    args.arl_temperature = float("nan")  # as a hyper-parameter search trial writes its values
+    assert not args.options_checked()
+    with pytest.raises(ValueError, match="^arl_temperature: expected a finite number > 0"):
+        build_strategy("arl", args, MODS)
+    args.arl_temperature = 2.0
+    calls = []
+    original = ARLOptions.check
+    monkeypatch.setattr(ARLOptions, "check", lambda self: calls.append(1) or original(self))
+    assert build_strategy("arl", args, MODS).options.arl_temperature == 2.0
+    assert calls == [1]  # checked once, as the strategy read it
+    args.ogm_start_epoch, args.ogm_end_epoch = 60, 80  # one at a time: only the final pair is checked
+    assert build_strategy("ogm_ge", args, MODS).options.ogm_end_epoch == 80
 
 
 def test_strategies_keep_options_and_seed_not_the_arguments(tmp_path):
