@@ -56,7 +56,7 @@ class TimmEncoder(EncoderFamily, nn.Module):
         """The model name exists in timm; ``in_chans`` is a positive int; ``pretrained`` is a bool or a path."""
         import timm
 
-        name = spec["encoder"][len("timm:") :]
+        name = spec["encoder"].partition(":")[2]
         if not name or not timm.is_model(name.split(".")[0]):
             raise ValueError(f"{field}['encoder']: timm has no model named {name!r}")
         if not isinstance(spec.get("in_chans", 3), int) or spec.get("in_chans", 3) < 1:
@@ -74,7 +74,7 @@ class TimmEncoder(EncoderFamily, nn.Module):
 
         kwargs = {k: v for k, v in spec.items() if k not in TIMM_OWN_KEYS}
         self.modality = modality
-        self.model_name = spec["encoder"][len("timm:") :]
+        self.model_name = spec["encoder"].partition(":")[2]
         self.in_chans = int(spec.get("in_chans", 3))
         self.timm_kwargs = kwargs
         try:
