@@ -201,6 +201,11 @@ def test_register_encoder_takes_a_name_or_a_prefix(registry):
         with pytest.raises(ValueError, match="name: expected an encoder name"):
             register_encoder(bad)
     assert "timm" in ENCODERS and ENCODERS["timm"].encoder_prefix == "timm:"
+    with pytest.raises(ValueError, match=r"encoder family 'pics': input_kinds has unknown kind 'images'; expected kinds"):
+        register_encoder("pics")(type("Pics", (), {"input_kinds": ("image", "images")}))
+    with pytest.raises(ValueError, match=r"encoder family 'pics:': default_for has unknown kind 'video'"):
+        register_encoder("pics:")(type("Pics", (), {"input_kinds": ("image",), "default_for": ("video",)}))
+    assert "pics" not in ENCODERS
     with pytest.raises(ValueError, match=r"modalities\['a'\]\['encoder'\]: unknown encoder 'timm'"):
         MultimodalConfig(modalities={"a": {"encoder": "timm", "in_chans": 1}}, num_labels=2)
     with pytest.raises(ValueError, match=r"unknown encoder 'mlp:x'"):

@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Dict, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from ...kinds import FLOAT_KINDS, IMAGE_KINDS, describe_kinds
+from ...kinds import FLOAT_KINDS, IMAGE_KINDS, KINDS, describe_kinds
 from ...registry import Registry
 
 __all__ = ["ENCODERS", "EncoderFamily", "register_encoder", "family_of", "validate_encoder_spec", "build_encoder",
@@ -80,6 +80,11 @@ def register_encoder(name: str):
     key = name.rstrip(":")
 
     def deco(obj):
+        for attr in ("input_kinds", "default_for"):
+            bad = [k for k in (_declared(obj, attr) or ()) if k not in KINDS]
+            if bad:
+                raise ValueError(f"encoder family {name!r}: {attr} has unknown kind {bad[0]!r}; expected kinds of "
+                                 f"{list(KINDS)}")
         if name.endswith(":"):
             obj.encoder_prefix = name
         ENCODERS[key] = obj
