@@ -262,7 +262,7 @@ def modality_specs(batch: Mapping[str, Any], model_args: ModelArguments,
     sequences); ``"auto"`` asks for that default. The encoder's family must take the kind and
     gives the rest of the spec (``in_chans``, ``input_dim``, ``hidden_dims``...).
     """
-    from .kinds import describe_kinds, dtype_class, kind_of_input, KINDS
+    from .kinds import KINDS, describe_kinds, dtype_class, kind_of_input
     from .modeling.encoders import default_encoder, encoder_spec_for_input
 
     overrides = _parse_mapping(model_args.modality_encoders, "modality_encoders")
@@ -340,9 +340,11 @@ def build_model(
 
 def _recorded_kinds(record: Optional[Mapping[str, Any]]) -> Dict[str, str]:
     """Modality -> the kind a run record's dataset (``record["data"]``) records for it, if any."""
-    mods = ((record or {}).get("data") or {}).get("modalities")
-    return {str(m): s["kind"] for m, s in mods.items() if isinstance(s, Mapping) and "kind" in s} \
-        if isinstance(mods, Mapping) else {}
+    data = (record or {}).get("data")
+    mods = data.get("modalities") if isinstance(data, Mapping) else None
+    if not isinstance(mods, Mapping):
+        return {}
+    return {str(m): str(s["kind"]) for m, s in mods.items() if isinstance(s, Mapping) and "kind" in s}
 
 
 def _suggested_encoders(record: Optional[Mapping[str, Any]]) -> Dict[str, Dict[str, Any]]:

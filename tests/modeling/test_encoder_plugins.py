@@ -21,7 +21,7 @@ from arl_hf.kinds import FLOAT_KINDS, KINDS, STORED_KINDS, accepted_kinds
 from arl_hf.modeling.encoders import ENCODERS, default_encoder, register_encoder
 from arl_hf.validation import check_inputs, validate_batch
 
-# A prefix family ("conv1d:<width>") over feature sequences and waveforms, with its own option.
+# A prefix family ("conv1d:<width>") over feature sequences, with its own option.
 CONV1D_FAMILY = '''
 import torch
 from torch import nn
@@ -33,7 +33,7 @@ from arl_hf.modeling.encoders import EncoderFamily, register_encoder
 class Conv1dEncoder(EncoderFamily, nn.Module):
     """(B, L, D) -> Conv1d(D, width, kernel) + ReLU -> mean over L."""
 
-    input_kinds = ("sequence", "waveform")
+    input_kinds = ("sequence",)
     OPTIONS = ("input_dim", "kernel")
 
     @classmethod
@@ -190,8 +190,8 @@ def test_a_family_validates_its_own_spec_naming_modality_and_option(tmp_path, re
         with pytest.raises(ValueError, match=message):
             MultimodalConfig(modalities={"text": spec, "audio": mlp}, num_labels=2)
     # the family does not take vectors: a one-line error at building, naming what it takes
-    with pytest.raises(ValueError, match=r"^audio: encoder 'conv1d:8' takes sequence \(L, D\) float, waveform \(C, S\) "
-                                         r"float inputs; the batch holds vector \(D,\) float inputs of shape \(B, 6\)$"):
+    with pytest.raises(ValueError, match=r"^audio: encoder 'conv1d:8' takes sequence \(L, D\) float inputs; the "
+                                         r"batch holds vector \(D,\) float inputs of shape \(B, 6\)$"):
         modality_specs({"audio": torch.zeros(2, 6), "labels": torch.zeros(2).long()},
                        ModelArguments(modality_encoders="audio=conv1d:8"))
 
@@ -338,3 +338,18 @@ def test_the_modality_kinds_are_defined_once():
     # every built-in family declares kinds of that table
     for name, family in ENCODERS.items():
         assert set(family.input_kinds) <= set(KINDS), name
+
+
+def test_the_kind_a_dataset_records_picks_the_encoder():
+    """A (B, C, S) tensor is a sequence by its rank, a waveform when the dataset's record says so (no built-in
+    dataset stores waveforms yet: the kind a record names is what picks the encoder)."""
+    from arl_hf.building import build_model
+
+    batch = {"wave": torch.randn(2, 1, 40), "labels": torch.zeros(2).long()}
+    record = {"data": {"format": "arl_hf.data/1", "modalities": {"wave": {"kind": "waveform"}}}}
+    assert build_model(batch, 2, ModelArguments()).config.modalities["wave"]["encoder"] == "transformer"
+    with pytest.raises(ValueError, match=r"^wave: no registered encoder family takes waveform \(C, S\) float inputs"):
+        build_model(batch, 2, ModelArguments(), record)
+    with pytest.raises(ValueError, match=r"^wave: encoder 'transformer' takes sequence \(L, D\) float inputs; the "
+                                         r"batch holds waveform \(C, S\) float inputs of shape \(B, 1, 40\)$"):
+        build_model(batch, 2, ModelArguments(modality_encoders="wave=transformer"), record)
