@@ -28,6 +28,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optio
 import numpy as np
 import torch
 
+from .kinds import accepted_kinds
 from .validation import validate_batch
 
 __all__ = ["FLOAT32_MAX", "check_finite_fields", "StepGuard", "first_nonfinite", "check_finite_predictions",
@@ -241,7 +242,8 @@ class FiniteTrainingMixin:
         pending = self.step_guard.pending() if training_step and self._guarding() else None
         # a model that checks its inputs' structure in forward (MultimodalModel) is not checked twice
         structure = not getattr(self.model, "checks_inputs", False)
-        steps = validate_batch(inputs, self.modalities, self._num_labels, pending=pending, structure=structure)
+        steps = validate_batch(inputs, self.modalities, self._num_labels, pending=pending,
+                               kinds=accepted_kinds(self.model), structure=structure)
         if steps is not None:
             self._raise_for_steps(steps)
 
