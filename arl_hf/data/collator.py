@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from ..validation import class_indices
+from .batches import rows_as_batch
 
 __all__ = ["MultimodalCollator"]
 
@@ -149,6 +150,10 @@ class MultimodalCollator:
                 out[name] = _batch_tensor(column.float(), self.kinds.get(name) == "spectrogram")
                 continue
             values = column if column is not None else [ex.get(name) for ex in features]
+            batch = rows_as_batch(values) if column is None else None
+            if batch is not None:  # rows cut from one transformed batch: that batch, not a copy
+                out[name] = _batch_tensor(batch, self.kinds.get(name) == "spectrogram")
+                continue
             if type(values[0]).__name__ == "EncodedClip":  # frames decoded later, on the training device
                 from .transforms import EncodedClip, EncodedFrames
 
