@@ -151,6 +151,7 @@ class ArrowRowReader:
         self.images = list(images)
         self._views: Optional[Dict[str, List[np.ndarray]]] = None
         self._offsets: Optional[np.ndarray] = None
+        self._image_chunks: Dict[str, Any] = {}
 
     def __getstate__(self) -> Dict[str, Any]:
         return {"table": self.table, "shapes": self.shapes, "images": self.images}
@@ -178,6 +179,10 @@ class ArrowRowReader:
                     views[c].append(arr)
         self._offsets = np.cumsum([0] + lengths, dtype=np.int64)
         self._views = views
+        self._image_chunks = {}
+        for c in self.images:  # one Arrow value per row, converted alone (a take would copy every frame)
+            chunks = [ch for ch in pa_table.column(c).chunks if len(ch)]
+            self._image_chunks[c] = (chunks, np.cumsum([0] + [len(ch) for ch in chunks], dtype=np.int64))
 
     def _check(self, idx: np.ndarray) -> None:
         n = self.num_rows
@@ -188,14 +193,12 @@ class ArrowRowReader:
         """Column -> the values of ``rows`` (physical row positions of the table): an ``(n, *shape)``
         NumPy array per ``ArrayXD`` column (a marked tensor from :func:`batch_buffer` for the
         columns named in ``tensors``), a list of undecoded records per image column."""
-        import pyarrow as pa
-
         idx = np.asarray(rows, dtype=np.int64).reshape(-1)
         self._check(idx)
+        if self._views is None:
+            self._build()
         out: Dict[str, Any] = {}
         if self.shapes:
-            if self._views is None:
-                self._build()
             chunk = np.searchsorted(self._offsets, idx, side="right") - 1
             local = (idx - self._offsets[chunk]).tolist()
             chunk = chunk.tolist()
@@ -211,11 +214,10 @@ class ArrowRowReader:
                 for i, (ci, li) in enumerate(zip(chunk, local)):
                     dst[i] = views[ci][li]
                 out[c] = buf
-        if self.images:
-            pa_table = getattr(self.table, "table", self.table)
-            taken = pa_table.select(self.images).take(pa.array(idx, type=pa.int64()))
-            for c in self.images:
-                out[c] = taken.column(c).to_pylist()
+        for c in self.images:
+            chunks, offsets = self._image_chunks[c]
+            at = (np.searchsorted(offsets, idx, side="right") - 1).tolist()
+            out[c] = [chunks[ci][r - int(offsets[ci])].as_py() for ci, r in zip(at, idx.tolist())]
         return out
 
 

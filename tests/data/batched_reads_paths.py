@@ -158,6 +158,7 @@ def runner(dsd, seed: int, tmp: str, **options) -> Dict[str, List[str]]:
 
 
 def stream(dsd, seed: int, tmp: str, **options) -> Dict[str, List[str]]:
+    """``stream_split`` of 2 shards per split (``options`` may add ``shuffle_buffer``, ``rank`` ...)."""
     from arl_hf.data import MultimodalCollator
     from arl_hf.data.streaming import export_shards, stream_split
 
@@ -192,6 +193,9 @@ def all_paths(tmp: str) -> Dict[str, Any]:
                "attached": attached(dsd, seed, **options), "runner": runner(dsd, seed, sub, **options)}
         if name != "avdigits":  # export_shards: frames datasets (AV-Digits has a test in test_streaming)
             res["stream"] = stream(dsd, seed, sub, **options)
+            res["stream_shuffled"] = stream(dsd, seed, sub, shuffle_buffer=5, shuffle_seed=1, **options)
+            res["stream_rank1"] = stream(dsd, seed, sub, rank=1, world_size=2, uneven="truncate",
+                                         keep_columns=["id"], map_batch_size=3, **options)
         out[name] = res
     return out
 
