@@ -58,9 +58,10 @@ def in_worker() -> bool:
 
 
 def mark_batch(tensor: Any) -> Any:
-    """Mark ``tensor`` as a batch built here (rows cut from it may be viewed as the batch again by
-    :func:`rows_as_batch`); returns it."""
-    setattr(tensor, _BATCH_MARK, True)
+    """Mark ``tensor`` (a tensor allocated for a batch here, or a view of one: its base is marked) as
+    a batch built here (rows cut from it may be viewed as the batch again by :func:`rows_as_batch`);
+    returns it."""
+    setattr(tensor if tensor._base is None else tensor._base, _BATCH_MARK, True)
     return tensor
 
 

@@ -179,30 +179,31 @@ def avdigits(tmp: str):
     return load("avdigits", cache_dir=os.path.join(tmp, "avd"), num_samples=60)
 
 
-def all_paths(tmp: str) -> Dict[str, Any]:
-    """``{dataset: {path: {split: [hashes]}}}`` for every dataset and path."""
-    out: Dict[str, Any] = {}
-    cases = {"avdigits": (avdigits(tmp), {}), "frames": (frames_dsd(), {"image_size": 12}),
-             "mixed": (mixed_frames_dsd(), {"image_size": 16})}
-    for name, (dsd, options) in cases.items():
-        sub = os.path.join(tmp, name)
-        os.makedirs(sub, exist_ok=True)
-        seed = 3
-        res = {"per_split": per_split(dsd, seed, **options), "shared": shared(dsd, seed, **options),
-               "shared_worker": shared(dsd, seed, workers=1, **options),
-               "attached": attached(dsd, seed, **options), "runner": runner(dsd, seed, sub, **options)}
-        if name != "avdigits":  # export_shards: frames datasets (AV-Digits has a test in test_streaming)
-            res["stream"] = stream(dsd, seed, sub, **options)
-            res["stream_shuffled"] = stream(dsd, seed, sub, shuffle_buffer=5, shuffle_seed=1, **options)
-            res["stream_rank1"] = stream(dsd, seed, sub, rank=1, world_size=2, uneven="truncate",
-                                         keep_columns=["id"], map_batch_size=3, **options)
-        out[name] = res
-    return out
+#: dataset -> (builder, transform options)
+CASES = {"avdigits": (None, {}), "frames": (frames_dsd, {"image_size": 12}), "mixed": (mixed_frames_dsd, {"image_size": 16})}
+
+
+def paths_of(name: str, tmp: str) -> Dict[str, Any]:
+    """``{path: {split: [hashes]}}`` of one dataset of :data:`CASES` (files written under ``tmp``)."""
+    build, options = CASES[name]
+    dsd = avdigits(tmp) if build is None else build()
+    sub = os.path.join(tmp, name)
+    os.makedirs(sub, exist_ok=True)
+    seed = 3
+    res = {"per_split": per_split(dsd, seed, **options), "shared": shared(dsd, seed, **options),
+           "shared_worker": shared(dsd, seed, workers=1, **options),
+           "attached": attached(dsd, seed, **options), "runner": runner(dsd, seed, sub, **options)}
+    if name != "avdigits":  # export_shards: frames datasets (AV-Digits has a test in test_streaming)
+        res["stream"] = stream(dsd, seed, sub, **options)
+        res["stream_shuffled"] = stream(dsd, seed, sub, shuffle_buffer=5, shuffle_seed=1, **options)
+        res["stream_rank1"] = stream(dsd, seed, sub, rank=1, world_size=2, uneven="truncate",
+                                     keep_columns=["id"], map_batch_size=3, **options)
+    return res
 
 
 if __name__ == "__main__":
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     with tempfile.TemporaryDirectory() as tmp:
-        result = all_paths(tmp)
+        result = {name: paths_of(name, tmp) for name in CASES}
     with open(sys.argv[1], "w") as fh:
         json.dump(result, fh, indent=1, sort_keys=True)
