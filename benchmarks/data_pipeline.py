@@ -1,27 +1,30 @@
 """Data pipeline throughput: the cached dataset versus the common on-the-fly pipeline.
 
-Issue 7, target 4 (>= 5x). Both pipelines read the same generated clips (CREMA-D's
-pre-extracted layout: 16 kHz mono WAVs, a folder of 480x360 JPEG frames per clip,
-``train.csv`` / ``test.csv``) and deliver the same training batches (audio ``(B, 1, 257,
-188)``, one frame ``(B, 1, 3, 224, 224)``, labels):
+Both pipelines read the same generated clips (CREMA-D's pre-extracted layout: 16 kHz mono
+WAVs, a folder of 480x360 JPEG frames per clip, ``train.csv`` / ``test.csv``) and deliver the
+same training batches (audio ``(B, 1, 257, 188)``, one frame ``(B, 1, 3, 224, 224)``, labels):
 
 * **cached** (``arl_hf.data``): ``load("cremad", preprocessing="ogm")`` precomputes the
-  spectrograms into Arrow once; at training time the DataLoader workers read them (as
-  NumPy views, no Python lists) and decode + transform the one frame
-  used (``MultimodalTransform``, crop/resize on uint8), and ``MultimodalCollator`` stacks.
-  Measured twice: frame files stored as they are (the default, 480x360 JPEG), and shrunk
-  at build time to a shorter side of ``--frame-max-side`` (256: ``load(...,
-  frame_max_side=256)``), which halves the decode time of each training-time frame.
+  spectrograms into Arrow once; ``MultimodalCollator.from_dataset(dsd)`` binds the splits, so
+  each DataLoader batch is one read of the Arrow table (spectrograms gathered into one tensor,
+  frames as undecoded JPEG records), the chosen frames decoded in one batched call, cropped /
+  resized on uint8 and normalised into one batch tensor, which the collator takes as it is.
+  Measured twice: frame files stored as they are (the default, 480x360 JPEG), and shrunk at
+  build time to a shorter side of ``--frame-max-side`` (256: ``load(..., frame_max_side=256)``).
 * **on-the-fly** (the ARL/OGM-GE code's ``Dataset.__getitem__``): ``librosa.load(sr=22050)``,
   tile to 3 s, clip, ``librosa.stft(n_fft=512, hop_length=353)``, ``log(|S| + 1e-7)``; one
   frame opened with PIL, ``RandomResizedCrop(224)`` + flip + ImageNet normalisation.
 
-Measured: samples/s with ``--workers`` DataLoader workers, and samples/s on one core
-(``num_workers=0``, one torch thread), interleaved (ABBA), median of per-pair ratios;
-the one-time build of the cache; and how many cores the cached pipeline needs to feed
-the GPU step rate (``--gpu-samples-per-s``, from ``gpu_check.sh``).
+Measured: samples/s on one core (``num_workers=0``, one torch thread; the process's CPU-time
+rate is printed too) and with ``--workers`` DataLoader workers, interleaved (ABBA), median of
+per-pair ratios; the per-sample cost of each component on one core (audio read, frame work)
+against the loader's time per sample; the one-time build of the cache; and how many cores the
+cached pipeline needs to feed the GPU step rate (``--gpu-samples-per-s``, from ``gpu_check.sh``).
+The targets are printed side by side; ``--check`` exits with status 1 when one is not met (run it
+for any change to the data path); ``--profile N`` adds a cProfile of the cached one-core loader.
 
-    python benchmarks/data_pipeline.py
+    OMP_NUM_THREADS=1 python benchmarks/data_pipeline.py
+    OMP_NUM_THREADS=1 python benchmarks/data_pipeline.py --check
     python benchmarks/data_pipeline.py --tiny      # smoke test
 """
 
