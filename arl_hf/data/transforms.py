@@ -198,7 +198,8 @@ class MultimodalTransform:
                 "train_crop": "RandomResizedCrop(image_size, scale, ratio) + RandomHorizontalFlip(0.5)"}
 
     # ------------------------------------------------------------------ randomness
-    def _sample_seed(self) -> int:
+    def _sample_seeds(self, n: int) -> List[int]:
+        """One seed per example of a batch, from the transform's stream."""
         import torch
 
         info = torch.utils.data.get_worker_info()
@@ -207,7 +208,7 @@ class MultimodalTransform:
             # DataLoader's seed, which the Trainer seeds
             self._worker = (info.id, info.seed)
             self._rng = np.random.default_rng([self.seed, info.id, info.seed % (2**63)])
-        return int(self._rng.integers(0, 2**63 - 1))
+        return [int(self._rng.integers(0, 2**63 - 1)) for _ in range(n)]
 
     # ------------------------------------------------------------------ per kind
     def _picks(self, clip: Any, count: int, name: str, sample_seed: Optional[int]) -> List[int]:
@@ -283,9 +284,10 @@ class MultimodalTransform:
         import torch
         from torchvision.transforms import v2
 
+        resize = v2.functional.resize_image  # the kernel v2.functional.resize picks for a plain tensor
         size = tuple(frames[0].shape[-2:])
-        frames = [f if tuple(f.shape[-2:]) == size else v2.functional.resize(f, list(size), antialias=True)
-                  for f in frames]
+        if len(frames) > 1:
+            frames = [f if tuple(f.shape[-2:]) == size else resize(f, list(size), antialias=True) for f in frames]
         flip = False
         if self.train:
             rng = np.random.default_rng([int(sample_seed), 1])
@@ -293,7 +295,7 @@ class MultimodalTransform:
             flip = bool(rng.random() < 0.5)
             frames = [f[:, top:top + h, left:left + w] for f in frames]
         x = frames[0].unsqueeze(0) if len(frames) == 1 else torch.stack(frames)
-        x = v2.functional.resize(x, [self.image_size, self.image_size], antialias=True)
+        x = resize(x, [self.image_size, self.image_size], antialias=True)
         return (x.flip(-1) if flip else x), flip
 
     @staticmethod
@@ -336,7 +338,7 @@ class MultimodalTransform:
             return out
         n = len(batch["labels"]) if "labels" in batch else len(batch[present[0]])
         # one seed per example, drawn whether or not its modalities are all present
-        seeds = [self._sample_seed() if self.train and present else None for _ in range(n)]
+        seeds = self._sample_seeds(n) if self.train and present else [None] * n
         for name in present:
             kind, col = self.modalities[name]["kind"], batch[name]
             if kind == "frames":
