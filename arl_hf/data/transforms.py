@@ -251,7 +251,8 @@ class MultimodalTransform:
     def _float_batch(self, clips: List[List[Any]], seeds: Sequence[Optional[int]], scale_shift, flip_x: bool = False):
         """uint8 ``(C, H, W)`` frames of each clip -> one float ``(n, T, C, S, S)`` batch: the spatial
         transform per clip (one crop per clip at training time), at evaluation time one resize for
-        the whole batch when every frame has one size; then one conversion and normalisation."""
+        the whole batch when every frame has one size; then the float conversion and normalisation
+        (``x * scale + shift``, rounded after each operation as ``_to_float`` does)."""
         import torch
 
         n, t = len(clips), self.num_frames
@@ -267,10 +268,10 @@ class MultimodalTransform:
                     x[:, 0] = 255 - x[:, 0]
                 resized.append(x)
         out = batch_buffer((n,) + tuple(resized[0].shape), torch.float32)
-        for k, x in enumerate(resized):
-            out[k].copy_(x)
         scale, shift = scale_shift
-        return out.mul_(scale).add_(shift)
+        for k, x in enumerate(resized):  # uint8 -> float32 times scale, in one pass per clip
+            torch.mul(x, scale, out=out[k])
+        return out.add_(shift)
 
     def device_spec(self) -> Dict[str, Any]:
         """The spatial settings :func:`decode_frames_on_device` needs (carried by :class:`EncodedFrames`)."""
