@@ -94,18 +94,17 @@ def rows_as_batch(values: Sequence[Any]):
     base = first._base
     if base is None or not getattr(base, _BATCH_MARK, False):
         return None
-    shape, stride = tuple(first.shape), tuple(first.stride())
-    ptr = first.untyped_storage().data_ptr()
+    shape, stride, dtype = first.shape, first.stride(), first.dtype
     start = first.storage_offset()
     step = values[1].storage_offset() - start if len(values) > 1 else 0
     extent = 1 + sum((s - 1) * abs(st) for s, st in zip(shape, stride)) if all(shape) else 0
     if len(values) > 1 and step < extent:
         return None
-    for i, v in enumerate(values):
-        if (v._base is not base or tuple(v.shape) != shape or tuple(v.stride()) != stride or v.dtype != first.dtype
-                or v.untyped_storage().data_ptr() != ptr or v.storage_offset() != start + i * step):
+    for i, v in enumerate(values):  # views of one base share its storage
+        if (v._base is not base or v.storage_offset() != start + i * step or v.shape != shape
+                or v.stride() != stride or v.dtype != dtype):
             return None
-    return first.as_strided((len(values),) + shape, (step,) + stride, start)
+    return first.as_strided((len(values),) + tuple(shape), (step,) + tuple(stride), start)
 
 
 # ----------------------------------------------------------------------------- Arrow reads
