@@ -18,6 +18,7 @@ gets the batch back as a view (:func:`rows_as_batch`) instead of stacking the ro
 
 from __future__ import annotations
 
+import bisect
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
@@ -150,8 +151,9 @@ class ArrowRowReader:
         self.shapes = {k: tuple(v) for k, v in shapes.items()}
         self.images = list(images)
         self._views: Optional[Dict[str, List[np.ndarray]]] = None
-        self._offsets: Optional[np.ndarray] = None
+        self._offsets: List[int] = []
         self._image_chunks: Dict[str, Any] = {}
+        self._num_rows = int(getattr(table, "table", table).num_rows)
 
     def __getstate__(self) -> Dict[str, Any]:
         return {"table": self.table, "shapes": self.shapes, "images": self.images}
@@ -161,7 +163,7 @@ class ArrowRowReader:
 
     @property
     def num_rows(self) -> int:
-        return int(getattr(self.table, "table", self.table).num_rows)
+        return self._num_rows
 
     def _build(self) -> None:
         pa_table = getattr(self.table, "table", self.table)
@@ -177,48 +179,53 @@ class ArrowRowReader:
                     if arr is None:
                         raise ValueError(f"{c}: a row is null; expected a fixed-shape array in every row")
                     views[c].append(arr)
-        self._offsets = np.cumsum([0] + lengths, dtype=np.int64)
+        self._offsets = np.cumsum([0] + lengths).tolist()
         self._views = views
         self._image_chunks = {}
         for c in self.images:  # one Arrow value per row, converted alone (a take would copy every frame)
             chunks = [ch for ch in pa_table.column(c).chunks if len(ch)]
-            self._image_chunks[c] = (chunks, np.cumsum([0] + [len(ch) for ch in chunks], dtype=np.int64))
+            self._image_chunks[c] = (chunks, np.cumsum([0] + [len(ch) for ch in chunks]).tolist())
 
-    def _check(self, idx: np.ndarray) -> None:
-        n = self.num_rows
-        if idx.size and (idx.min() < 0 or idx.max() >= n):
-            raise ValueError(f"rows: expected positions in [0, {n}), got {idx.min()}..{idx.max()}")
+    @staticmethod
+    def _locate(offsets: List[int], rows: List[int]):
+        """``(chunk, position in the chunk)`` of each row, for chunks starting at ``offsets``."""
+        if len(offsets) == 2:  # one chunk (the usual cached split)
+            return [(0, r) for r in rows]
+        at = [bisect.bisect_right(offsets, r) - 1 for r in rows]
+        return [(ci, r - offsets[ci]) for ci, r in zip(at, rows)]
 
     def rows(self, rows: Sequence[int], tensors: Sequence[str] = ()) -> Dict[str, Any]:
         """Column -> the values of ``rows`` (physical row positions of the table): an ``(n, *shape)``
         NumPy array per ``ArrayXD`` column (a marked tensor from :func:`batch_buffer` for the
         columns named in ``tensors``), a list of undecoded records per image column."""
-        idx = np.asarray(rows, dtype=np.int64).reshape(-1)
-        self._check(idx)
+        idx = [int(r) for r in rows]
+        if idx and (min(idx) < 0 or max(idx) >= self._num_rows):
+            raise ValueError(f"rows: expected positions in [0, {self._num_rows}), got {min(idx)}..{max(idx)}")
         if self._views is None:
             self._build()
         out: Dict[str, Any] = {}
         if self.shapes:
-            chunk = np.searchsorted(self._offsets, idx, side="right") - 1
-            local = (idx - self._offsets[chunk]).tolist()
-            chunk = chunk.tolist()
+            where = self._locate(self._offsets, idx)
             for c, views in self._views.items():
-                dtype = views[0].dtype if views else np.float32
+                dtype = views[0].dtype if views else np.dtype(np.float32)
                 if c in tensors:
-                    import torch
-
-                    buf = batch_buffer((len(idx),) + self.shapes[c], torch.from_numpy(np.empty(0, dtype)).dtype)
+                    buf = batch_buffer((len(idx),) + self.shapes[c], _torch_dtype(dtype))
                     dst = buf.numpy()
                 else:
                     buf = dst = np.empty((len(idx),) + self.shapes[c], dtype=dtype)
-                for i, (ci, li) in enumerate(zip(chunk, local)):
+                for i, (ci, li) in enumerate(where):
                     dst[i] = views[ci][li]
                 out[c] = buf
         for c in self.images:
             chunks, offsets = self._image_chunks[c]
-            at = (np.searchsorted(offsets, idx, side="right") - 1).tolist()
-            out[c] = [chunks[ci][r - int(offsets[ci])].as_py() for ci, r in zip(at, idx.tolist())]
+            out[c] = [chunks[ci][li].as_py() for ci, li in self._locate(offsets, idx)]
         return out
+
+
+def _torch_dtype(dtype: np.dtype):
+    import torch
+
+    return torch.from_numpy(np.empty(0, dtype)).dtype
 
 
 class RowBatchTransform:

@@ -266,3 +266,16 @@ def test_the_benchmark_targets_and_check():
     assert [t["met"] for t in rows] == [True, False, True, None, False, True]
     assert [t["target"] for t in rows] == [5.0, 3.0, 1.7, 1.7, 1.3, 1.3]
     assert bench.unmet_targets({"targets": rows}) == [rows[1]["name"], rows[4]["name"]]
+
+
+def test_the_reader_finds_rows_across_record_batches():
+    parts = [frames_dsd()["train"].with_format(None), frames_dsd()["validation"].with_format(None)]
+    both = datasets.concatenate_datasets(parts)
+    table = both.data
+    assert table.table.column("audio").num_chunks > 1
+    reader = ArrowRowReader(table, {"audio": (6, 7)}, ["visual"])
+    got = reader.rows([12, 9, 0, 15])
+    for k, r in enumerate([12, 9, 0, 15]):
+        np.testing.assert_array_equal(got["audio"][k], np.asarray(both.with_format("numpy")[r]["audio"]))
+        assert got["visual"][k] == both.cast_column(
+            "visual", datasets.List(datasets.Image(decode=False)))[r]["visual"]
