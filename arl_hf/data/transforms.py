@@ -23,7 +23,7 @@ from .video import decode_frames, decode_jpeg_batch, decode_pixels, select_frame
 from .video import encoded_bytes as _encoded_bytes
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "MultimodalTransform", "crop_params", "EncodedClip", "EncodedFrames",
-           "decode_jpeg_batch", "decode_frames_on_device"]
+           "decode_jpeg_batch", "decode_frames_on_device", "decode_pixels"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
