@@ -2,7 +2,10 @@
 
 A collator built for a split (``MultimodalCollator.from_dataset(ds["train"])``) holds that
 split's :class:`~arl_hf.data.MultimodalTransform` and applies it to the stored columns of each
-batch (decoding, training-time augmentation), so the dataset itself stays a plain dataset.
+batch (decoding, training-time augmentation), so the dataset itself stays a plain dataset. A
+collator built for a whole ``DatasetDict`` binds the splits so that each batch is read from
+Arrow in one go and transformed into one tensor per modality, which the collator takes back
+as the batch (:func:`arl_hf.data.batches.rows_as_batch`) instead of stacking its rows again.
 
 Shapes: audio spectrograms ``(B, 1, F, T)``; frames ``(B, T_frames, 3, H, W)``; optical
 flow ``(B, T_frames, 2, H, W)``; feature vectors ``(B, D)``; feature sequences
@@ -64,9 +67,12 @@ class MultimodalCollator:
         * A split whose transform is already applied (a stream from ``stream_split``, or a split
           from :func:`~arl_hf.data.attach_transforms`): a collator that only stacks.
         * A whole ``DatasetDict`` (one collator shared by every split): each split of the dict that
-          holds stored columns gets its transform bound in place (``attach_transforms``, so the
-          training split is augmented and the others not), and the collator only stacks. Prefer
-          one collator per split.
+          holds stored columns gets its transform bound in place (augmentation on the training
+          split only, as ``attach_transforms``), and the collator takes each transformed batch as
+          it is. This is the fast path for a DataLoader: every batch is one read of the Arrow
+          table (:mod:`arl_hf.data.batches`), frames undecoded until the transform picks them.
+          A DataLoader over a plain split (the per-split collator) reads its rows through the
+          ``datasets`` NumPy formatter, which decodes every stored frame; the batches are the same.
         """
         from .registry import bind_transforms_in_place, is_transformed, make_transform, modality_kinds
 
