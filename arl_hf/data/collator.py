@@ -2,7 +2,10 @@
 
 A collator built for a split (``MultimodalCollator.from_dataset(ds["train"])``) holds that
 split's :class:`~arl_hf.data.MultimodalTransform` and applies it to the stored columns of each
-batch (decoding, training-time augmentation), so the dataset itself stays a plain dataset.
+batch (decoding, training-time augmentation), so the dataset itself stays a plain dataset. A
+collator built for a whole ``DatasetDict`` binds the splits so that each batch is read from
+Arrow in one go and transformed into one tensor per modality, which the collator takes back
+as the batch (:func:`arl_hf.data.batches.rows_as_batch`) instead of stacking its rows again.
 
 Shapes: audio spectrograms ``(B, 1, F, T)``; frames ``(B, T_frames, 3, H, W)``; optical
 flow ``(B, T_frames, 2, H, W)``; feature vectors ``(B, D)``; feature sequences
@@ -18,6 +21,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from ..validation import class_indices
+from .batches import rows_as_batch
 
 __all__ = ["MultimodalCollator", "string_labels_error"]
 
@@ -72,9 +76,12 @@ class MultimodalCollator:
         * A split whose transform is already applied (a stream from ``stream_split``, or a split
           from :func:`~arl_hf.data.attach_transforms`): a collator that only stacks.
         * A whole ``DatasetDict`` (one collator shared by every split): each split of the dict that
-          holds stored columns gets its transform bound in place (``attach_transforms``, so the
-          training split is augmented and the others not), and the collator only stacks. Prefer
-          one collator per split.
+          holds stored columns gets its transform bound in place (augmentation on the training
+          split only, as ``attach_transforms``), and the collator takes each transformed batch as
+          it is. This is the fast path for a DataLoader: every batch is one read of the Arrow
+          table (:mod:`arl_hf.data.batches`), frames undecoded until the transform picks them.
+          A DataLoader over a plain split (the per-split collator) reads its rows through the
+          ``datasets`` NumPy formatter, which decodes every stored frame; the batches are the same.
         """
         from .catalog import bind_transforms_in_place, is_transformed, make_transform, modality_kinds
 
@@ -158,6 +165,10 @@ class MultimodalCollator:
                 out[name] = _batch_tensor(column.float(), self.kinds.get(name) == "spectrogram")
                 continue
             values = column if column is not None else [ex.get(name) for ex in features]
+            batch = rows_as_batch(values) if column is None else None
+            if batch is not None:  # rows cut from one transformed batch: that batch, not a copy
+                out[name] = _batch_tensor(batch, self.kinds.get(name) == "spectrogram")
+                continue
             if type(values[0]).__name__ == "EncodedClip":  # frames decoded later, on the training device
                 from .transforms import EncodedClip, EncodedFrames
 

@@ -188,6 +188,27 @@ def undecoded_features(features: Any) -> Any:
     return walk(features)
 
 
+def _shard_rows(files: List[str], features: Dict[str, Any]):
+    """The rows of Parquet shards, read a record batch at a time: fixed-shape ``ArrayXD`` columns as
+    NumPy views of the batch, image columns as undecoded ``{"bytes", "path"}`` records, the other
+    columns as Python values (what ``datasets`` streams with the images undecoded)."""
+    import datasets
+    import pyarrow.parquet as pq
+
+    from .batches import _is_array_xd, fixed_shape_arrays
+
+    feats = datasets.Features.from_dict(features)
+    columns = list(feats)
+    for path in files:
+        for rb in pq.ParquetFile(path).iter_batches(batch_size=256, columns=columns):
+            values = {}
+            for c in columns:
+                arr = fixed_shape_arrays(rb.column(c), feats[c].shape) if _is_array_xd(feats[c]) else None
+                values[c] = arr if arr is not None else rb.column(c).to_pylist()
+            for i in range(rb.num_rows):
+                yield {c: values[c][i] for c in columns}
+
+
 class _KeepColumns:
     """The transform's output plus some raw columns (e.g. ``id``) passed through unchanged."""
 
@@ -260,8 +281,14 @@ def stream_split(folder: str, split: str = "train", *, transform: bool = True, n
     rows = shard_rows(folder, split)
     per_rank = _rows_per_rank(rows, world_size, uneven, split) if world_size > 1 else sum(rows)
 
-    ds = datasets.load_dataset("parquet", data_files={split: files}, split=split, streaming=True)
-    ds = ds.cast(undecoded_features(features))  # frames stay encoded bytes until the transform
+    if transform:
+        # whole record batches from the shards: fixed-shape arrays as NumPy views (no nested Python
+        # lists), frames as their undecoded records; one shard per source, as load_dataset streams them
+        ds = datasets.IterableDataset.from_generator(
+            _shard_rows, gen_kwargs={"files": files, "features": features.to_dict()}, split=split)
+    else:
+        ds = datasets.load_dataset("parquet", data_files={split: files}, split=split, streaming=True)
+        ds = ds.cast(undecoded_features(features))  # frames stay encoded bytes until the transform
     if shuffle_buffer > 0:
         ds = ds.shuffle(seed=shuffle_seed, buffer_size=shuffle_buffer)
     if world_size > 1:

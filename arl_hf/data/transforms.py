@@ -12,74 +12,22 @@ per DataLoader worker), so a run is reproducible from ``seed`` alone.
 
 from __future__ import annotations
 
-import io
 import math
-import warnings
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..kinds import STORED_KINDS
 from ..validation import class_indices
-from .video import select_frame_indices
+from .batches import batch_buffer, mark_batch
+from .video import decode_frames, decode_jpeg_batch, decode_pixels, select_frame_indices
+from .video import encoded_bytes as _encoded_bytes
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "MultimodalTransform", "crop_params", "EncodedClip", "EncodedFrames",
-           "decode_jpeg_batch", "decode_frames_on_device"]
+           "decode_jpeg_batch", "decode_frames_on_device", "decode_pixels"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def decode_pixels(value: Any, name: str = "image", mode: str = "RGB"):
-    """uint8 ``(C, H, W)`` pixels (``mode`` ``"RGB"``: C = 3, ``"L"``: C = 1) of a PIL image, the
-    uint8 ``(H, W[, C])`` array of a decoded image (``with_format("numpy")``) or an undecoded
-    ``{"bytes", "path"}`` record. Encoded bytes are decoded by
-    ``torchvision.io.decode_image`` (libjpeg-turbo straight to a tensor: ~2x faster than
-    PIL + conversion), with PIL as the fallback for formats it does not read (and for a
-    torchvision without ``torchvision.io`` decoders: they are deprecated since 0.29).
-
-    Raises:
-        ValueError: ``value`` is none of these (names ``name``).
-    """
-    import torch
-    from PIL import Image
-    from torchvision.transforms import v2
-
-    if isinstance(value, np.ndarray) and value.dtype == np.uint8 and value.ndim in (2, 3):
-        channels = 1 if value.ndim == 2 else value.shape[2]
-        if channels == (3 if mode == "RGB" else 1):  # what PIL's convert(mode) would leave unchanged
-            x = torch.from_numpy(np.array(value))  # a writable copy, as pil_to_tensor makes
-            return x.unsqueeze(0) if value.ndim == 2 else x.permute(2, 0, 1)
-        value = Image.fromarray(value)
-    if isinstance(value, Mapping):
-        data = _encoded_bytes(value, name)
-        try:
-            from torchvision.io import ImageReadMode, decode_image
-
-            with warnings.catch_warnings():  # torchvision 0.29 deprecates its decoders for torchcodec's
-                warnings.simplefilter("ignore", DeprecationWarning)
-                return decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8),
-                                    mode=ImageReadMode.RGB if mode == "RGB" else ImageReadMode.GRAY)
-        except (ImportError, RuntimeError):
-            value = Image.open(io.BytesIO(data))
-    if isinstance(value, Image.Image):
-        return v2.functional.pil_to_tensor(value.convert(mode))
-    raise ValueError(f"{name}: expected a PIL image, a uint8 image array or an image record with 'bytes' or "
-                     f"'path', got {type(value).__name__}")
-
-
-def _encoded_bytes(value: Any, name: str) -> bytes:
-    """The encoded bytes of an undecoded ``{"bytes", "path"}`` image record."""
-    if not isinstance(value, Mapping):
-        raise ValueError(f"{name}: decode_frames='device' needs undecoded frames ({{'bytes', 'path'}} records: a "
-                         f"column cast to Image(decode=False), or a stream), got {type(value).__name__}")
-    data, path = value.get("bytes"), value.get("path")
-    if data is None and path:
-        with open(path, "rb") as fh:
-            data = fh.read()
-    if data is None:
-        raise ValueError(f"{name}: image record has neither 'bytes' nor 'path'")
-    return data
 
 
 class EncodedClip:
@@ -122,23 +70,7 @@ def _stacked_float32(column: Any):
         return None
     if arr.ndim < 2 or arr.shape[0] != len(column):
         return None
-    return torch.from_numpy(arr)
-
-
-def decode_jpeg_batch(jpegs: Sequence[Any], device: Any = "cuda", mode: str = "RGB") -> List[Any]:
-    """Decode a list of JPEGs (bytes or 1-D uint8 CPU tensors) in one
-    ``torchvision.io.decode_jpeg(..., device=device)`` call (nvJPEG batched on CUDA, libjpeg-turbo
-    on CPU); returns uint8 ``(C, H, W)`` tensors on ``device``."""
-    import torch
-    from torchvision.io import ImageReadMode, decode_jpeg
-
-    data = [j if torch.is_tensor(j) else torch.frombuffer(bytearray(j), dtype=torch.uint8) for j in jpegs]
-    if not data:
-        return []
-    with warnings.catch_warnings():  # torchvision 0.29 deprecates its decoders for torchcodec's
-        warnings.simplefilter("ignore", DeprecationWarning)
-        out = decode_jpeg(data, mode=ImageReadMode.RGB if mode == "RGB" else ImageReadMode.GRAY, device=device)
-    return list(out)
+    return mark_batch(torch.from_numpy(arr))
 
 
 def decode_frames_on_device(batch: Mapping[str, Any], device: Any) -> Dict[str, Any]:
@@ -267,7 +199,8 @@ class MultimodalTransform:
                 "train_crop": "RandomResizedCrop(image_size, scale, ratio) + RandomHorizontalFlip(0.5)"}
 
     # ------------------------------------------------------------------ randomness
-    def _sample_seed(self) -> int:
+    def _sample_seeds(self, n: int) -> List[int]:
+        """One seed per example of a batch, from the transform's stream."""
         import torch
 
         info = torch.utils.data.get_worker_info()
@@ -276,32 +209,70 @@ class MultimodalTransform:
             # DataLoader's seed, which the Trainer seeds
             self._worker = (info.id, info.seed)
             self._rng = np.random.default_rng([self.seed, info.id, info.seed % (2**63)])
-        return int(self._rng.integers(0, 2**63 - 1))
+        return [int(self._rng.integers(0, 2**63 - 1)) for _ in range(n)]
 
     # ------------------------------------------------------------------ per kind
-    def _frames(self, images: Sequence[Any], name: str, sample_seed: Optional[int]):
-        if len(images) == 0:
+    def _picks(self, clip: Any, count: int, name: str, sample_seed: Optional[int]) -> List[int]:
+        """The frame indices of one clip (``count`` stored frames) for this transform."""
+        if count == 0:
             raise ValueError(f"{name}: clip has no frames")
         rng = np.random.default_rng(sample_seed) if self.train else None
-        idx = select_frame_indices(len(images), self.num_frames, train=self.train, rng=rng)
-        if self.decode_frames == "device":
-            return EncodedClip([_encoded_bytes(images[i], name) for i in idx], sample_seed)
-        x, _ = self._spatial([decode_pixels(images[i], name) for i in idx], sample_seed)
-        return self._to_float(x, self._scale_shift)
+        return select_frame_indices(count, self.num_frames, train=self.train, rng=rng)
 
-    def _flow(self, pairs: Any, name: str, sample_seed: Optional[int]):
+    def _frames(self, column: Sequence[Any], name: str, seeds: Sequence[Optional[int]]):
+        """A batch of clips: one float ``(n, T, 3, S, S)`` tensor (or :class:`EncodedClip` s). Only the
+        chosen frames are decoded, JPEGs in one batched call."""
+        picks = []
+        for images, seed in zip(column, seeds):
+            picks.append([images[i] for i in self._picks(images, len(images), name, seed)])
+        if self.decode_frames == "device":
+            return [EncodedClip([_encoded_bytes(v, name) for v in p], seed) for p, seed in zip(picks, seeds)]
+        flat = decode_frames([v for p in picks for v in p], name)
+        t = self.num_frames
+        return self._float_batch([flat[k * t:(k + 1) * t] for k in range(len(picks))], seeds, self._scale_shift)
+
+    def _flow(self, column: Sequence[Any], name: str, seeds: Sequence[Optional[int]]):
+        """A batch of flow clips: one float ``(n, T, 2, S, S)`` tensor in [-1, 1]."""
         import torch
 
-        xs, ys = (pairs["x"], pairs["y"]) if isinstance(pairs, Mapping) else ([p["x"] for p in pairs], [p["y"] for p in pairs])
-        if not xs or len(xs) != len(ys):
-            raise ValueError(f"{name}: expected equally many x and y flow frames, got {len(xs)} and {len(ys)}")
-        rng = np.random.default_rng(sample_seed) if self.train else None
-        idx = select_frame_indices(len(xs), self.num_frames, train=self.train, rng=rng)
-        planes = [torch.cat([decode_pixels(xs[i], name, "L"), decode_pixels(ys[i], name, "L")]) for i in idx]
-        x, flipped = self._spatial(planes, sample_seed)
-        if flipped:  # mirrored motion: horizontal flow changes sign (v -> 255 - v, i.e. x -> 1 - x in [0, 1])
-            x[:, 0] = 255 - x[:, 0]
-        return self._to_float(x, (2.0 / 255.0, -1.0))  # [0, 255] -> [-1, 1]
+        picks = []
+        for pairs, seed in zip(column, seeds):
+            xs, ys = (pairs["x"], pairs["y"]) if isinstance(pairs, Mapping) else (
+                [p["x"] for p in pairs], [p["y"] for p in pairs])
+            if not xs or len(xs) != len(ys):
+                raise ValueError(f"{name}: expected equally many x and y flow frames, got {len(xs)} and {len(ys)}")
+            picks.extend(v for i in self._picks(pairs, len(xs), name, seed) for v in (xs[i], ys[i]))
+        flat = decode_frames(picks, name, "L")
+        planes = [torch.cat([flat[k], flat[k + 1]]) for k in range(0, len(flat), 2)]
+        t = self.num_frames
+        # mirrored motion: horizontal flow changes sign (v -> 255 - v, i.e. x -> 1 - x in [0, 1])
+        return self._float_batch([planes[k * t:(k + 1) * t] for k in range(len(seeds))], seeds,
+                                 (2.0 / 255.0, -1.0), flip_x=True)  # [0, 255] -> [-1, 1]
+
+    def _float_batch(self, clips: List[List[Any]], seeds: Sequence[Optional[int]], scale_shift, flip_x: bool = False):
+        """uint8 ``(C, H, W)`` frames of each clip -> one float ``(n, T, C, S, S)`` batch: the spatial
+        transform per clip (one crop per clip at training time), at evaluation time one resize for
+        the whole batch when every frame has one size; then the float conversion and normalisation
+        (``x * scale + shift``, rounded after each operation as ``_to_float`` does)."""
+        import torch
+
+        n, t = len(clips), self.num_frames
+        sizes = {tuple(f.shape) for clip in clips for f in clip}
+        if not self.train and len(sizes) == 1 and t * n > 1:
+            x, _ = self._spatial([f for clip in clips for f in clip], None)
+            resized = [x[k * t:(k + 1) * t] for k in range(n)]
+        else:
+            resized = []
+            for clip, seed in zip(clips, seeds):
+                x, flipped = self._spatial(clip, seed)
+                if flip_x and flipped:
+                    x[:, 0] = 255 - x[:, 0]
+                resized.append(x)
+        out = batch_buffer((n,) + tuple(resized[0].shape), torch.float32)
+        scale, shift = scale_shift
+        for k, x in enumerate(resized):  # uint8 -> float32 times scale, in one pass per clip
+            torch.mul(x, scale, out=out[k])
+        return out.add_(shift)
 
     def device_spec(self) -> Dict[str, Any]:
         """The spatial settings :func:`decode_frames_on_device` needs (carried by :class:`EncodedFrames`)."""
@@ -315,9 +286,10 @@ class MultimodalTransform:
         import torch
         from torchvision.transforms import v2
 
+        resize = v2.functional.resize_image  # the kernel v2.functional.resize picks for a plain tensor
         size = tuple(frames[0].shape[-2:])
-        frames = [f if tuple(f.shape[-2:]) == size else v2.functional.resize(f, list(size), antialias=True)
-                  for f in frames]
+        if len(frames) > 1:
+            frames = [f if tuple(f.shape[-2:]) == size else resize(f, list(size), antialias=True) for f in frames]
         flip = False
         if self.train:
             rng = np.random.default_rng([int(sample_seed), 1])
@@ -325,7 +297,7 @@ class MultimodalTransform:
             flip = bool(rng.random() < 0.5)
             frames = [f[:, top:top + h, left:left + w] for f in frames]
         x = frames[0].unsqueeze(0) if len(frames) == 1 else torch.stack(frames)
-        x = v2.functional.resize(x, [self.image_size, self.image_size], antialias=True)
+        x = resize(x, [self.image_size, self.image_size], antialias=True)
         return (x.flip(-1) if flip else x), flip
 
     @staticmethod
@@ -368,19 +340,24 @@ class MultimodalTransform:
             return out
         n = len(batch["labels"]) if "labels" in batch else len(batch[present[0]])
         # one seed per example, drawn whether or not its modalities are all present
-        seeds = [self._sample_seed() if self.train and present else None for _ in range(n)]
+        seeds = self._sample_seeds(n) if self.train and present else [None] * n
         for name in present:
             kind, col = self.modalities[name]["kind"], batch[name]
             if kind == "frames":
-                out[name] = [self._frames(col[i], name, seeds[i]) for i in range(n)]
+                out[name] = self._frames(col, name, seeds)
                 if self.decode_frames == "device":
                     spec = self.device_spec()
                     for clip in out[name]:
                         clip.spec = spec
             elif kind == "flow":
-                out[name] = [self._flow(col[i], name, seeds[i]) for i in range(n)]
+                out[name] = self._flow(col, name, seeds)
             else:
-                stacked = _stacked_float32(col) if kind in ("spectrogram", "image") else None
+                stacked = None
+                if kind in ("spectrogram", "image"):
+                    if torch.is_tensor(col) and col.dim() >= 2 and col.shape[0] == n:
+                        stacked = col if col.dtype == torch.float32 else col.float()  # already the batch
+                    else:
+                        stacked = _stacked_float32(col)
                 if stacked is not None:
                     # one (n, ...) tensor whose rows are the examples: one copy of the batch
                     out[name] = stacked.unsqueeze(1) if kind == "spectrogram" else stacked

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from arl_hf.data import MultimodalCollator, load
-from arl_hf.data.batches import ROW_COLUMN, ArrayColumnReader, bind_row_transform, fixed_shape_arrays
+from arl_hf.data.batches import ROW_COLUMN, ArrowRowReader, bind_row_transform, fixed_shape_arrays
 from arl_hf.data.catalog import is_transformed, make_transform
 
 
@@ -53,8 +53,9 @@ def test_shared_collator_batches_equal_the_per_split_ones(avd):
 
 def test_the_reader_survives_pickling_and_checks_rows(avd):
     table = avd["train"].with_format(None).add_column(ROW_COLUMN, np.arange(len(avd["train"]))).data
-    reader = ArrayColumnReader(table, {"audio": (64, 64)})
+    reader = ArrowRowReader(table, {"audio": (64, 64)})
     got = pickle.loads(pickle.dumps(reader)).rows([3, 1])["audio"]
+    assert got.shape == (2, 64, 64) and got.flags.writeable  # one gathered array, not views of the map
     np.testing.assert_array_equal(got[0], np.asarray(avd["train"][3]["audio"]))
     np.testing.assert_array_equal(got[1], np.asarray(avd["train"][1]["audio"]))
     with pytest.raises(ValueError, match=r"rows: expected positions in \[0, 42\)"):
