@@ -41,11 +41,10 @@ import json
 import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
-from transformers.utils import logging
-
+from ..log import get_logger
 from ..safety import atomic_write_json, remove_path
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 __all__ = ["export_shards", "shard_files", "shard_rows", "stream_split", "steps_per_epoch", "undecoded_features"]
 
