@@ -14,9 +14,11 @@ import subprocess
 import pytest
 
 from arl_hf import ARLTrainer
-from arl_hf.cli import evaluate_main
 from arl_hf.data import export_prepared, preprocessing_info, push_prepared
-from arl_hf.runner import DataArguments, load_data, parse_args, train_and_evaluate
+from arl_hf.arguments import DataArguments
+from arl_hf.building import load_data
+from arl_hf.scripts.evaluate import main as evaluate_main
+from arl_hf.scripts.train import parse_args, train_and_evaluate
 from cli_helpers import PREPARED_RECORD, PYTHON, make_prepared_dataset, make_tiny_dataset, script_env, tiny_flags
 
 

@@ -12,9 +12,11 @@ import torch
 
 import arl_hf
 from arl_hf.cards import template_path
-from arl_hf.cli import evaluate_main, plot_main
+from arl_hf.cli import plot_main
 from arl_hf.plots import arl_series
-from arl_hf.runner import format_results, parse_args, train_and_evaluate
+from arl_hf.evaluation import format_results
+from arl_hf.scripts.evaluate import main as evaluate_main
+from arl_hf.scripts.train import parse_args, train_and_evaluate
 from arl_hf.trainer import ARL_PAPER
 from cli_helpers import LABELS, TINY_ENCODER, tiny_flags
 
@@ -196,7 +198,7 @@ def test_mla_run_is_evaluated_through_its_saved_head(tiny_dataset_dir, tmp_path,
     # the model's own fusion head (untrained by MLA) would not reproduce them
     from transformers import AutoModel
 
-    from arl_hf.runner import _prediction_strategy
+    from arl_hf.scripts.evaluate import _prediction_strategy
 
     assert _prediction_strategy(AutoModel.from_pretrained(out), out) == "mla"
     config.pop("strategy_state")  # a checkpoint that lost the record of MLA's head
@@ -284,7 +286,8 @@ def test_saved_arl_dataset_keeps_its_transforms_and_record(tmp_path):
     """A dataset prepared by arl_hf.data and saved to disk loads with its transform and collator."""
     import datasets
 
-    from arl_hf.runner import DataArguments, load_data, modality_specs, ModelArguments, sample_batch
+    from arl_hf.arguments import DataArguments, ModelArguments
+    from arl_hf.building import load_data, modality_specs, sample_batch
 
     record = {"format": "arl_hf.data/1", "dataset": "fakeav", "label_names": LABELS,
               "audio_preset": {"name": "avdigits", "version": "1.0.0", "output_shape": [16, 16]},
@@ -371,7 +374,8 @@ def test_build_model_takes_the_datasets_encoder_suggestion():
     explicit --encoder wins, and a modality without a suggestion gets timm:resnet18."""
     import torch
 
-    from arl_hf.runner import ModelArguments, build_model
+    from arl_hf.arguments import ModelArguments
+    from arl_hf.building import build_model
 
     batch = {"audio": torch.zeros(2, 1, 16, 16), "visual": torch.zeros(2, 3, 16, 16), "labels": torch.zeros(2).long()}
     record = {"dataset": "x", "data": {"format": "arl_hf.data/1", "dataset": "x", "modalities": {
