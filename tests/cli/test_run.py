@@ -304,8 +304,8 @@ def test_saved_arl_dataset_keeps_its_transforms_and_record(tmp_path):
     datasets.DatasetDict({"train": split(6), "validation": split(3), "test": split(3)}).save_to_disk(
         str(tmp_path / "saved"))
     ds, collator, rec = load_data(DataArguments(dataset=str(tmp_path / "saved")))
-    assert rec["dataset"] == str(tmp_path / "saved") and rec["data"]["dataset"] == "fakeav"
-    assert rec["data"]["format"] == "arl_hf.data/1"
+    assert rec.dataset == str(tmp_path / "saved") and rec.data["dataset"] == "fakeav"
+    assert rec.data["format"] == "arl_hf.data/1"
     batch = sample_batch(ds["train"], collator, 4)
     assert tuple(batch["audio"].shape) == (4, 1, 16, 16)  # the spectrogram transform added the channel
     assert tuple(batch["visual"].shape) == (4, 3, 16, 16) and sorted(batch) == ["audio", "labels", "visual"]
