@@ -108,7 +108,8 @@ def test_model_card_metadata_and_text(trained_run):
     assert ARL_PAPER["citation"].splitlines()[0] in text and "Improving Multimodal Learning" in text
     assert "![" in text and "(plots/arl_dynamics.png)" in text and "(plots/accuracy.png)" in text
     assert "`avdigits`" in text  # the preset
-    assert "| `arl_temperature (T)` | 2 |" in text  # hyper-parameters: T from the flag, the rest from the preset
+    # hyper-parameters: the strategy's options (asdict), T from the flag, the rest from the preset
+    assert "| `arl_temperature` | 2 |" in text and "| `arl_gamma` | 4 |" in text
     assert "| `optimizer` | sgd (momentum=0.9) |" in text and "| `mixed_precision` | no |" in text
     assert "AutoModel.from_pretrained" in text and "import arl_hf" in text
     # the install line that works (arl-hf is not on the package index), from its one place
