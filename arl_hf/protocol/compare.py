@@ -38,7 +38,6 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from ..safety import atomic_write_json, confine, fingerprint, remove_path, safe_name
 from .runs import BOUND_PREFIX, RunSpec, method_name, read_reusable, run_config, run_one
 from .table import build_results, write_outputs
-from .tuning import TUNING_SEED
 
 ALL_STRATEGIES = ["none", "arl", "gblending", "ogm_ge", "agm", "pmr", "mmpareto", "mla", "dr", "fixed"]
 PER_RUN = ("--strategy", "--seed", "--output_dir")
