@@ -68,7 +68,7 @@ class ModelArguments:
     sequence_encoder: str = field(
         default="auto",
         metadata={"help": "Encoder of sequence modalities (B, L, D): a registered sequence encoder name, or 'auto' "
-                  "(the first registered of 'transformer', 'lstm', 'gru', 'sequence')."},
+                  "(the default encoder of sequences: 'transformer')."},
     )
     mlp_hidden_dims: List[int] = field(
         default_factory=lambda: [256, 256],

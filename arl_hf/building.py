@@ -290,21 +290,31 @@ def sample_batch(dataset: Any, collator: Callable, n: int = 2) -> Dict[str, Any]
 
 
 # ------------------------------------------------------------------------------- model
-#: encoder of image-like modalities when neither ``--encoder`` nor the dataset names one
-DEFAULT_IMAGE_ENCODER = "timm:resnet18"
+#: the option of :class:`~arl_hf.arguments.ModelArguments` that names the encoder of a modality kind
+#: (``"auto"``: the registry's default for the kind); kinds not listed have none
+KIND_OPTIONS = {"image": "encoder", "spectrogram": "encoder", "frames": "encoder", "flow": "encoder",
+                "vector": "vector_encoder", "sequence": "sequence_encoder"}
 
 
 def modality_specs(batch: Mapping[str, Any], model_args: ModelArguments,
-                   suggested: Optional[Mapping[str, Mapping[str, Any]]] = None) -> Dict[str, Dict[str, Any]]:
-    """Encoder spec per modality from a collated batch's shapes (every key but the labels).
+                   suggested: Optional[Mapping[str, Mapping[str, Any]]] = None,
+                   kinds: Optional[Mapping[str, str]] = None) -> Dict[str, Dict[str, Any]]:
+    """Encoder spec per modality of a collated batch (every key but the labels).
 
-    ``(B, C, H, W)`` / ``(B, T, C, H, W)`` -> ``model_args.encoder`` (default: the encoder
-    ``suggested`` for the modality — the dataset's record, see
-    :meth:`~arl_hf.data.PreprocessingRecord.suggested_encoders` — else ``timm:resnet18``) with ``in_chans=C``;
-    ``(B, D)`` -> ``model_args.vector_encoder`` (``input_dim=D``); ``(B, L, D)`` -> a
-    sequence encoder. ``model_args.modality_encoders`` overrides per modality.
+    Each tensor's modality kind (:mod:`arl_hf.kinds`) is the one the dataset records (``kinds``)
+    when its rank and dtype fit, else the one its rank and dtype imply (``(B, D)`` vector,
+    ``(B, L, D)`` sequence, ``(B, C, H, W)`` image, ``(B, T, C, H, W)`` frames, integer
+    ``(B, 2, L)`` tokens). Its encoder: ``model_args.modality_encoders`` for the modality, else
+    the option of the kind (:data:`KIND_OPTIONS`: ``--encoder`` for image-like kinds,
+    ``--vector_encoder``, ``--sequence_encoder``), else the encoder ``suggested`` for the
+    modality (the dataset's record, see
+    :meth:`~arl_hf.data.PreprocessingRecord.suggested_encoders`), else the registry's default for
+    the kind (``timm:resnet18`` for image-like kinds, ``mlp`` for vectors, ``transformer`` for
+    sequences); ``"auto"`` asks for that default. The encoder's family must take the kind and
+    gives the rest of the spec (``in_chans``, ``input_dim``, ``hidden_dims``...).
     """
-    from .modeling.encoders import ENCODERS
+    from .kinds import KINDS, describe_kinds, dtype_class, kind_of_input
+    from .modeling.encoders import default_encoder, encoder_spec_for_input
 
     overrides = _parse_mapping(model_args.modality_encoders, "modality_encoders")
     modalities = [k for k in batch if k not in ("labels", "label", "label_ids")]
@@ -316,33 +326,21 @@ def modality_specs(batch: Mapping[str, Any], model_args: ModelArguments,
         x = batch[m]
         if not isinstance(x, torch.Tensor):
             raise ValueError(f"{m}: the collator returned {type(x).__name__}, expected a tensor")
-        if x.dim() in (4, 5):
-            enc = overrides.get(m) or model_args.encoder or str(
-                (suggested or {}).get(m, {}).get("encoder") or DEFAULT_IMAGE_ENCODER)
-            spec: Dict[str, Any] = {"encoder": enc}
-            if enc.startswith("timm:") or enc == "cnn":
-                spec["in_chans"] = int(x.shape[-3])
-            else:
-                raise ValueError(
-                    f"{m}: image-like input {tuple(x.shape)} needs a 'timm:<name>' or 'cnn' encoder, got {enc!r}")
-        elif x.dim() == 2:
-            enc = overrides.get(m, model_args.vector_encoder)
-            spec = {"encoder": enc, "input_dim": int(x.shape[-1])}
-            if enc == "mlp":
-                spec["hidden_dims"] = list(model_args.mlp_hidden_dims)
-        elif x.dim() == 3:
-            enc = overrides.get(m, model_args.sequence_encoder)
-            if enc == "auto":
-                enc = next((n for n in ("transformer", "lstm", "gru", "sequence") if n in ENCODERS), "")
-                if not enc:
-                    raise ValueError(
-                        f"{m}: sequence input {tuple(x.shape)} needs a sequence encoder; none is registered "
-                        f"(encoders: {sorted(ENCODERS)})"
-                    )
-            spec = {"encoder": enc, "input_dim": int(x.shape[-1])}
-        else:
-            raise ValueError(f"{m}: unsupported input shape {tuple(x.shape)} (expected 2-D to 5-D)")
-        specs[m] = spec
+        kind = kind_of_input(x, (kinds or {}).get(m))
+        if kind is None:
+            inferred = [k for k, v in KINDS.items() if v.inferred]
+            raise ValueError(f"{m}: unsupported input of shape {tuple(x.shape)} and dtype {dtype_class(x)}; "
+                             f"expected (B, ...) inputs of a kind: {describe_kinds(inferred)}")
+        option = KIND_OPTIONS.get(kind)
+        flag = getattr(model_args, option, None) if option else None
+        enc = overrides.get(m) or (None if flag == "auto" else flag)
+        if not enc and flag != "auto":
+            enc = (suggested or {}).get(m, {}).get("encoder")
+        enc = enc or default_encoder(kind)
+        if not enc:
+            raise ValueError(f"{m}: no registered encoder family takes {describe_kinds([kind])} inputs by default; "
+                             f"name one with --modality_encoders {m}=<encoder>")
+        specs[m] = encoder_spec_for_input(m, str(enc), kind, tuple(x.shape[1:]), model_args)
     if not specs:
         raise ValueError(f"dataset: the collated batch has no modality columns (keys: {sorted(batch)})")
     return specs
@@ -374,7 +372,7 @@ def build_model(
         if preprocessing is not None:
             model.config.preprocessing = dict(preprocessing)
         return model
-    specs = modality_specs(batch, model_args, _suggested_encoders(preprocessing))
+    specs = modality_specs(batch, model_args, _suggested_encoders(preprocessing), _recorded_kinds(preprocessing))
     kwargs: Dict[str, Any] = {}
     if label_names:
         kwargs["id2label"] = {i: n for i, n in enumerate(label_names)}
@@ -393,6 +391,15 @@ def build_model(
             raise ValueError(f"pretrained_weights: {m!r} is not a modality of the dataset {list(specs)}")
         load_backbone_weights(model, m, path)
     return model
+
+
+def _recorded_kinds(record: Optional[Mapping[str, Any]]) -> Dict[str, str]:
+    """Modality -> the kind a run record's dataset (``record["data"]``) records for it, if any."""
+    data = (record or {}).get("data")
+    mods = data.get("modalities") if isinstance(data, Mapping) else None
+    if not isinstance(mods, Mapping):
+        return {}
+    return {str(m): str(s["kind"]) for m, s in mods.items() if isinstance(s, Mapping) and "kind" in s}
 
 
 def _suggested_encoders(record: Optional[Mapping[str, Any]]) -> Dict[str, Dict[str, Any]]:

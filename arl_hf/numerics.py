@@ -28,6 +28,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optio
 import numpy as np
 import torch
 
+from .kinds import accepted_kinds
 from .validation import validate_batch
 
 __all__ = ["FLOAT32_MAX", "check_finite_fields", "StepGuard", "first_nonfinite", "check_finite_predictions",
@@ -239,7 +240,8 @@ class FiniteTrainingMixin:
         """:func:`~arl_hf.validation.validate_batch`; the check of a training micro-batch also reads
         the step guard, in the same host transfer."""
         pending = self.step_guard.pending() if training_step and self._guarding() else None
-        steps = validate_batch(inputs, self.modalities, self._num_labels, pending=pending)
+        steps = validate_batch(inputs, self.modalities, self._num_labels, pending=pending,
+                               kinds=accepted_kinds(self.model))
         if steps is not None:
             self._raise_for_steps(steps)
 

@@ -14,6 +14,8 @@ from typing import Any, Callable, List, Mapping, Optional, Sequence
 import numpy as np
 import torch
 
+from .kinds import FLOAT_KINDS, KINDS, describe_kinds, dtype_class
+
 __all__ = ["class_indices", "check_inputs", "validate_batch", "MAX_INPUT_MAGNITUDE"]
 
 
@@ -43,12 +45,13 @@ def class_indices(values: Any, field: str = "labels") -> np.ndarray:
 
 def check_inputs(inputs: Mapping[str, Any], modalities: Sequence[str], labels: Any = None, *,
                  expected: Optional[str] = None, unknown: str = "ignore",
-                 check_input: Optional[Callable[[str, torch.Tensor], None]] = None) -> int:
+                 check_input: Optional[Callable[[str, torch.Tensor], None]] = None,
+                 kinds: Optional[Mapping[str, Sequence[str]]] = None) -> int:
     """Check the structure of one batch of model inputs; returns the batch size.
 
-    Every name of ``modalities`` must be in ``inputs`` as a floating-point tensor with a
-    non-empty batch axis, all with the same batch size; ``labels``, when given, a ``(B,)``
-    tensor. Reads no values (no host sync).
+    Every name of ``modalities`` must be in ``inputs`` as a tensor of a dtype its encoder takes
+    (``kinds``; floating point by default) with a non-empty batch axis, all with the same batch
+    size; ``labels``, when given, a ``(B,)`` tensor. Reads no values (no host sync).
 
     Args:
         inputs: modality name -> tensor (other keys: see ``unknown``).
@@ -60,6 +63,9 @@ def check_inputs(inputs: Mapping[str, Any], modalities: Sequence[str], labels: A
             of ``modalities``.
         check_input: called as ``check_input(name, tensor)`` on each modality tensor after the
             type checks (e.g. an encoder's shape check).
+        kinds: modality -> the modality kinds (:data:`arl_hf.kinds.KINDS`) its encoder takes
+            (:func:`arl_hf.kinds.accepted_kinds` of the model); a modality not in it takes the
+            floating-point kinds. The dtypes of those kinds pass (token ids for ``tokens``).
 
     Raises:
         ValueError: naming the offending field (the modality, or ``labels``).
@@ -77,8 +83,7 @@ def check_inputs(inputs: Mapping[str, Any], modalities: Sequence[str], labels: A
         x = inputs[m]
         if not isinstance(x, torch.Tensor):
             raise ValueError(f"{m}: expected a torch.Tensor, got {type(x).__name__}")
-        if not x.is_floating_point():
-            raise ValueError(f"{m}: expected a floating-point tensor, got dtype {x.dtype}")
+        _check_dtype(m, x, (kinds or {}).get(m))
         if check_input is not None:
             check_input(m, x)
         if x.dim() == 0 or x.shape[0] == 0:
@@ -93,16 +98,28 @@ def check_inputs(inputs: Mapping[str, Any], modalities: Sequence[str], labels: A
     return batch
 
 
+def _check_dtype(name: str, x: torch.Tensor, accepted: Optional[Sequence[str]]) -> None:
+    """``ValueError`` unless the dtype of ``x`` is that of one of the ``accepted`` kinds (default: float)."""
+    accepted = tuple(accepted or FLOAT_KINDS)
+    if any(KINDS[k].dtype == dtype_class(x) for k in accepted if k in KINDS):
+        return
+    if any(KINDS[k].dtype == "float" for k in accepted if k in KINDS):
+        raise ValueError(f"{name}: expected a floating-point tensor, got dtype {x.dtype}")
+    raise ValueError(f"{name}: expected a tensor of its encoder's kinds ({describe_kinds(accepted)}), got dtype {x.dtype}")
+
+
 #: the largest input magnitude :func:`validate_batch` accepts: the square of such a value (a variance,
 #: a norm, a squared error) stays finite in float32 with room for sums of them (1e36 < 3.4e38)
 MAX_INPUT_MAGNITUDE = 1e18
 
 
 def validate_batch(batch: Mapping[str, Any], modalities: Sequence[str], num_labels: Optional[int], *,
-                   pending: Optional[torch.Tensor] = None) -> Optional[List[int]]:
+                   pending: Optional[torch.Tensor] = None,
+                   kinds: Optional[Mapping[str, Sequence[str]]] = None) -> Optional[List[int]]:
     """Check modality tensors and labels of one batch.
 
-    Raises ``ValueError`` for a missing modality, a non-tensor or non-float input, an
+    Raises ``ValueError`` for a missing modality, a non-tensor input or one of a dtype its
+    encoder does not take (``kinds``, see :func:`check_inputs`; float by default), an
     empty batch, batch sizes that differ (:func:`check_inputs`), non-finite values, values
     beyond :data:`MAX_INPUT_MAGNITUDE` in absolute value, or labels that are not integers in
     ``[0, num_labels)``. Value checks need one host sync on an accelerator.
@@ -110,11 +127,12 @@ def validate_batch(batch: Mapping[str, Any], modalities: Sequence[str], num_labe
     Args:
         pending: an int64 tensor of values to read in the same host transfer (the trainer's
             record of non-finite steps); its host values are returned.
+        kinds: modality -> the kinds its encoder takes (:func:`arl_hf.kinds.accepted_kinds`).
 
     Returns:
         ``pending``'s values as a list of ints, or ``None`` without ``pending``.
     """
-    check_inputs(batch, modalities)
+    check_inputs(batch, modalities, kinds=kinds)
     labels = batch.get("labels")
     if not isinstance(labels, torch.Tensor):
         raise ValueError(f"labels: expected a torch.Tensor of class indices, got {type(labels).__name__}")

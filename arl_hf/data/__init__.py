@@ -3,7 +3,9 @@
 ``arl_hf.data.load(name, data_dir=..., preprocessing=...)`` returns a ``DatasetDict`` with
 ``train`` / ``validation`` / ``test``, one column per modality and ``labels``. Names:
 ``cremad``, ``ave``, ``kinetics_sounds``, ``mosi``, ``ucf101``, ``avdigits`` (embedded,
-built offline). Audio presets (``ogm``, ``scipy``, ``fbank``) live in :mod:`.audio`; the
+built offline), and any builder class decorated with ``@register_dataset(name)`` (its
+defaults are class attributes; see :mod:`.builder`). ``load`` and the table live in
+:mod:`.catalog`. Audio presets (``ogm``, ``scipy``, ``fbank``) live in :mod:`.audio`; the
 batch collator (which applies each split's transform) in :mod:`.collator`; the typed preprocessing
 record in :mod:`.record`; sharing a prepared dataset in :mod:`.sharing`.
 
@@ -17,22 +19,25 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "load": "registry",
-    "attach_transforms": "registry",
-    "make_transform": "registry",
+    "load": "catalog",
+    "attach_transforms": "catalog",
+    "make_transform": "catalog",
+    "available_datasets": "catalog",
+    "builder_class": "catalog",
+    "register_dataset": "catalog",
+    "modality_spec": "catalog",
+    "modality_kinds": "catalog",
+    "preprocessing_info": "catalog",
+    "class_names": "catalog",
+    "num_classes": "catalog",
     "PreprocessingRecord": "record",
     "ModalitySpec": "record",
-    "available_datasets": "registry",
-    "builder_class": "registry",
-    "modality_spec": "registry",
-    "modality_kinds": "registry",
-    "preprocessing_info": "registry",
-    "label_names": "registry",
-    "num_labels": "registry",
-    "DATASETS": "registry",
+    "ARLBuilder": "builder",
+    "ARLBuilderConfig": "builder",
+    "VideoDatasetBuilder": "video_builder",
     "AudioPreset": "audio",
-    "PRESETS": "audio",
-    "get_preset": "audio",
+    "AUDIO_PRESETS": "audio",
+    "get_audio_preset": "audio",
     "compute_features": "audio",
     "MultimodalCollator": "collator",
     "MultimodalTransform": "transforms",

@@ -23,8 +23,8 @@ import numpy as np
 
 __all__ = [
     "AudioPreset",
-    "PRESETS",
-    "get_preset",
+    "AUDIO_PRESETS",
+    "get_audio_preset",
     "load_audio_file",
     "fit_length",
     "compute_features",
@@ -121,7 +121,7 @@ def _p(**kw: Any) -> Tuple[Tuple[str, Any], ...]:
     return tuple(sorted(kw.items()))
 
 
-PRESETS: Dict[str, AudioPreset] = {
+AUDIO_PRESETS: Dict[str, AudioPreset] = {
     "ogm": AudioPreset(
         name="ogm",
         version="1.0.0",
@@ -164,7 +164,8 @@ PRESETS: Dict[str, AudioPreset] = {
 }
 
 
-def get_preset(spec: Union[str, AudioPreset, Mapping[str, Any]], duration: Optional[float] = None) -> AudioPreset:
+def get_audio_preset(spec: Union[str, AudioPreset, Mapping[str, Any]],
+                     duration: Optional[float] = None) -> AudioPreset:
     """Resolve a preset name, record or instance; ``duration`` overrides the clip length.
 
     Raises:
@@ -175,9 +176,9 @@ def get_preset(spec: Union[str, AudioPreset, Mapping[str, Any]], duration: Optio
     elif isinstance(spec, Mapping):
         preset = AudioPreset.from_dict(spec)
     elif isinstance(spec, str):
-        if spec not in PRESETS:
-            raise ValueError(f"preprocessing: unknown audio preset {spec!r}; expected one of {sorted(PRESETS)}")
-        preset = PRESETS[spec]
+        if spec not in AUDIO_PRESETS:
+            raise ValueError(f"preprocessing: unknown audio preset {spec!r}; expected one of {sorted(AUDIO_PRESETS)}")
+        preset = AUDIO_PRESETS[spec]
     else:
         raise ValueError(f"preprocessing: expected a preset name, record or AudioPreset, got {type(spec).__name__}")
     if preset.method not in _METHODS:

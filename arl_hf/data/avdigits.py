@@ -25,8 +25,8 @@ from typing import Any, Dict
 import datasets
 import numpy as np
 
-from .audio import compute_features, get_preset
-from .builder import ARLBuilder, ARLBuilderConfig, single_thread_blas
+from .audio import compute_features, get_audio_preset
+from .builder import ARLBuilder, ARLBuilderConfig, register_dataset, single_thread_blas
 from .splits import stratified_holdout
 
 WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -143,7 +143,7 @@ def make_audio(speech: np.ndarray, speech_rate: int, rng: np.random.Generator, c
     """Synthesised word -> 1 s noisy 16 kHz waveform (before the feature preset)."""
     import librosa
 
-    preset = get_preset("avdigits")
+    preset = get_audio_preset("avdigits")
     y, _ = librosa.effects.trim(speech, top_db=35)
     y = librosa.resample(y, orig_sr=speech_rate, target_sr=preset.sample_rate)
     n = preset.num_samples
@@ -194,7 +194,7 @@ def generate(cfg: AVDigitsConfig) -> Dict[str, Any]:
         jobs.append(job)
         meta.append(job)
     waves, speech_rate = synthesize_batch(jobs)
-    preset = get_preset("avdigits")
+    preset = get_audio_preset("avdigits")
     with single_thread_blas():  # thousands of tiny matmuls: BLAS threads only add overhead
         audio = np.stack([compute_features(make_audio(waves[i], speech_rate, rngs[i], cfg), preset,
                                            source=f"avdigits sample {i}") for i in range(n)])
@@ -202,14 +202,19 @@ def generate(cfg: AVDigitsConfig) -> Dict[str, Any]:
     return {"audio": audio, "visual": visual, "labels": targets.astype(np.int64), "meta": meta}
 
 
+@register_dataset("avdigits")
 class AVDigitsBuilder(ARLBuilder):
     """AV-Digits: paired real handwritten digits and synthesised spoken digits (10 classes)."""
 
     BUILDER_CONFIG_CLASS = AVDigitsConfig
     # 1.1.0: partner-digit confusions (visual/audio_partner_prob); 1.2.0: ``bench`` recalibrated, ``main``
     VERSION = datasets.Version("1.2.0")
-    DATASET = "avdigits"
     CONFIGS = CONFIGS
+    # generated offline with its own preset (the features are part of the data)
+    AUDIO_PRESET = "avdigits"
+    AUDIO_DURATION = 1.0
+    FIXED_AUDIO_PRESET = True
+    REQUIRES_DATA_DIR = False
     MODALITIES = {
         "audio": {"kind": "spectrogram", "encoder": "timm:resnet18", "in_chans": 1},
         "visual": {"kind": "image", "encoder": "timm:resnet18", "in_chans": 1},

@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import datasets
 
-from .builder import ARLBuilder, ARLBuilderConfig, read_text_lines
-from .splits import stratified_holdout
+from .builder import ARLBuilderConfig, read_text_lines, register_dataset
+from .video_builder import VideoDatasetBuilder
 
 SPLIT_FILES = {"train": "trainSet.txt", "validation": "valSet.txt", "test": "testSet.txt"}
-VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov")
 
 
 @dataclasses.dataclass
@@ -68,17 +67,12 @@ def _rows(path: str, what: str) -> List[Tuple[str, str, str, float, float]]:
     return rows
 
 
-class AVEBuilder(ARLBuilder):
+@register_dataset("ave")
+class AVEBuilder(VideoDatasetBuilder):
     """AVE (Tian et al., ECCV 2018): 4,143 10-second videos, 28 event categories."""
 
     BUILDER_CONFIG_CLASS = AVEConfig
     VERSION = datasets.Version("1.0.0")
-    DATASET = "ave"
-    MODALITIES = {
-        "audio": {"kind": "spectrogram", "encoder": "timm:resnet18", "in_chans": 1},
-        "visual": {"kind": "frames", "encoder": "timm:resnet18", "in_chans": 3},
-    }
-    DEFAULT_NUM_FRAMES = 3
     HOMEPAGE = "https://github.com/YapengTian/AVE-ECCV18"
     CITATION = "Tian et al., Audio-Visual Event Localization in Unconstrained Videos, ECCV 2018."
     EXTRA_FEATURES = {"start": datasets.Value("float32"), "end": datasets.Value("float32")}
@@ -88,20 +82,13 @@ class AVEBuilder(ARLBuilder):
         root = self._require_data_dir()
         if cfg.validation not in ("official", "holdout"):
             raise ValueError(f"validation: expected 'official' or 'holdout', got {cfg.validation!r}")
-        video_dir = os.path.join(root, cfg.video_dir) if cfg.video_dir else (
-            os.path.join(root, "AVE") if os.path.isdir(os.path.join(root, "AVE")) else root)
-        if not os.path.isdir(video_dir):
-            raise FileNotFoundError(f"ave: video folder not found: {video_dir}")
+        video_dir = self._find(root, cfg.video_dir, ("AVE",), "video folder", required=False) or root
         if cfg.class_list:
-            names = read_text_lines(cfg.class_list if os.path.isabs(cfg.class_list)
-                                    else os.path.join(root, cfg.class_list), "class list")
+            names = self._read_class_list(self._find(root, cfg.class_list, (), "class list", folder=False))
         else:
             names = sorted({r[0] for r in _rows(os.path.join(root, "Annotations.txt"), "annotation file")})
-        if len(set(names)) != len(names):
-            raise ValueError(f"class_list: duplicate class names in {names}")
         index = {n: i for i, n in enumerate(names)}
-        videos = {os.path.splitext(n)[0]: os.path.join(video_dir, n) for n in sorted(os.listdir(video_dir))
-                  if n.lower().endswith(VIDEO_EXTENSIONS)}
+        videos = self._index_videos(video_dir)
 
         wanted = ("train", "validation", "test") if cfg.validation == "official" else ("train", "test")
         items: Dict[str, List[Dict[str, Any]]] = {}
@@ -111,9 +98,7 @@ class AVEBuilder(ARLBuilder):
             raw = []
             for n, (cat, vid, _, s, e) in enumerate(_rows(path, f"{split} split file"), start=1):
                 key = f"{vid}_{s:g}_{e:g}"
-                if key in seen:
-                    raise ValueError(f"{path}:{n}: segment {key} already listed in the {seen[key]} split")
-                seen[key] = split
+                self._claim(seen, key, split, f"{path}:{n}", what="segment")
                 raw.append({"id": key, "category": cat, "video_id": vid, "start": s, "end": e,
                             "where": f"{path}:{n}"})
 
@@ -121,26 +106,19 @@ class AVEBuilder(ARLBuilder):
                 if item["category"] not in index:
                     raise ValueError(f"{item['where']}: label {item['category']!r} is not in the class list "
                                      f"({len(names)} classes)")
-                if item["video_id"] not in videos:
-                    raise FileNotFoundError(f"{item['where']}: video file not found: "
-                                            f"{os.path.join(video_dir, item['video_id'])}.mp4")
-                item["label"], item["video"] = index[item["category"]], videos[item["video_id"]]
+                item["video"] = self._video_of(videos, item["video_id"], video_dir, item["where"])
+                item["label"] = index[item["category"]]
 
             items[split] = self._filter_items(raw, check, f"{split} segments")
         split_record: Dict[str, Any] = {"method": "official lists", "files": dict(SPLIT_FILES)}
         if cfg.validation == "holdout":
-            train = items["train"]
-            keep, val = stratified_holdout([it["label"] for it in train], float(cfg.validation_fraction),
-                                           int(cfg.split_seed))
-            items = {"train": [train[i] for i in keep], "validation": [train[i] for i in val], "test": items["test"]}
+            items = self._validation_from_train(items)
             split_record = {"method": "official train/test, validation held out of trainSet.txt",
                             "validation_seed": int(cfg.split_seed), "stratified_by": "label"}
         options = {"segment": bool(cfg.segment), "video_dir": os.path.relpath(video_dir, root),
                    "class_list": cfg.class_list or "sorted categories of Annotations.txt"}
         return items, names, split_record, options
 
-    def _example(self, item: Dict[str, Any]) -> Dict[str, Any]:
-        s, e = (item["start"], item["end"]) if self.config.segment else (None, None)
-        return {"audio": self._audio_from_video(item["video"], s, e),
-                "visual": self._frames_from_video(item["video"], s, e),
-                "start": item["start"], "end": item["end"]}
+    def _segment(self, item: Dict[str, Any]) -> Tuple[Optional[float], Optional[float]]:
+        """The annotated event segment, or the whole video with ``segment=False``."""
+        return (item["start"], item["end"]) if self.config.segment else (None, None)

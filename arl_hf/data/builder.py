@@ -1,6 +1,9 @@
-"""Shared base of the dataset builders (``datasets.GeneratorBasedBuilder`` subclasses).
+"""Shared base of the dataset builders (``datasets.GeneratorBasedBuilder`` subclasses) and the
+table of registered datasets.
 
-It holds the config fields every builder has (audio preset, frame pool, split seed,
+A dataset is one :class:`ARLBuilder` subclass decorated with :func:`register_dataset`; its
+defaults for :func:`arl_hf.data.load` are class attributes (``AUDIO_PRESET``, ``FRAME_POOL``...).
+The base holds the config fields every builder has (audio preset, frame pool, split seed,
 validation fraction, error policy), writes the preprocessing record into
 ``DatasetInfo.description`` (JSON: preset name + all parameters, frame pool, split seeds,
 modality kinds), and applies the ``on_error`` policy to bad raw files.
@@ -12,13 +15,14 @@ import dataclasses
 import io
 import json
 import os
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import datasets
 import numpy as np
 from ..log import get_logger
+from ..registry import Registry
 
-from .audio import AudioPreset, compute_features, get_preset, load_audio_file
+from .audio import AUDIO_PRESETS, AudioPreset, compute_features, get_audio_preset, load_audio_file
 from .record import MODALITY_KINDS, RECORD_FORMAT, PreprocessingRecord
 from .video import (decode_video_audio, decode_video_frames, encode_jpeg, list_frame_files, pool_indices,
                     read_image_bytes)
@@ -73,15 +77,31 @@ class ARLBuilderConfig(datasets.BuilderConfig):
 
 class ARLBuilder(datasets.GeneratorBasedBuilder):
     """Base builder: subclasses implement ``_resolve`` (read the layout, return split items and
-    label names) and ``_example`` (one item -> one example dict)."""
+    label names) and ``_example`` (one item -> one example dict), and declare the dataset's
+    modalities and the defaults :func:`arl_hf.data.load` uses as class attributes."""
 
     BUILDER_CONFIG_CLASS = ARLBuilderConfig
     VERSION = datasets.Version("1.0.0")
 
+    #: the registered name (set by :func:`register_dataset`)
     DATASET: str = ""
     #: modality -> {"kind": ..., "encoder": ..., "in_chans"/"input_dim": ...}
     MODALITIES: Dict[str, Dict[str, Any]] = {}
+    #: frames per clip the transform gives the model by default (recorded with the frames)
     DEFAULT_NUM_FRAMES: int = 1
+    #: default audio preset name for ``spectrogram`` modalities (``None``: no raw audio, and
+    #: ``load`` refuses ``preprocessing`` / ``audio_duration``)
+    AUDIO_PRESET: Optional[str] = None
+    #: clip seconds a named preset that tiles/cuts is set to when ``audio_duration`` is not given
+    AUDIO_DURATION: Optional[float] = None
+    #: ``True``: the preset is part of the data (``load`` accepts no other preset or duration)
+    FIXED_AUDIO_PRESET: bool = False
+    #: frames kept per clip in the cache when ``load`` is not given ``frame_pool`` (0 keeps all)
+    FRAME_POOL: int = 0
+    #: whether ``load`` needs ``data_dir`` (the raw download); ``False`` for generated data
+    REQUIRES_DATA_DIR: bool = True
+    #: named configurations (``load(name, config=...)``): sets of config options
+    CONFIGS: Dict[str, Dict[str, Any]] = {"default": {}}
     HOMEPAGE: str = ""
     CITATION: str = ""
     EXTRA_FEATURES: Dict[str, Any] = {}
@@ -90,7 +110,7 @@ class ARLBuilder(datasets.GeneratorBasedBuilder):
     @property
     def preset(self) -> Optional[AudioPreset]:
         """The audio preset of this build, or ``None``."""
-        return get_preset(json.loads(self.config.preset)) if self.config.preset else None
+        return get_audio_preset(json.loads(self.config.preset)) if self.config.preset else None
 
     def _modality_features(self) -> Dict[str, Any]:
         out: Dict[str, Any] = {}
@@ -263,6 +283,71 @@ class ARLBuilder(datasets.GeneratorBasedBuilder):
         jpegs, _ = decode_video_frames(path, int(self.config.frame_pool), start=start, end=end,
                                        max_side=int(self.config.frame_max_side) or None)
         return [{"bytes": b, "path": None} for b in jpegs]
+
+
+#: registered dataset name -> builder class (:func:`register_dataset`; read through
+#: :func:`arl_hf.data.builder_class`, which imports the built-in datasets first)
+DATASETS = Registry("dataset", attribute="DATASET")
+
+
+def register_dataset(name: str) -> Callable[[type], type]:
+    """Class decorator registering an :class:`ARLBuilder` subclass as dataset ``name``.
+
+    Sets ``DATASET = name`` on the class and checks its declared defaults, so that a
+    mistake is reported where the dataset is defined::
+
+        @register_dataset("mine")
+        class MineBuilder(ARLBuilder):
+            MODALITIES = {"audio": {"kind": "spectrogram", "encoder": "timm:resnet18", "in_chans": 1}}
+            AUDIO_PRESET, AUDIO_DURATION = "scipy", 3.0
+            ...
+
+    Raises:
+        ValueError: not an ``ARLBuilder`` subclass, or a class attribute that cannot work
+            (named, with what was expected and what was found).
+    """
+
+    def deco(cls: type) -> type:
+        check_builder_class(cls, name)
+        return DATASETS.register(name)(cls)
+
+    return deco
+
+
+def check_builder_class(cls: Any, name: str) -> None:
+    """``ValueError`` naming the first class attribute of ``cls`` that :func:`arl_hf.data.load`
+    cannot work with (see :func:`register_dataset`)."""
+    where = f"dataset {name!r} ({getattr(cls, '__name__', cls)!r})"
+    if not (isinstance(cls, type) and issubclass(cls, ARLBuilder)):
+        raise ValueError(f"{where}: expected a subclass of arl_hf.data.builder.ARLBuilder, got {cls!r}")
+    if not (isinstance(cls.BUILDER_CONFIG_CLASS, type) and issubclass(cls.BUILDER_CONFIG_CLASS, ARLBuilderConfig)):
+        raise ValueError(f"{where}: BUILDER_CONFIG_CLASS: expected a subclass of ARLBuilderConfig, "
+                         f"got {cls.BUILDER_CONFIG_CLASS!r}")
+    mods = cls.MODALITIES
+    if not isinstance(mods, Mapping) or not mods:
+        raise ValueError(f"{where}: MODALITIES: expected a non-empty mapping modality -> spec, got {mods!r}")
+    for mod, spec in mods.items():
+        kind = spec.get("kind") if isinstance(spec, Mapping) else None
+        if kind not in MODALITY_KINDS:
+            raise ValueError(f"{where}: MODALITIES[{mod!r}]['kind']: expected one of {MODALITY_KINDS}, got {kind!r}")
+    has_spectrogram = any(spec["kind"] == "spectrogram" for spec in mods.values())
+    preset = cls.AUDIO_PRESET
+    if has_spectrogram and preset not in AUDIO_PRESETS:
+        raise ValueError(f"{where}: AUDIO_PRESET: a spectrogram modality needs a default audio preset, one of "
+                         f"{sorted(AUDIO_PRESETS)}; got {preset!r}")
+    if not has_spectrogram and preset is not None:
+        raise ValueError(f"{where}: AUDIO_PRESET: expected None (no spectrogram modality), got {preset!r}")
+    duration = cls.AUDIO_DURATION
+    if duration is not None and (isinstance(duration, bool) or not isinstance(duration, (int, float))
+                                 or not duration > 0):
+        raise ValueError(f"{where}: AUDIO_DURATION: expected None or seconds > 0, got {duration!r}")
+    for attr, low in (("FRAME_POOL", 0), ("DEFAULT_NUM_FRAMES", 1)):
+        value = getattr(cls, attr)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{where}: {attr}: expected an int >= {low}, got {value!r}")
+    configs = cls.CONFIGS
+    if not isinstance(configs, Mapping) or not all(isinstance(v, Mapping) for v in configs.values()):
+        raise ValueError(f"{where}: CONFIGS: expected a mapping name -> options (a mapping), got {configs!r}")
 
 
 def single_thread_blas():

@@ -76,7 +76,7 @@ class MultimodalCollator:
           training split is augmented and the others not), and the collator only stacks. Prefer
           one collator per split.
         """
-        from .registry import bind_transforms_in_place, is_transformed, make_transform, modality_kinds
+        from .catalog import bind_transforms_in_place, is_transformed, make_transform, modality_kinds
 
         kinds = {name: {"kind": kind} for name, kind in modality_kinds(dataset).items()}
         if not hasattr(dataset, "info") and isinstance(dataset, Mapping):  # a DatasetDict

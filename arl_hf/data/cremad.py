@@ -22,8 +22,8 @@ from typing import Any, Dict, List, Tuple
 
 import datasets
 
-from .builder import ARLBuilder, ARLBuilderConfig, check_files_exist
-from .splits import group_holdout, stratified_holdout
+from .builder import ARLBuilderConfig, check_files_exist, register_dataset
+from .video_builder import VideoDatasetBuilder
 
 EMOTION_CODES = ("NEU", "HAP", "SAD", "FEA", "DIS", "ANG")
 LABEL_NAMES = ["neutral", "happy", "sad", "fear", "disgust", "anger"]
@@ -77,28 +77,19 @@ def emotion_index(value: str, where: str) -> int:
                      f"{list(EMOTION_CODES)} or {LABEL_NAMES}")
 
 
-class CremadBuilder(ARLBuilder):
+@register_dataset("cremad")
+class CremadBuilder(VideoDatasetBuilder):
     """CREMA-D (Cao et al., 2014): 7,442 clips of 91 actors, 6 emotions."""
 
     BUILDER_CONFIG_CLASS = CremadConfig
     VERSION = datasets.Version("1.1.0")  # 1.1: frame_max_side shrinks frame files
-    DATASET = "cremad"
-    MODALITIES = {
-        "audio": {"kind": "spectrogram", "encoder": "timm:resnet18", "in_chans": 1},
-        "visual": {"kind": "frames", "encoder": "timm:resnet18", "in_chans": 3},
-    }
     DEFAULT_NUM_FRAMES = 1
+    AUDIO_DURATION = 3.0
+    FRAME_POOL = 3
     HOMEPAGE = "https://github.com/CheyneyComputerScience/CREMA-D"
     CITATION = ("Cao et al., CREMA-D: Crowd-sourced Emotional Multimodal Actors Dataset, "
                 "IEEE Transactions on Affective Computing 5(4), 2014.")
     EXTRA_FEATURES = {"actor": datasets.Value("int32")}
-
-    def _find_dir(self, root: str, configured: str, candidates: Tuple[str, ...], what: str) -> str:
-        names = (configured,) if configured else candidates
-        for n in names:
-            if os.path.isdir(os.path.join(root, n)):
-                return os.path.join(root, n)
-        raise FileNotFoundError(f"cremad: {what} folder not found under {root}; expected one of {list(names)}")
 
     def _resolve(self):
         cfg = self.config
@@ -110,11 +101,11 @@ class CremadBuilder(ARLBuilder):
         has_csv = all(os.path.isfile(os.path.join(root, f)) for f in ("train.csv", "test.csv"))
         layout = cfg.layout if cfg.layout != "auto" else ("extracted" if has_csv else "official")
         split = cfg.split if cfg.split != "auto" else ("csv" if layout == "extracted" else "clip")
-        audio_dir = self._find_dir(root, cfg.audio_dir, AUDIO_DIR_CANDIDATES, "audio")
+        audio_dir = self._find(root, cfg.audio_dir, AUDIO_DIR_CANDIDATES, "audio folder")
 
         csv_split: Dict[str, str] = {}
         if layout == "official":
-            video_dir = self._find_dir(root, "VideoFlash", ("VideoFlash",), "video")
+            video_dir = self._find(root, "", ("VideoFlash",), "video folder")
             stems = {os.path.splitext(n)[0] for n in os.listdir(audio_dir) if n.lower().endswith(".wav")}
             stems |= {os.path.splitext(n)[0] for n in os.listdir(video_dir) if n.lower().endswith(".flv")}
             if not stems:
@@ -125,7 +116,7 @@ class CremadBuilder(ARLBuilder):
                 raise ValueError("split: 'csv' needs train.csv and test.csv in data_dir "
                                  f"({root}); use 'clip' or 'actor' for the official layout")
         else:
-            frames_root = self._find_dir(root, cfg.frames_dir, FRAME_DIR_CANDIDATES, "frames")
+            frames_root = self._find(root, cfg.frames_dir, FRAME_DIR_CANDIDATES, "frames folder")
             raw = []
             for part in ("train", "test"):
                 for clip, label in self._read_csv(os.path.join(root, f"{part}.csv")):
@@ -148,30 +139,22 @@ class CremadBuilder(ARLBuilder):
         items = self._filter_items(raw, check, "clips")
         if len(items) < 3:
             raise ValueError(f"cremad: found {len(items)} usable clips under {root}; expected at least 3")
-        labels = [it["label"] for it in items]
-        seed, vf = int(cfg.split_seed), float(cfg.validation_fraction)
+        seed, vf, tf = int(cfg.split_seed), float(cfg.validation_fraction), float(cfg.test_fraction)
         if split == "csv":
-            train = [i for i, it in enumerate(items) if csv_split[it["id"]] == "train"]
-            test = [i for i, it in enumerate(items) if csv_split[it["id"]] == "test"]
-            keep, val = stratified_holdout([labels[i] for i in train], vf, seed)
-            parts = {"train": [train[i] for i in keep], "validation": [train[i] for i in val], "test": test}
+            out = self._validation_from_train({part: [it for it in items if csv_split[it["id"]] == part]
+                                               for part in ("train", "test")})
             split_record = {"method": "csv", "test": "test.csv", "validation": "stratified holdout of train.csv"}
-        elif split == "clip":
-            rest, test = stratified_holdout(labels, float(cfg.test_fraction), seed, field="test_fraction")
-            keep, val = stratified_holdout([labels[i] for i in rest], vf, seed + 1)
-            parts = {"train": [rest[i] for i in keep], "validation": [rest[i] for i in val], "test": test}
-            split_record = {"method": "clip", "test_fraction": float(cfg.test_fraction), "test_seed": seed,
-                            "validation_seed": seed + 1, "stratified_by": "label"}
         else:
-            actors = [it["actor"] for it in items]
-            rest, test = group_holdout(actors, float(cfg.test_fraction), seed, field="test_fraction")
-            keep, val = group_holdout([actors[i] for i in rest], vf, seed + 1)
-            parts = {"train": [rest[i] for i in keep], "validation": [rest[i] for i in val], "test": test}
-            split_record = {"method": "actor", "test_fraction": float(cfg.test_fraction), "test_seed": seed,
-                            "validation_seed": seed + 1,
-                            "test_actors": sorted({actors[i] for i in test}),
-                            "validation_actors": sorted({actors[rest[i]] for i in val})}
-        out = {k: [items[i] for i in v] for k, v in parts.items()}
+            group_by = "actor" if split == "actor" else None
+            rest, test = self._hold_out(items, tf, seed, group_by=group_by, field="test_fraction")
+            train, validation = self._hold_out(rest, vf, seed + 1, group_by=group_by)
+            out = {"train": train, "validation": validation, "test": test}
+            split_record = {"method": split, "test_fraction": tf, "test_seed": seed, "validation_seed": seed + 1}
+            if split == "clip":
+                split_record["stratified_by"] = "label"
+            else:
+                split_record.update(test_actors=sorted({it["actor"] for it in test}),
+                                    validation_actors=sorted({it["actor"] for it in validation}))
         options = {"layout": layout, "audio_dir": os.path.basename(audio_dir)}
         return out, LABEL_NAMES, split_record, options
 
@@ -193,11 +176,3 @@ class CremadBuilder(ARLBuilder):
         if not rows:
             raise ValueError(f"{path}: split file lists no clips")
         return rows
-
-    def _example(self, item: Dict[str, Any]) -> Dict[str, Any]:
-        audio = self._audio_from_file(item["audio"])
-        if "video" in item:
-            frames = self._frames_from_video(item["video"])
-        else:
-            frames = self._frames_from_folder(item["frames"])
-        return {"audio": audio, "visual": frames, "actor": item["actor"]}

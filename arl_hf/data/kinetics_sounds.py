@@ -19,14 +19,12 @@ import csv
 import dataclasses
 import io
 import os
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Tuple
 
 import datasets
 
-from .builder import ARLBuilder, ARLBuilderConfig, read_text_lines
-from .splits import stratified_holdout
-
-VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov")
+from .builder import ARLBuilderConfig, read_text_lines, register_dataset
+from .video_builder import VideoDatasetBuilder
 
 
 @dataclasses.dataclass
@@ -50,17 +48,6 @@ class KineticsSoundsConfig(ARLBuilderConfig):
     validation_file: str = ""
     clips_dir: str = ""
     audio_dir: str = ""
-
-
-def _resolve_path(root: str, value: str, defaults: Tuple[str, ...], what: str, required: bool = True) -> Optional[str]:
-    candidates = [value] if value else list(defaults)
-    for c in candidates:
-        p = c if os.path.isabs(c) else os.path.join(root, c)
-        if os.path.isfile(p):
-            return p
-    if required:
-        raise FileNotFoundError(f"kinetics_sounds: {what} not found; looked for {candidates} under {root}")
-    return None
 
 
 def read_split_file(path: str) -> List[Tuple[str, str, int]]:
@@ -95,81 +82,46 @@ def read_split_file(path: str) -> List[Tuple[str, str, int]]:
     return rows
 
 
-class KineticsSoundsBuilder(ARLBuilder):
+@register_dataset("kinetics_sounds")
+class KineticsSoundsBuilder(VideoDatasetBuilder):
     """Kinetics-Sounds (Arandjelovic & Zisserman, 2017) on the user's class list and splits."""
 
     BUILDER_CONFIG_CLASS = KineticsSoundsConfig
     VERSION = datasets.Version("1.0.0")
-    DATASET = "kinetics_sounds"
-    MODALITIES = {
-        "audio": {"kind": "spectrogram", "encoder": "timm:resnet18", "in_chans": 1},
-        "visual": {"kind": "frames", "encoder": "timm:resnet18", "in_chans": 3},
-    }
-    DEFAULT_NUM_FRAMES = 3
     HOMEPAGE = "https://github.com/cvdfoundation/kinetics-dataset"
     CITATION = "Arandjelovic and Zisserman, Look, Listen and Learn, ICCV 2017."
 
     def _resolve(self):
         cfg = self.config
         root = self._require_data_dir()
-        class_file = _resolve_path(root, cfg.class_list, ("classes.txt", "class_list.txt"), "class list")
-        names = read_text_lines(class_file, "class list")
-        if len(set(names)) != len(names):
-            dup = sorted({n for n in names if names.count(n) > 1})
-            raise ValueError(f"{class_file}: duplicate class names {dup}")
+        class_file = self._find(root, cfg.class_list, ("classes.txt", "class_list.txt"), "class list", folder=False)
+        names = self._read_class_list(class_file)
         index = {n: i for i, n in enumerate(names)}
-        clips_dir = (cfg.clips_dir if os.path.isabs(cfg.clips_dir) else os.path.join(root, cfg.clips_dir)) \
-            if cfg.clips_dir else root
-        if not os.path.isdir(clips_dir):
-            raise FileNotFoundError(f"kinetics_sounds: clips_dir not found: {clips_dir}")
-        audio_dir = None
-        if cfg.audio_dir:
-            audio_dir = cfg.audio_dir if os.path.isabs(cfg.audio_dir) else os.path.join(root, cfg.audio_dir)
-            if not os.path.isdir(audio_dir):
-                raise FileNotFoundError(f"kinetics_sounds: audio_dir not found: {audio_dir}")
-        by_stem: Dict[str, List[str]] = {}
-        for dirpath, _, files in os.walk(clips_dir):
-            for f in files:
-                if f.lower().endswith(VIDEO_EXTENSIONS):
-                    by_stem.setdefault(os.path.splitext(f)[0], []).append(os.path.join(dirpath, f))
+        clips_dir = self._find(root, cfg.clips_dir, (), "clips folder", required=False) or root
+        audio_dir = self._find(root, cfg.audio_dir, (), "audio folder", required=False)
+        by_stem = self._index_videos(clips_dir, recursive=True)
 
         files = {
-            "train": _resolve_path(root, cfg.train_file, ("train.csv", "train.txt"), "train split file"),
-            "test": _resolve_path(root, cfg.test_file, ("test.csv", "test.txt"), "test split file"),
+            "train": self._find(root, cfg.train_file, ("train.csv", "train.txt"), "train split file", folder=False),
+            "test": self._find(root, cfg.test_file, ("test.csv", "test.txt"), "test split file", folder=False),
         }
-        val_file = _resolve_path(root, cfg.validation_file, ("val.csv", "val.txt", "validation.csv",
-                                                             "validation.txt"), "validation split file",
-                                 required=bool(cfg.validation_file))
+        val_file = self._find(root, cfg.validation_file, ("val.csv", "val.txt", "validation.csv", "validation.txt"),
+                              "validation split file", folder=False, required=False)
         if val_file:
             files["validation"] = val_file
 
         items: Dict[str, List[Dict[str, Any]]] = {}
         seen: Dict[str, str] = {}
         for split, path in files.items():
-            raw = []
-            for clip, label, n in read_split_file(path):
-                raw.append({"clip": clip, "class": label, "where": f"{path}:{n}"})
+            raw = [{"clip": clip, "class": label, "where": f"{path}:{n}"} for clip, label, n in read_split_file(path)]
 
             def check(item: Dict[str, Any]) -> None:
                 if item["class"] not in index:
                     raise ValueError(f"{item['where']}: label {item['class']!r} is not in the class list "
                                      f"{class_file} ({len(names)} classes)")
-                clip = item["clip"]
-                direct = os.path.join(clips_dir, clip)
-                if os.path.isfile(direct):
-                    video = direct
-                else:
-                    stem = os.path.splitext(os.path.basename(clip))[0]
-                    found = by_stem.get(stem, [])
-                    if not found:
-                        raise FileNotFoundError(f"{item['where']}: clip file not found for {clip!r} under {clips_dir}")
-                    if len(found) > 1:
-                        raise ValueError(f"{item['where']}: clip {clip!r} is ambiguous: {sorted(found)}")
-                    video = found[0]
+                video = self._video_of(by_stem, item["clip"], clips_dir, item["where"], what="clip file")
                 key = os.path.relpath(video, clips_dir)
-                if key in seen:
-                    raise ValueError(f"{item['where']}: clip {key} already listed in the {seen[key]} split")
-                seen[key] = split
+                self._claim(seen, key, split, item["where"])
                 item.update(id=key, video=video, label=index[item["class"]])
                 if audio_dir is not None:
                     wav = os.path.join(audio_dir, os.path.splitext(os.path.basename(video))[0] + ".wav")
@@ -181,17 +133,10 @@ class KineticsSoundsBuilder(ARLBuilder):
         if val_file:
             split_record: Dict[str, Any] = {"method": "user split files", "validation": os.path.basename(val_file)}
         else:
-            train = items["train"]
-            keep, val = stratified_holdout([it["label"] for it in train], float(cfg.validation_fraction),
-                                           int(cfg.split_seed))
-            items = {"train": [train[i] for i in keep], "validation": [train[i] for i in val], "test": items["test"]}
+            items = self._validation_from_train(items)
             split_record = {"method": "user split files; validation held out of train",
                             "validation_seed": int(cfg.split_seed), "stratified_by": "label"}
         split_record["files"] = {k: os.path.basename(v) for k, v in files.items()}
         options = {"class_list": os.path.basename(class_file), "num_classes": len(names),
                    "audio_source": "audio_dir wav" if audio_dir else "clip audio track"}
         return items, names, split_record, options
-
-    def _example(self, item: Dict[str, Any]) -> Dict[str, Any]:
-        audio = self._audio_from_file(item["audio"]) if "audio" in item else self._audio_from_video(item["video"])
-        return {"audio": audio, "visual": self._frames_from_video(item["video"])}

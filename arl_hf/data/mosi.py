@@ -33,7 +33,7 @@ import datasets
 import numpy as np
 from ..log import get_logger
 
-from .builder import ARLBuilder, ARLBuilderConfig
+from .builder import ARLBuilder, ARLBuilderConfig, register_dataset
 
 logger = get_logger(__name__)
 
@@ -121,12 +121,12 @@ def _pick(d: Mapping[str, Any], keys: Tuple[str, ...], where: str, what: str) ->
     raise ValueError(f"{where}: no {what} key; expected one of {list(keys)}, found {sorted(map(str, d))}")
 
 
+@register_dataset("mosi")
 class MOSIBuilder(ARLBuilder):
     """CMU-MOSI (Zadeh et al., 2016): 2,199 utterances of 93 videos, sentiment in [-3, 3]."""
 
     BUILDER_CONFIG_CLASS = MOSIConfig
     VERSION = datasets.Version("1.0.0")
-    DATASET = "mosi"
     MODALITIES = {
         "audio": {"kind": "sequence", "encoder": "mlp", "hidden_dims": [64, 64]},
         "visual": {"kind": "sequence", "encoder": "mlp", "hidden_dims": [64, 64]},

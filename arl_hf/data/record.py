@@ -16,13 +16,15 @@ import dataclasses
 import json
 from typing import Any, Dict, List, Mapping, Optional
 
+from ..kinds import STORED_KINDS
+
 __all__ = ["RECORD_FORMAT", "MODALITY_KINDS", "ModalitySpec", "PreprocessingRecord", "preprocessing_text", "format_value"]
 
 #: the format tag of the record (``<family>/<revision>``); any ``arl_hf.data/*`` reads
 RECORD_FORMAT = "arl_hf.data/1"
 
-#: storage kinds of a modality column (see :mod:`arl_hf.data.builder`)
-MODALITY_KINDS = ("spectrogram", "frames", "flow", "sequence", "image")
+#: storage kinds of a modality column (see :mod:`arl_hf.data.builder`): the stored kinds of :mod:`arl_hf.kinds`
+MODALITY_KINDS = STORED_KINDS
 
 #: the keys of a modality spec that make up the encoder suggestion for ``MultimodalConfig``
 ENCODER_KEYS = ("encoder", "in_chans", "input_dim", "hidden_dims")

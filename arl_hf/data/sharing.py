@@ -102,7 +102,7 @@ def dataset_card(dataset_dict: Any, where: str, data: Any = None) -> "DatasetCar
     it from ``where`` (the folder or repo id)."""
     from huggingface_hub import DatasetCard, DatasetCardData
 
-    from .registry import preprocessing_info
+    from .catalog import preprocessing_info
 
     record = json.loads(json.dumps(preprocessing_info(dataset_dict)))
     first = _first_split(dataset_dict)
@@ -135,7 +135,7 @@ def export_prepared(dataset_dict: Any, folder: str) -> str:
     from datasets.utils.metadata import MetadataConfigs
     from huggingface_hub import DatasetCardData
 
-    from .registry import preprocessing_info
+    from .catalog import preprocessing_info
 
     record = preprocessing_info(dataset_dict)
     _check_splits(dataset_dict)
@@ -171,7 +171,7 @@ def push_prepared(dataset_dict: Any, repo_id: str, *, private: Optional[bool] = 
     import datasets
     from huggingface_hub import DatasetCard, hf_hub_download
 
-    from .registry import preprocessing_info
+    from .catalog import preprocessing_info
 
     preprocessing_info(dataset_dict)
     if not _HUB_ID.fullmatch(str(repo_id)):
@@ -250,7 +250,7 @@ def load_prepared(path_or_repo: str, *, cache_dir: Optional[str] = None, transfo
     import datasets
 
     from .record import PreprocessingRecord
-    from .registry import finish
+    from .catalog import finish
 
     folder = os.path.expanduser(str(path_or_repo))
     if not os.path.isdir(folder):

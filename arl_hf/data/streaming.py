@@ -74,7 +74,7 @@ def export_shards(dataset_dict: Any, folder: str, num_shards: Union[int, Mapping
     """
     import yaml
 
-    from .registry import preprocessing_info
+    from .catalog import preprocessing_info
     from .sharing import RECORD_FILE
 
     record = preprocessing_info(dataset_dict)
@@ -239,7 +239,7 @@ def stream_split(folder: str, split: str = "train", *, transform: bool = True, n
     from datasets.distributed import split_dataset_by_node
 
     from .record import PreprocessingRecord
-    from .registry import make_transform
+    from .catalog import make_transform
     from .sharing import RECORD_FILE
 
     if split not in SPLITS:

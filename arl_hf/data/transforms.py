@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..kinds import STORED_KINDS
 from ..validation import class_indices
 from .video import select_frame_indices
 
@@ -237,7 +238,7 @@ class MultimodalTransform:
             raise ValueError(f"image_size: expected a positive int, got {image_size!r}")
         self.modalities = {k: dict(v) for k, v in modalities.items()}
         for name, spec in self.modalities.items():
-            if spec.get("kind") not in ("spectrogram", "frames", "flow", "sequence", "image"):
+            if spec.get("kind") not in STORED_KINDS:
                 raise ValueError(f"modalities[{name!r}]['kind']: unknown kind {spec.get('kind')!r}")
         self.train = bool(train)
         self.num_frames = int(num_frames)

@@ -18,13 +18,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Tuple
 
 import datasets
 
-from .builder import ARLBuilder, ARLBuilderConfig, read_text_lines
-from .splits import group_holdout
-from .video import list_frame_files, pool_indices, read_image_bytes
+from .builder import ARLBuilderConfig, read_text_lines, register_dataset
+from .video_builder import VideoDatasetBuilder
 
 _NAME_RE = re.compile(r"^v_(.+)_g(\d+)_c(\d+)$")
 RGB_DIR_CANDIDATES = ("jpegs_256", "rgb", "frames")
@@ -59,40 +58,32 @@ def parse_video_name(stem: str) -> Tuple[str, int, int]:
     return m.group(1), int(m.group(2)), int(m.group(3))
 
 
-class UCF101Builder(ARLBuilder):
+@register_dataset("ucf101")
+class UCF101Builder(VideoDatasetBuilder):
     """UCF-101 (Soomro et al., 2012): 13,320 clips, 101 actions, RGB + optical flow."""
 
     BUILDER_CONFIG_CLASS = UCF101Config
     VERSION = datasets.Version("1.1.0")  # 1.1: frame_max_side shrinks frame files
-    DATASET = "ucf101"
     MODALITIES = {
         "rgb": {"kind": "frames", "encoder": "timm:resnet18", "in_chans": 3},
         "flow": {"kind": "flow", "encoder": "timm:resnet18", "in_chans": 2},
     }
-    DEFAULT_NUM_FRAMES = 3
+    AUDIO_PRESET = None
+    AUDIO_DURATION = None
+    FRAME_POOL = 8
     HOMEPAGE = "https://www.crcv.ucf.edu/data/UCF101.php"
     CITATION = "Soomro, Zamir and Shah, UCF101: A Dataset of 101 Human Actions Classes From Videos in The Wild, 2012."
     EXTRA_FEATURES = {"group": datasets.Value("int32")}
-
-    def _dir(self, root: str, value: str, candidates: Tuple[str, ...], what: str, required: bool) -> Optional[str]:
-        names = (value,) if value else candidates
-        for n in names:
-            p = n if os.path.isabs(n) else os.path.join(root, n)
-            if os.path.isdir(p):
-                return p
-        if required or value:
-            raise FileNotFoundError(f"ucf101: {what} folder not found under {root}; expected one of {list(names)}")
-        return None
 
     def _resolve(self):
         cfg = self.config
         root = self._require_data_dir()
         if int(cfg.split_id) not in (1, 2, 3):
             raise ValueError(f"split_id: expected 1, 2 or 3, got {cfg.split_id!r}")
-        split_dir = self._dir(root, cfg.split_dir, ("ucfTrainTestlist",), "split list", True)
-        flow_dir = self._dir(root, cfg.flow_dir, FLOW_DIR_CANDIDATES, "optical flow", True)
-        rgb_dir = self._dir(root, cfg.rgb_dir, RGB_DIR_CANDIDATES, "RGB frame", False)
-        video_dir = None if rgb_dir else self._dir(root, cfg.video_dir, ("UCF-101",), "video", True)
+        split_dir = self._find(root, cfg.split_dir, ("ucfTrainTestlist",), "split list folder")
+        flow_dir = self._find(root, cfg.flow_dir, FLOW_DIR_CANDIDATES, "optical flow folder")
+        rgb_dir = self._find(root, cfg.rgb_dir, RGB_DIR_CANDIDATES, "RGB frame folder", required=False)
+        video_dir = None if rgb_dir else self._find(root, cfg.video_dir, ("UCF-101",), "video folder")
         two_stream = os.path.isdir(os.path.join(flow_dir, "u")) and os.path.isdir(os.path.join(flow_dir, "v"))
 
         class_file = os.path.join(split_dir, "classInd.txt")
@@ -126,9 +117,9 @@ class UCF101Builder(ARLBuilder):
                                      f"{folder_class!r} (index {label + 1} in classInd.txt)")
                 item.update(id=stem, label=label, group=group)
                 if rgb_dir:
-                    item["rgb_frames"] = os.path.join(rgb_dir, stem)
-                    if not os.path.isdir(item["rgb_frames"]):
-                        raise FileNotFoundError(f"{item['where']}: RGB frame folder not found: {item['rgb_frames']}")
+                    item["frames"] = os.path.join(rgb_dir, stem)
+                    if not os.path.isdir(item["frames"]):
+                        raise FileNotFoundError(f"{item['where']}: RGB frame folder not found: {item['frames']}")
                 else:
                     item["video"] = os.path.join(video_dir, rel)
                     if not os.path.isfile(item["video"]):
@@ -143,9 +134,7 @@ class UCF101Builder(ARLBuilder):
                         raise FileNotFoundError(f"{item['where']}: optical-flow folder not found: {p}")
 
             items[split] = self._filter_items(raw, check, f"{split} videos")
-        train = items["train"]
-        keep, val = group_holdout([it["group"] for it in train], float(cfg.validation_fraction), int(cfg.split_seed))
-        items = {"train": [train[i] for i in keep], "validation": [train[i] for i in val], "test": items["test"]}
+        items = self._validation_from_train(items, group_by="group")
         split_record = {"method": f"official split {int(cfg.split_id)}; validation = held-out groups of the train list",
                         "validation_seed": int(cfg.split_seed),
                         "validation_groups": sorted({it["group"] for it in items["validation"]})}
@@ -153,23 +142,6 @@ class UCF101Builder(ARLBuilder):
                    "flow_layout": "u/v folders" if two_stream else "flow_x_/flow_y_ files"}
         return items, names, split_record, options
 
-    def _rgb_prefix(self, folder: str) -> str:
+    def _frame_prefix(self, folder: str) -> str:
+        """``img_`` when the folder holds TSN-style ``img_*`` files (mixed with flow files)."""
         return "img_" if any(n.startswith("img_") for n in os.listdir(folder)) else ""
-
-    def _flow_pool(self, item: Dict[str, Any]) -> List[Dict[str, Any]]:
-        same = item["flow_x"] == item["flow_y"]
-        xs = list_frame_files(item["flow_x"], "flow_x_" if same else "")
-        ys = list_frame_files(item["flow_y"], "flow_y_" if same else "")
-        if len(xs) != len(ys):
-            raise ValueError(f"{item['flow_x']}: {len(xs)} x-flow frames but {len(ys)} y-flow frames in "
-                             f"{item['flow_y']}; expected equally many")
-        chosen = pool_indices(len(xs), int(self.config.frame_pool))
-        return [{"x": {"bytes": read_image_bytes(xs[i]), "path": None},
-                 "y": {"bytes": read_image_bytes(ys[i]), "path": None}} for i in chosen]
-
-    def _example(self, item: Dict[str, Any]) -> Dict[str, Any]:
-        if "rgb_frames" in item:
-            rgb = self._frames_from_folder(item["rgb_frames"], self._rgb_prefix(item["rgb_frames"]))
-        else:
-            rgb = self._frames_from_video(item["video"])
-        return {"rgb": rgb, "flow": self._flow_pool(item), "group": item["group"]}

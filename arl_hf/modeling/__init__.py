@@ -1,8 +1,7 @@
 """The multimodal model: configuration, encoders, fusion, model."""
 
 from .configuration import MultimodalConfig
-from .encoders import ENCODERS, build_encoder, register_encoder
-from .cnn import CNNEncoder  # noqa: F401  (registers the "cnn" encoder)
+from .encoders import ENCODERS, EncoderFamily, build_encoder, register_encoder
 from .fusion import FUSIONS, Fusion, build_fusion, register_fusion
 from . import intermediate  # noqa: F401,E402  (registers the intermediate fusions)
 from .model import (
@@ -21,6 +20,7 @@ __all__ = [
     "load_backbone_weights",
     "load_pretrained_backbones",
     "ENCODERS",
+    "EncoderFamily",
     "FUSIONS",
     "Fusion",
     "build_encoder",

@@ -93,8 +93,3 @@ class MultimodalConfig(PreTrainedConfig):
         if not isinstance(data, dict) or not str(data.get("format", "")).startswith("arl_hf.data"):
             return None
         return PreprocessingRecord.from_dict(data)
-
-    @property
-    def modality_names(self) -> list:
-        """Modality names in order."""
-        return list(self.modalities)

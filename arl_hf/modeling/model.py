@@ -20,6 +20,7 @@ from torch.utils.checkpoint import checkpoint
 from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
+from ..kinds import accepted_kinds
 from ..log import get_logger
 from ..validation import check_inputs
 from .configuration import MultimodalConfig
@@ -253,10 +254,11 @@ class MultimodalModel(MultimodalPreTrainedModel):
 
     def _check_inputs(self, inputs: Dict[str, torch.Tensor], labels: Optional[torch.Tensor]) -> int:
         """The batch size of ``inputs`` after :func:`arl_hf.validation.check_inputs` (each
-        encoder's own shape check included)."""
+        encoder's own shape check and the dtypes of the kinds it takes included)."""
         return check_inputs(inputs, list(self.encoders), labels,
                             expected=f"the model expects keyword arguments {self.modalities}", unknown="raise",
-                            check_input=lambda m, x: self.encoders[m].check_input(x, m))
+                            check_input=lambda m, x: self.encoders[m].check_input(x, m),
+                            kinds=accepted_kinds(self.encoders))
 
     def _encode(self, modality: str, x: torch.Tensor) -> torch.Tensor:
         """``encoders[modality](x)``, recomputed in backward under activation checkpointing

@@ -1,5 +1,5 @@
 """Pretrained timm weights, offline: find the local weights file of a timm model and load it
-into a :class:`~arl_hf.modeling.encoders.TimmEncoder` with timm's own loader."""
+into a :class:`~arl_hf.modeling.encoders.timm.TimmEncoder` with timm's own loader."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 from typing import Optional
 
 from ..log import get_logger
-from .encoders import TimmEncoder
+from .encoders.timm import TimmEncoder
 
 logger = get_logger(__name__)
 

@@ -21,7 +21,7 @@ def test_arl_hf_loggers_follow_transformers_verbosity():
     from arl_hf.log import get_logger
 
     assert script.logger.name == "transformers.arl_hf.scripts.train"
-    assert get_logger("arl_hf.data.registry").name == "transformers.arl_hf.data.registry"
+    assert get_logger("arl_hf.data.catalog").name == "transformers.arl_hf.data.catalog"
     library = logging.getLogger("transformers")
     parent = script.logger.parent
     while parent is not None and parent is not library:

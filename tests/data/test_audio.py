@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from arl_hf.data.audio import PRESETS, AudioPreset, compute_features, get_preset, kaldi_fbank, load_audio_file
+from arl_hf.data.audio import AUDIO_PRESETS, AudioPreset, compute_features, get_audio_preset, kaldi_fbank, load_audio_file
 
 from datagen_arl import write_wav
 
@@ -20,7 +20,7 @@ def wav_1s3(tmp_path_factory) -> str:
 def test_ogm_matches_direct_librosa(wav_1s3):
     import librosa
 
-    preset = get_preset("ogm")
+    preset = get_audio_preset("ogm")
     feats = compute_features(load_audio_file(wav_1s3, preset.sample_rate), preset, source=wav_1s3)
     # the authors' pipeline, written out: 22.05 kHz, tile x3, cut to 3 s, clip, STFT 512/353, log(|S|+1e-7)
     y, sr = librosa.load(wav_1s3, sr=22050)
@@ -38,7 +38,7 @@ def test_ogm_matches_direct_librosa(wav_1s3):
 def test_scipy_matches_direct_scipy(wav_1s3, seconds, frames):
     from scipy import signal
 
-    preset = get_preset("scipy", duration=seconds)
+    preset = get_audio_preset("scipy", duration=seconds)
     y = load_audio_file(wav_1s3, 16000)
     feats = preset(y, source=wav_1s3)
     n = int(seconds * 16000)
@@ -55,7 +55,7 @@ def test_fbank_tone_peak_padding_and_normalisation():
     sr = 16000
     t = np.arange(2 * sr) / sr
     tone = 0.5 * np.sin(2 * np.pi * 1000.0 * t)
-    feats = get_preset("fbank")(tone.astype(np.float32))
+    feats = get_audio_preset("fbank")(tone.astype(np.float32))
     assert feats.shape == (128, 1024)  # mel x time
     n_frames = 1 + (tone.size - 400) // 160
     assert n_frames == 198
@@ -77,30 +77,30 @@ def test_fbank_silence_is_log_epsilon():
 
 
 def test_preset_record_roundtrip_and_shapes():
-    for name, preset in PRESETS.items():
+    for name, preset in AUDIO_PRESETS.items():
         rec = preset.to_dict()
         assert rec["name"] == name and rec["version"] and rec["output_shape"] == list(preset.output_shape)
         assert AudioPreset.from_dict(rec) == preset
-        assert get_preset(rec) == preset
-    assert get_preset("ogm").output_shape == (257, 188)
-    assert get_preset("scipy", duration=10).to_dict()["duration"] == 10.0
-    assert get_preset("avdigits").output_shape == (64, 64)
+        assert get_audio_preset(rec) == preset
+    assert get_audio_preset("ogm").output_shape == (257, 188)
+    assert get_audio_preset("scipy", duration=10).to_dict()["duration"] == 10.0
+    assert get_audio_preset("avdigits").output_shape == (64, 64)
 
 
 def test_unknown_preset_and_bad_duration():
     with pytest.raises(ValueError, match="unknown audio preset 'mfcc'"):
-        get_preset("mfcc")
+        get_audio_preset("mfcc")
     with pytest.raises(ValueError, match="duration"):
-        get_preset("scipy", duration=-1)
+        get_audio_preset("scipy", duration=-1)
     with pytest.raises(ValueError, match="has no 'duration'"):
-        get_preset("fbank", duration=5)
+        get_audio_preset("fbank", duration=5)
 
 
 def test_audio_shorter_than_a_window(tmp_path):
     path = write_wav(str(tmp_path / "short.wav"), seconds=0.01, sr=16000)  # 160 samples
     y = load_audio_file(path, 16000)
     with pytest.raises(ValueError, match=r"short\.wav: audio shorter than one analysis window: 160 samples"):
-        compute_features(y, get_preset("scipy"), source=path)
+        compute_features(y, get_audio_preset("scipy"), source=path)
 
 
 def test_empty_corrupt_and_missing_audio_files(tmp_path):
@@ -117,7 +117,7 @@ def test_empty_corrupt_and_missing_audio_files(tmp_path):
 
 
 def test_nonfinite_and_multichannel_waveforms_rejected():
-    p = get_preset("scipy")
+    p = get_audio_preset("scipy")
     with pytest.raises(ValueError, match="NaN or infinite"):
         p(np.array([np.nan] * 1000, dtype=np.float32), source="clip7")
     with pytest.raises(ValueError, match="clip8: expected a mono 1-D waveform"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from arl_hf.data import MultimodalCollator, label_names, load, modality_spec, preprocessing_info
+from arl_hf.data import MultimodalCollator, class_names, load, modality_spec, preprocessing_info
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +17,7 @@ def small(tmp_path_factory):
 def test_shapes_labels_and_splits(small):
     dsd, _ = small
     assert [len(dsd[s]) for s in ("train", "validation", "test")] == [70, 15, 15]  # 70/15/15
-    assert label_names(dsd) == [str(d) for d in range(10)]
+    assert class_names(dsd) == [str(d) for d in range(10)]
     batch = MultimodalCollator.from_dataset(dsd)([dsd["train"][i] for i in range(8)])
     assert tuple(batch["audio"].shape) == (8, 1, 64, 64)
     assert tuple(batch["visual"].shape) == (8, 1, 32, 32)  # 1 channel, recorded in the info

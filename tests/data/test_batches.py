@@ -11,7 +11,7 @@ import torch
 
 from arl_hf.data import MultimodalCollator, load
 from arl_hf.data.batches import ROW_COLUMN, ArrayColumnReader, bind_row_transform, fixed_shape_arrays
-from arl_hf.data.registry import is_transformed, make_transform
+from arl_hf.data.catalog import is_transformed, make_transform
 
 
 @pytest.fixture(scope="module")

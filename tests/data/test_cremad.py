@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from datagen_arl import CREMAD_ACTORS, cremad_clips, write_wav
 
-from arl_hf.data import MultimodalCollator, label_names, load, modality_spec, preprocessing_info
+from arl_hf.data import MultimodalCollator, class_names, load, modality_spec, preprocessing_info
 
 
 def _ids(ds):
@@ -24,7 +24,7 @@ def test_official_layout_shapes_labels_and_splits(cremad_official, cache_dir):
     assert [len(dsd[s]) for s in dsd] == [24, 3, 3]
     all_ids = sum((_ids(dsd[s]) for s in dsd), [])
     assert sorted(all_ids) == sorted(cremad_clips())
-    assert label_names(dsd) == ["neutral", "happy", "sad", "fear", "disgust", "anger"]
+    assert class_names(dsd) == ["neutral", "happy", "sad", "fear", "disgust", "anger"]
     raw = dsd["train"].with_format(None)
     for ex in raw.select(range(5)):
         assert ex["labels"] == ["NEU", "HAP", "SAD", "FEA", "DIS", "ANG"].index(ex["id"].split("_")[2])

@@ -18,7 +18,7 @@ def test_package_import_does_not_pull_heavy_dependencies():
         pkg = types.ModuleType("arl_hf"); pkg.__path__ = [os.path.join(os.getcwd(), "arl_hf")]
         sys.modules["arl_hf"] = pkg
         import arl_hf.data as d
-        _ = (d.load, d.get_preset, d.MultimodalCollator, d.modality_spec, d.export_prepared)
+        _ = (d.load, d.get_audio_preset, d.register_dataset, d.MultimodalCollator, d.modality_spec, d.export_prepared)
         heavy = [m for m in ("datasets", "librosa", "soundfile", "sklearn", "av", "scipy") if m in sys.modules]
         print(",".join(heavy))
     """)

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from datagen_arl import KS_CLASSES, write_video
 
-from arl_hf.data import label_names, load, num_labels, preprocessing_info
+from arl_hf.data import class_names, load, num_classes, preprocessing_info
 
 
 def test_user_class_list_and_holdout(ks_root, cache_dir):
     dsd = load("kinetics_sounds", ks_root, cache_dir=cache_dir, audio_duration=3.0, transform=False)
-    assert label_names(dsd) == KS_CLASSES and num_labels(dsd) == 4  # 4 listed, 3 used: the list decides
+    assert class_names(dsd) == KS_CLASSES and num_classes(dsd) == 4  # 4 listed, 3 used: the list decides
     assert len(dsd["test"]) == 3 and len(dsd["train"]) + len(dsd["validation"]) == 9
     assert len(dsd["validation"]) == 1
     assert not set(dsd["validation"]["id"]) & set(dsd["train"]["id"])

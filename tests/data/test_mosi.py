@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 from datagen_arl import MOSI_DIMS, MOSI_LEN, MOSI_SIZES, mosi_split
 
-from arl_hf.data import MultimodalCollator, label_names, load, modality_spec, preprocessing_info
+from arl_hf.data import MultimodalCollator, class_names, load, modality_spec, preprocessing_info
 
 
 def test_single_pickle_non_negative(mosi_single, cache_dir, caplog):
     with caplog.at_level(logging.WARNING):
         dsd = load("mosi", mosi_single, cache_dir=cache_dir, transform=False)
     assert [len(dsd[s]) for s in dsd] == [MOSI_SIZES["train"], MOSI_SIZES["valid"], MOSI_SIZES["test"]]
-    assert label_names(dsd) == ["negative", "non-negative"]
+    assert class_names(dsd) == ["negative", "non-negative"]
     ds = dsd["train"].with_format("numpy")
     cols = ds[:]
     scores = cols["score"]
@@ -34,7 +34,7 @@ def test_single_pickle_non_negative(mosi_single, cache_dir, caplog):
 
 def test_per_split_pickles_non_zero_and_pooling(mosi_per_split, cache_dir):
     dsd = load("mosi", mosi_per_split, cache_dir=cache_dir, label_convention="non_zero", transform=True)
-    assert label_names(dsd) == ["negative", "positive"]
+    assert class_names(dsd) == ["negative", "positive"]
     assert [len(dsd[s]) for s in dsd] == [n - 1 for n in MOSI_SIZES.values()]  # score-0 utterances dropped
     rec = preprocessing_info(dsd)["options"]
     assert rec["label_convention"] == "non_zero" and rec["zero_scores_dropped"] == 3

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from datagen_arl import UCF_CLASSES, UCF_TEST_GROUPS, UCF_TRAIN_GROUPS
 
-from arl_hf.data import MultimodalCollator, label_names, load, modality_spec, preprocessing_info
+from arl_hf.data import MultimodalCollator, class_names, load, modality_spec, preprocessing_info
 
 
 def test_videos_and_uv_flow(ucf_root, cache_dir):
     dsd = load("ucf101", ucf_root, cache_dir=cache_dir, frame_pool=4, image_size=16, validation_fraction=0.2)
-    assert label_names(dsd) == UCF_CLASSES
+    assert class_names(dsd) == UCF_CLASSES
     raw = {s: dsd[s].with_format(None) for s in dsd}
     assert len(raw["test"]) == 3 and {g for g in raw["test"]["group"]} == set(UCF_TEST_GROUPS)
     val_groups, train_groups = set(raw["validation"]["group"]), set(raw["train"]["group"])

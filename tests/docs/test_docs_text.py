@@ -155,7 +155,7 @@ def test_paper_page_names_what_the_package_has():
     import inspect
 
     from arl_hf import MultimodalModel
-    from arl_hf.data import PRESETS as AUDIO_PRESETS
+    from arl_hf.data import AUDIO_PRESETS
     from arl_hf.modeling import ENCODERS, FUSIONS
     from arl_hf.presets import PRESETS
     from arl_hf.scripts.train import make_parser as build_parser

@@ -1,4 +1,4 @@
-"""A small convolutional encoder (``"cnn"``): Conv3x3/stride-2 + BatchNorm + ReLU blocks and
+"""The ``"cnn"`` family, a small convolutional encoder: Conv3x3/stride-2 + BatchNorm + ReLU blocks and
 global average pooling. Cheap enough to train many seeds on a CPU (the ``avdigits_bench``
 preset); each block is one stage, so it takes part in intermediate fusion.
 """
@@ -10,33 +10,35 @@ from typing import Any, Dict, List
 import torch
 from torch import nn
 
-from .encoders import register_encoder
+from ...kinds import IMAGE_KINDS
+from .base import EncoderFamily, register_encoder
 
 DEFAULT_CHANNELS = (16, 32, 64)
-OPTIONS = ("in_chans", "channels")
-
-
-def validate_cnn_spec(spec: Dict[str, Any], field: str) -> None:
-    """Raise ``ValueError`` naming the key of a malformed ``cnn`` spec."""
-    unknown = sorted(set(spec) - set(OPTIONS) - {"encoder"})
-    if unknown:
-        raise ValueError(f"{field}[{unknown[0]!r}]: unknown option for encoder 'cnn'; expected {sorted(OPTIONS)}")
-    chans = spec.get("in_chans", 1)
-    if not isinstance(chans, int) or isinstance(chans, bool) or chans < 1:
-        raise ValueError(f"{field}['in_chans']: expected a positive int, got {chans!r}")
-    widths = spec.get("channels", list(DEFAULT_CHANNELS))
-    if (not isinstance(widths, (list, tuple)) or not widths
-            or not all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in widths)):
-        raise ValueError(f"{field}['channels']: expected a non-empty list of positive ints, got {widths!r}")
 
 
 @register_encoder("cnn")
-class CNNEncoder(nn.Module):
+class CNNEncoder(EncoderFamily, nn.Module):
     """``(B, C, H, W)`` or ``(B, T, C, H, W)`` -> ``(B, channels[-1])``; frames are folded into the
-    batch and their pooled features averaged over T, as :class:`TimmEncoder` does."""
+    batch and their pooled features averaged over T, as :class:`TimmEncoder` does.
 
+    Spec: ``{"encoder": "cnn", "in_chans": 1, "channels": [16, 32, 64]}``.
+    """
+
+    input_kinds = IMAGE_KINDS
+    OPTIONS = ("in_chans", "channels")
     channel_axis = 1
-    validate_spec = staticmethod(validate_cnn_spec)
+
+    @classmethod
+    def validate_spec(cls, spec: Dict[str, Any], field: str) -> None:
+        """Known options only; ``in_chans`` a positive int; ``channels`` a non-empty list of positive ints."""
+        super().validate_spec(spec, field)
+        chans = spec.get("in_chans", 1)
+        if not isinstance(chans, int) or isinstance(chans, bool) or chans < 1:
+            raise ValueError(f"{field}['in_chans']: expected a positive int, got {chans!r}")
+        widths = spec.get("channels", list(DEFAULT_CHANNELS))
+        if (not isinstance(widths, (list, tuple)) or not widths
+                or not all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in widths)):
+            raise ValueError(f"{field}['channels']: expected a non-empty list of positive ints, got {widths!r}")
 
     def __init__(self, modality: str, spec: Dict[str, Any]):
         super().__init__()

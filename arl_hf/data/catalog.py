@@ -1,83 +1,83 @@
-"""``load(name, ...)``: build (or reuse from the Arrow cache) a dataset; the transforms that go with it.
+"""``load(name, ...)``: build (or reuse from the Arrow cache) a registered dataset; the transforms that go with it.
 
-``load`` returns a plain ``DatasetDict`` (NumPy format: every ``datasets`` operation works on
-it); the per-split :class:`~arl_hf.data.MultimodalTransform` is applied by the collator
+A dataset is a builder class registered with :func:`~arl_hf.data.register_dataset`; the
+built-in ones (CREMA-D, AVE, Kinetics-Sounds, CMU-MOSI, UCF-101, AV-Digits) register when
+their modules are imported, which the functions here do on first use. ``load`` returns a
+plain ``DatasetDict`` (NumPy format: every ``datasets`` operation works on it); the per-split
+:class:`~arl_hf.data.MultimodalTransform` is applied by the collator
 (``MultimodalCollator.from_dataset(ds["train"])``), or bound to the splits with
 :func:`attach_transforms` (``Dataset.with_transform``).
 
 Also the per-dataset metadata helpers: :func:`modality_spec` (the encoder suggestion the
 model config needs), :func:`modality_kinds`, :func:`preprocessing_info`,
-:func:`label_names` and :func:`num_labels`.
+:func:`class_names` and :func:`num_classes`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import os
-from typing import Any, Dict, List, Mapping, Optional, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Union
 
 from ..log import get_logger
 
-from .audio import AudioPreset, get_preset
+from .audio import AudioPreset, get_audio_preset
 from .record import PreprocessingRecord
 
 logger = get_logger(__name__)
 
 __all__ = [
-    "DATASETS",
     "available_datasets",
     "builder_class",
+    "register_dataset",
     "load",
     "attach_transforms",
     "make_transform",
     "is_transformed",
     "TRANSFORM_OPTIONS_ATTR",
+    "DEFAULT_IMAGE_SIZE",
     "modality_spec",
     "modality_kinds",
     "preprocessing_info",
-    "label_names",
-    "num_labels",
+    "class_names",
+    "num_classes",
 ]
 
-
-@dataclasses.dataclass(frozen=True)
-class _Entry:
-    module: str
-    cls: str
-    preset: Optional[str]          # default audio preset (None: no raw audio)
-    duration: Optional[float]      # default clip duration of that preset (seconds)
-    frame_pool: int                # frames kept per clip in the cache
-    num_frames: int                # frames per clip fed to the model by default
-    image_size: int
+#: height/width of the images the transform gives the model when ``image_size`` is not given
+DEFAULT_IMAGE_SIZE = 224
 
 
-DATASETS: Dict[str, _Entry] = {
-    "cremad": _Entry("arl_hf.data.cremad", "CremadBuilder", "scipy", 3.0, 3, 1, 224),
-    "ave": _Entry("arl_hf.data.ave", "AVEBuilder", "scipy", 10.0, 6, 3, 224),
-    "kinetics_sounds": _Entry("arl_hf.data.kinetics_sounds", "KineticsSoundsBuilder", "scipy", 10.0, 6, 3, 224),
-    "mosi": _Entry("arl_hf.data.mosi", "MOSIBuilder", None, None, 0, 1, 0),
-    "ucf101": _Entry("arl_hf.data.ucf101", "UCF101Builder", None, None, 8, 3, 224),
-    "avdigits": _Entry("arl_hf.data.avdigits", "AVDigitsBuilder", "avdigits", 1.0, 0, 1, 0),
-}
+def _datasets():
+    """The table of registered datasets, with the built-in ones registered (first use imports them)."""
+    from . import cremad, ave, kinetics_sounds, mosi, ucf101, avdigits  # noqa: F401  (each registers itself)
+    from .builder import DATASETS
+
+    return DATASETS
+
+
+def register_dataset(name: str) -> Callable[[type], type]:
+    """Class decorator registering a dataset builder under ``name`` for :func:`load` (see
+    :func:`arl_hf.data.builder.register_dataset`); the built-in datasets are registered first,
+    so a class registered under a built-in name replaces it (with a warning)."""
+    from .builder import register_dataset as register
+
+    _datasets()
+    return register(name)
 
 
 def available_datasets() -> List[str]:
-    """Names accepted by :func:`load`."""
-    return list(DATASETS)
-
-
-def _entry(name: str) -> _Entry:
-    if name not in DATASETS:
-        raise ValueError(f"name: unknown dataset {name!r}; expected one of {available_datasets()}")
-    return DATASETS[name]
+    """Names accepted by :func:`load`: the built-in datasets, then those registered since."""
+    return list(_datasets())
 
 
 def builder_class(name: str):
-    """The ``datasets.GeneratorBasedBuilder`` subclass of a dataset (imports ``datasets``)."""
-    e = _entry(name)
-    return getattr(importlib.import_module(e.module), e.cls)
+    """The ``datasets.GeneratorBasedBuilder`` subclass registered as ``name``.
+
+    Raises:
+        ValueError: no dataset of that name (the message lists the registered ones).
+    """
+    return _datasets().get_or_raise(name, "name")
 
 
 def _unwrap(err: BaseException) -> BaseException:
@@ -121,15 +121,20 @@ def load(
     policy, data_dir and the dataset options), so a second identical call is a cache hit.
 
     Args:
-        name: one of ``cremad``, ``ave``, ``kinetics_sounds``, ``mosi``, ``ucf101``, ``avdigits``.
-        data_dir: the raw download (not used by ``avdigits``).
+        name: a registered dataset (:func:`available_datasets`): ``cremad``, ``ave``,
+            ``kinetics_sounds``, ``mosi``, ``ucf101``, ``avdigits`` or one registered with
+            :func:`register_dataset`.
+        data_dir: the raw download (not used by ``avdigits``, whose builder has
+            ``REQUIRES_DATA_DIR = False``).
         preprocessing: audio preset name (``ogm``, ``scipy``, ``fbank``), record or
-            :class:`AudioPreset`; default per dataset (``scipy``; AV-Digits its own).
-        audio_duration: seconds the ``ogm``/``scipy`` presets tile/cut to (default: 3 s
-            CREMA-D, 10 s AVE and Kinetics-Sounds).
+            :class:`AudioPreset`; default: the builder's ``AUDIO_PRESET`` (``scipy``; AV-Digits
+            its own, which cannot be changed: ``FIXED_AUDIO_PRESET``).
+        audio_duration: seconds the ``ogm``/``scipy`` presets tile/cut to (default: the
+            builder's ``AUDIO_DURATION``: 3 s CREMA-D, 10 s AVE and Kinetics-Sounds).
         num_frames: frames per clip given to the model (a transform choice; not cached).
         image_size: frame height/width after the transform (default 224).
-        frame_pool: frames kept per clip in the cache (default: 3 CREMA-D, 6 AVE/KS, 8 UCF-101).
+        frame_pool: frames kept per clip in the cache (default: the builder's ``FRAME_POOL``:
+            3 CREMA-D, 6 AVE/KS, 8 UCF-101).
         frame_max_side: shrink stored frames (decoded video frames and frame files) so the
             shorter side is at most this; 0 (default) keeps their size. 256 halves the decode
             time of 480x360 frames (see docs/performance.md).
@@ -147,8 +152,9 @@ def load(
             feature sequences (MOSI), average over time -> ``(D,)``.
         rebuild: ignore an existing cache and rebuild from the raw files.
         num_proc: processes used to build (``datasets`` shards the clip lists).
-        config: a named builder configuration of the dataset (``AVDigits``: ``"default"``,
-            ``"bench"``): a set of dataset options, which ``options`` given here override.
+        config: a named builder configuration of the dataset (the builder's ``CONFIGS``;
+            ``avdigits``: ``"default"``, ``"bench"``, ``"main"``): a set of dataset options,
+            which ``options`` given here override.
         **options: dataset-specific options (see each builder's config class), e.g.
             ``split="actor"`` for CREMA-D, ``class_list=...`` for Kinetics-Sounds.
 
@@ -157,10 +163,9 @@ def load(
     """
     import datasets
 
-    entry = _entry(name)
     cls = builder_class(name)
     if config is not None:
-        named = getattr(cls, "CONFIGS", {"default": {}})
+        named = cls.CONFIGS
         if config not in named:
             raise ValueError(f"config: {name} has no configuration {config!r}; expected one of {sorted(named)}")
         options = {**named[config], **options}
@@ -171,30 +176,18 @@ def load(
     if unknown:
         raise ValueError(f"{name}: unknown option(s) {sorted(unknown)}; expected any of "
                          f"{sorted(config_fields - reserved)}")
-    if entry.preset is None:
-        if preprocessing is not None or audio_duration is not None:
-            raise ValueError(f"preprocessing: {name} has no raw audio (its audio, if any, is precomputed "
-                             f"features); expected None, got {preprocessing!r}")
-        preset = None
-    else:
-        if name == "avdigits" and preprocessing not in (None, "avdigits"):
-            raise ValueError(f"preprocessing: avdigits has a fixed preset 'avdigits', got {preprocessing!r}")
-        spec = preprocessing if preprocessing is not None else entry.preset
-        base = get_preset(spec)
-        duration = audio_duration if audio_duration is not None else (
-            entry.duration if isinstance(spec, str) and base.duration is not None else None)
-        preset = get_preset(base, duration=duration)
+    preset = _audio_preset(cls, name, preprocessing, audio_duration)
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error: expected 'raise' or 'skip', got {on_error!r}")
     if data_dir is not None:
         data_dir = os.path.abspath(os.path.expanduser(str(data_dir)))
-    elif name != "avdigits":
+    elif cls.REQUIRES_DATA_DIR:
         raise ValueError(f"data_dir: {name} needs the folder of the raw download (see docs/data.md)")
 
     config_name = f"{preset.name}-v{preset.version}" if preset is not None else "features"
     kwargs: Dict[str, Any] = dict(
         preset=json.dumps(preset.to_dict(), sort_keys=True) if preset is not None else "",
-        frame_pool=int(entry.frame_pool if frame_pool is None else frame_pool),
+        frame_pool=int(cls.FRAME_POOL if frame_pool is None else frame_pool),
         frame_max_side=int(frame_max_side),
         split_seed=int(split_seed),
         on_error=on_error,
@@ -218,6 +211,28 @@ def load(
                   pool_sequences=pool_sequences)
 
 
+def _audio_preset(cls: Any, name: str, preprocessing: Any, audio_duration: Optional[float]) -> Optional[AudioPreset]:
+    """The audio preset a build of ``cls`` uses: ``preprocessing`` / ``audio_duration`` or the
+    builder's defaults (``AUDIO_PRESET``, ``AUDIO_DURATION``); ``None`` without raw audio."""
+    if cls.AUDIO_PRESET is None:
+        if preprocessing is not None or audio_duration is not None:
+            raise ValueError(f"preprocessing: {name} has no raw audio (its audio, if any, is precomputed "
+                             f"features); expected None, got {preprocessing!r}")
+        return None
+    if cls.FIXED_AUDIO_PRESET:
+        default = get_audio_preset(cls.AUDIO_PRESET, duration=cls.AUDIO_DURATION)
+        if preprocessing not in (None, cls.AUDIO_PRESET):
+            raise ValueError(f"preprocessing: {name} has a fixed preset {cls.AUDIO_PRESET!r}, got {preprocessing!r}")
+        if audio_duration is not None and float(audio_duration) != default.duration:
+            raise ValueError(f"audio_duration: {name} has a fixed preset {cls.AUDIO_PRESET!r} of "
+                             f"{default.duration:g} s; expected None, got {audio_duration!r}")
+    spec = preprocessing if preprocessing is not None else cls.AUDIO_PRESET
+    base = get_audio_preset(spec)
+    duration = audio_duration if audio_duration is not None else (
+        cls.AUDIO_DURATION if isinstance(spec, str) and base.duration is not None else None)
+    return get_audio_preset(base, duration=duration)
+
+
 #: attribute of a ``DatasetDict`` from :func:`load` / ``load_prepared`` holding its transform settings
 TRANSFORM_OPTIONS_ATTR = "transform_options"
 
@@ -238,14 +253,13 @@ def make_transform(dataset: Any, train: bool, num_frames: Optional[int] = None, 
                    seed: Optional[int] = None, pool_sequences: Optional[bool] = None, decode_frames: str = "cpu",
                    strict: bool = True):
     """The :class:`MultimodalTransform` of a dataset (or :class:`PreprocessingRecord`): its modality
-    kinds, ``num_frames`` defaulting to the recorded default, ``image_size`` to the dataset's (224),
+    kinds, ``num_frames`` defaulting to the recorded default, ``image_size`` to :data:`DEFAULT_IMAGE_SIZE` (224),
     ``seed`` to 0 and ``pool_sequences`` to ``True``."""
     from .transforms import MultimodalTransform
 
     record = dataset if isinstance(dataset, PreprocessingRecord) else PreprocessingRecord.from_dataset(dataset)
-    entry = DATASETS.get(record.dataset)
     nf = num_frames or record.default_num_frames
-    size = image_size or (entry.image_size if entry and entry.image_size else 224)
+    size = image_size or DEFAULT_IMAGE_SIZE
     kinds = {k: {"kind": v} for k, v in record.kinds().items()}
     return MultimodalTransform(kinds, train=bool(train), num_frames=nf, image_size=size,
                                seed=0 if seed is None else int(seed),
@@ -352,11 +366,23 @@ def modality_kinds(dataset_or_name: Any) -> Dict[str, str]:
     return PreprocessingRecord.from_dataset(_first(dataset_or_name)).kinds()
 
 
-def label_names(dataset: Any) -> List[str]:
-    """Class names (the ``ClassLabel`` feature of ``labels``)."""
-    return list(_first(dataset).features["labels"].names)
+def class_names(dataset: Any) -> List[str]:
+    """Class names of a dataset built by :func:`load` (``Dataset`` or ``DatasetDict``: the
+    ``ClassLabel`` feature of ``labels``).
+
+    Raises:
+        ValueError: the dataset has no ``labels`` column of class names (a ``ClassLabel``).
+    """
+    features = getattr(_first(dataset), "features", None) or {}
+    feature = features.get("labels")
+    names = getattr(feature, "names", None)
+    if not names:
+        raise ValueError(f"dataset: expected a 'labels' column of class names (a datasets.ClassLabel), got "
+                         f"{type(feature).__name__ if feature is not None else 'no labels column'}; "
+                         f"columns: {sorted(features)}")
+    return list(names)
 
 
-def num_labels(dataset: Any) -> int:
-    """Number of classes."""
-    return len(label_names(dataset))
+def num_classes(dataset: Any) -> int:
+    """Number of classes (the length of :func:`class_names`)."""
+    return len(class_names(dataset))
