@@ -231,6 +231,6 @@ def _input_modalities(model: Any, modalities: Mapping[str, Any]) -> List[str]:
     given = list(getattr(model, "input_modalities", []) or [])
     if given:
         return given
-    from .modeling.model import NAME_TO_INPUT_MODALITY
+    from .kinds import NAME_TO_INPUT_MODALITY
 
     return list(dict.fromkeys(NAME_TO_INPUT_MODALITY.get(m.lower(), "time") for m in modalities))

@@ -131,3 +131,17 @@ def test_strategy_options_of_the_card_are_those_of_the_strategy_that_trains():
     options = dataclasses.asdict(OGMGEOptions.from_args(args))
     table = training_hyperparameters(args, strategy_options=options)
     assert table["ogm_alpha"] == 0.3 and "arl_gamma" not in table
+
+
+def test_a_contract_model_without_input_modalities_gets_them_from_its_modality_names():
+    from arl_hf.trainer_card import _input_modalities
+
+    class Contract:
+        pass
+
+    class WithThem:
+        input_modalities = ["text"]
+
+    assert _input_modalities(Contract(), {"visual": {}, "Audio": {}, "flow": {}, "eeg": {}}) == \
+        ["video", "audio", "time"]
+    assert _input_modalities(WithThem(), {"visual": {}}) == ["text"]
