@@ -124,12 +124,19 @@ def apply_help_defaults(parser: ArgumentParser, argv: Sequence[str]) -> Optional
     default one for the default dataset) and a config file override the dataclass defaults;
     options a preset sets are marked. Returns the preset name."""
     first = resolve_defaults([a for a in argv if a not in ("-h", "--help")], parser)
-    given = vars(parser.parse_args(first.argv))  # the flags given show as the defaults too
-    given["preset"] = first.preset
-    parser.set_defaults(**{k: v for k, v in given.items() if k != "output_dir" or v})
+    values = vars(parser.parse_args(first.argv))
+    flags = {o for a in first.argv if a.startswith("--") for o in (a.split("=", 1)[0],)}
+    # the flags given show as the defaults too
+    given = {a.dest: values[a.dest] for a in parser._actions if flags & set(a.option_strings)}
+    merged = {**first.defaults, **given, "preset": first.preset}
+    if not merged.get("output_dir"):
+        merged["output_dir"] = os.path.join("outputs", f"{first.run_name}-{merged.get('strategy') or 'arl'}")
+    # every flag of an option shows its default (``--no_plots`` too: the option's, not the flag's)
+    dests = {a.dest for a in parser._actions if a.dest not in ("help", argparse.SUPPRESS)}
+    parser.set_defaults(**{**{d: parser.get_default(d) for d in dests}, **merged})
     preset = presets_module.get_preset(first.preset) if first.preset else {}
     parser.help_preset = first.preset
-    parser.help_preset_keys = frozenset(k for k, v in preset.items() if given.get(k) == v)
+    parser.help_preset_keys = frozenset(k for k, v in preset.items() if merged.get(k) == v)
     return first.preset
 
 
