@@ -180,7 +180,7 @@ DEFAULT_PRESET = "avdigits_main"
 
 class ArgumentParser(HfArgumentParser):
     """``HfArgumentParser`` whose errors suggest the closest known option, and whose ``--help``
-    marks the defaults a preset sets (:func:`arl_hf.scripts.train.apply_help_defaults`)."""
+    marks the defaults a preset sets (:func:`arl_hf.scripts.train.help_parser`)."""
 
     help_preset: Optional[str] = None
     help_preset_keys: frozenset = frozenset()

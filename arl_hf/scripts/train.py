@@ -28,7 +28,7 @@ from ..trainer import ARLConfig, ARLTrainer
 
 logger = get_logger(__name__)
 
-__all__ = ["make_parser", "FirstPass", "resolve_defaults", "apply_help_defaults", "parse_args", "train_and_evaluate", "print_results",
+__all__ = ["make_parser", "FirstPass", "resolve_defaults", "help_parser", "parse_args", "train_and_evaluate", "print_results",
            "main"]
 
 #: the options read before the full parse: they decide the parser's fields and defaults
@@ -93,7 +93,7 @@ class FirstPass:
     run_name: str
 
 
-def resolve_defaults(argv: Sequence[str], parser: Optional[ArgumentParser] = None) -> FirstPass:
+def resolve_defaults(argv: Sequence[str], prog: Optional[str] = None) -> FirstPass:
     """The first pass: load the ``--strategy_module`` files (of the command line and of the
     config file), read the config file and the preset, and make them the parser's defaults.
 
@@ -103,7 +103,7 @@ def resolve_defaults(argv: Sequence[str], parser: Optional[ArgumentParser] = Non
     from_file = read_config_file(given["config"]) if given.get("config") else {}
     for path in list(given.get("strategy_module") or []) + list(from_file.get("strategy_module") or []):
         load_strategy_module(path)  # their options become fields of the parser
-    parser = parser or make_parser()
+    parser = make_parser(prog)
     if from_file:
         check_config_keys(from_file, _field_names(parser), given["config"])
     preset_name = given.get("preset", from_file.get("preset"))
@@ -119,11 +119,13 @@ def resolve_defaults(argv: Sequence[str], parser: Optional[ArgumentParser] = Non
     return FirstPass(parser, argv, defaults, preset_name, run_name)
 
 
-def apply_help_defaults(parser: ArgumentParser, argv: Sequence[str]) -> Optional[str]:
-    """Show in ``--help`` the defaults this command line resolves to: the preset (given, or the
-    default one for the default dataset) and a config file override the dataclass defaults;
-    options a preset sets are marked. Returns the preset name."""
-    first = resolve_defaults([a for a in argv if a not in ("-h", "--help")], parser)
+def help_parser(argv: Sequence[str], prog: Optional[str] = None) -> ArgumentParser:
+    """The parser whose ``--help`` shows the defaults this command line resolves to: the preset
+    (given, or the default one for the default dataset), a config file and the flags given
+    override the dataclass defaults; options a preset sets are marked; the options of the
+    ``--strategy_module`` files are listed."""
+    first = resolve_defaults([a for a in argv if a not in ("-h", "--help")], prog)
+    parser = first.parser
     values = vars(parser.parse_args(first.argv))
     flags = {o for a in first.argv if a.startswith("--") for o in (a.split("=", 1)[0],)}
     # the flags given show as the defaults too
@@ -137,7 +139,7 @@ def apply_help_defaults(parser: ArgumentParser, argv: Sequence[str]) -> Optional
     preset = presets_module.get_preset(first.preset) if first.preset else {}
     parser.help_preset = first.preset
     parser.help_preset_keys = frozenset(k for k, v in preset.items() if merged.get(k) == v)
-    return first.preset
+    return parser
 
 
 def parse_args(argv: Optional[Sequence[str]] = None, overrides: Optional[Mapping[str, Any]] = None
@@ -236,9 +238,8 @@ def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> in
     argv, debug = pop_debug(sys.argv[1:] if argv is None else argv)
     prog = prog or os.path.basename(sys.argv[0]) or "run_arl.py"
     if any(a in ("-h", "--help") for a in argv):
-        parser = make_parser(prog=prog)
         with user_errors(prog, debug):
-            apply_help_defaults(parser, argv)
+            parser = help_parser(argv, prog)
         parser.print_help()
         return 0
     with user_errors(prog, debug):

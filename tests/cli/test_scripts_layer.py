@@ -24,15 +24,15 @@ from arl_hf.strategies import Strategy, StrategyOptions, StrategyOutput, registe
 
 
 @dataclass
-class LayerTestOptions(StrategyOptions):
-    layer_test_beta: float = field(default=0.5, metadata={"help": "Weight of the fused loss."})
+class NAMEOptions(StrategyOptions):
+    NAME_beta: float = field(default=0.5, metadata={"help": "Weight of the fused loss."})
 
 
-@register_strategy("layer_test", options=LayerTestOptions)
-class LayerTest(Strategy):
+@register_strategy("NAME", options=NAMEOptions)
+class NAMEStrategy(Strategy):
     def compute_loss(self, model, inputs, context):
         out = self.forward(model, inputs)
-        return StrategyOutput(loss=self.options.layer_test_beta * F.cross_entropy(out.logits, inputs["labels"]),
+        return StrategyOutput(loss=self.options.NAME_beta * F.cross_entropy(out.logits, inputs["labels"]),
                               outputs=out)
 '''
 
@@ -48,13 +48,21 @@ def test_the_cli_runs_each_job_through_its_script(command, module, monkeypatch):
 
 def test_a_strategy_module_named_in_a_config_file_adds_its_options(tmp_path):
     module = tmp_path / "layer_test_strategy.py"
-    module.write_text(STRATEGY_MODULE)
+    module.write_text(STRATEGY_MODULE.replace("NAME", "layer_test"))
     config = tmp_path / "run.json"
     config.write_text(json.dumps({"strategy_module": [str(module)], "strategy": "layer_test",
                                   "layer_test_beta": 0.25}))
     training_args, *_ = train.parse_args([str(config), "--output_dir", str(tmp_path / "out")])
     assert training_args.strategy == "layer_test"
     assert training_args.strategy_options["layer_test_beta"] == 0.25
+
+
+def test_help_lists_the_options_of_a_strategy_module_and_the_resolved_defaults(tmp_path):
+    module = tmp_path / "help_test_strategy.py"
+    module.write_text(STRATEGY_MODULE.replace("NAME", "help_test"))
+    text = train.help_parser(["--strategy_module", str(module), "--strategy", "help_test", "--help"]).format_help()
+    assert "--help_test_beta" in text
+    assert os.path.join("outputs", "avdigits_main-help_test") in text  # the default output folder
 
 
 def test_precedence_is_preset_then_config_file_then_flags_then_values(tmp_path):
