@@ -1,12 +1,11 @@
-"""The options of a run: argument dataclasses, the train parser, presets and config files.
+"""The options of a run: its argument dataclasses and the parser machinery the scripts share.
 
-(The options of ``arl-hf evaluate`` are :class:`arl_hf.evaluation.EvalArguments`.)
-
-:func:`parse_args` reads a command line into :class:`~arl_hf.ARLConfig` (strategy, training,
-learning-rate schedule), :class:`ModelArguments`, :class:`DataArguments` and
-:class:`RunArguments` with ``HfArgumentParser`` (:func:`build_parser`). Precedence of option
-values: dataclass defaults < :data:`SCRIPT_DEFAULTS` < ``--preset`` (:mod:`arl_hf.presets`)
-< config file (JSON/YAML) < flags given on the command line.
+:class:`ModelArguments`, :class:`DataArguments` and :class:`RunArguments` (with
+:class:`~arl_hf.ARLConfig`, the parser of :func:`arl_hf.scripts.train.make_parser`);
+:class:`ArgumentParser` (closest-option hints, ``--help`` sections and preset marks, used by
+every script), :func:`read_config_file` and :func:`setup_logging`. Precedence of option
+values (:func:`arl_hf.scripts.train.parse_args`): dataclass defaults < :data:`SCRIPT_DEFAULTS`
+< ``--preset`` (:mod:`arl_hf.presets`) < config file (JSON/YAML) < flags given on the command line.
 """
 
 from __future__ import annotations
@@ -16,16 +15,12 @@ import dataclasses
 import difflib
 import json
 import os
-import sys
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence
 
 from transformers import HfArgumentParser
 
-from . import presets as presets_module
 from .log import get_logger
-from .strategies.plugins import attach_strategy_options, extra_option_dataclasses, load_strategy_modules_from_argv
-from .config import ARLConfig
 
 logger = get_logger(__name__)
 
@@ -36,12 +31,13 @@ __all__ = [
     "SCRIPT_DEFAULTS",
     "DEFAULT_DATASET",
     "DEFAULT_PRESET",
-    "build_parser",
-    "apply_help_defaults",
+    "ArgumentParser",
+    "HelpFormatter",
+    "HELP_GROUPS",
+    "group_help",
     "help_group_of",
     "read_config_file",
-    "resolve_options",
-    "parse_args",
+    "check_config_keys",
     "setup_logging",
 ]
 
@@ -181,12 +177,10 @@ SCRIPT_DEFAULTS: Dict[str, Any] = {
 DEFAULT_DATASET = "avdigits"
 DEFAULT_PRESET = "avdigits_main"
 
-_UNSET = object()
 
-
-class _ArgumentParser(HfArgumentParser):
+class ArgumentParser(HfArgumentParser):
     """``HfArgumentParser`` whose errors suggest the closest known option, and whose ``--help``
-    marks the defaults a preset sets (:func:`apply_help_defaults`)."""
+    marks the defaults a preset sets (:func:`arl_hf.scripts.train.help_parser`)."""
 
     help_preset: Optional[str] = None
     help_preset_keys: frozenset = frozenset()
@@ -209,30 +203,6 @@ class _ArgumentParser(HfArgumentParser):
             if hints:
                 message += " (" + "; ".join(hints) + ")"
         super().error(message)
-
-
-def build_parser(prog: Optional[str] = None) -> HfArgumentParser:
-    """The train parser: ``ARLConfig`` + model + data + run options, script defaults applied."""
-    description = (
-        "Train a multimodal classifier with ARL (or another strategy) on the HuggingFace stack, select the "
-        "checkpoint on the validation split, evaluate the test split once, and write checkpoint, model card "
-        "and plots into --output_dir.\n\nPresets (--preset NAME; flags override them one by one):\n"
-        + presets_module.presets_help()
-        + "\n\nPrecedence: defaults < --preset < --config file < command-line flags."
-    )
-    parser = _ArgumentParser(
-        (ARLConfig, ModelArguments, DataArguments, RunArguments, *extra_option_dataclasses()),
-        prog=prog,
-        description=description,
-        formatter_class=_HelpFormatter,
-        allow_abbrev=False,
-    )
-    parser.set_defaults(**SCRIPT_DEFAULTS)
-    _group_help(parser)
-    # the full list (every TrainingArguments flag) is in the sections below
-    parser.usage = ("%(prog)s [CONFIG.json|CONFIG.yaml] [--preset NAME] [--dataset DATASET] [--strategy NAME] "
-                    "[--output_dir DIR] [options]")
-    return parser
 
 
 #: the sections of ``--help``, in order: the run's own options first, transformers' last
@@ -265,7 +235,7 @@ def help_group_of(dest: str) -> str:
     return "strategy"
 
 
-def _group_help(parser: argparse.ArgumentParser) -> None:
+def group_help(parser: argparse.ArgumentParser) -> None:
     """Move every option into its :data:`HELP_GROUPS` section (parsing is unchanged)."""
     groups = {name: parser.add_argument_group(title) for name, title in HELP_GROUPS}
     for group in groups.values():
@@ -279,20 +249,10 @@ def _group_help(parser: argparse.ArgumentParser) -> None:
     parser._action_groups[index:index] = [groups[name] for name, _ in HELP_GROUPS]
 
 
-def apply_help_defaults(parser: "_ArgumentParser", argv: Sequence[str]) -> Optional[str]:
-    """Show in ``--help`` the defaults this command line resolves to: the preset (given, or the
-    default one for the default dataset) and a config file override the dataclass defaults;
-    options a preset sets are marked. Returns the preset name."""
-    merged = resolve_options([a for a in argv if a not in ("-h", "--help")], parser)
-    name = merged.get("preset")
-    preset = presets_module.get_preset(name) if name else {}
-    keys = {k for k, v in preset.items() if merged.get(k) == v}  # not those a config file or flag overrode
-    parser.set_defaults(**{k: v for k, v in merged.items() if k != "output_dir" or v})
-    parser.help_preset, parser.help_preset_keys = name, frozenset(keys)
-    return name
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """``--help`` with the defaults shown, the description kept as written, and the defaults a
+    preset sets marked ``from preset NAME``."""
 
-
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     help_preset: Optional[str] = None
     help_preset_keys: frozenset = frozenset()
 
@@ -303,24 +263,9 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescrip
         return text
 
 
-def _explicit_values(parser: HfArgumentParser, argv: Sequence[str]) -> Dict[str, Any]:
-    """Values of the options actually given in ``argv`` (argparse errors exit with status 2)."""
-    dests = {a.dest for a in parser._actions if a.dest not in ("help", argparse.SUPPRESS)}
-    saved = {d: parser.get_default(d) for d in dests}
-    parser.set_defaults(**{d: _UNSET for d in dests})
-    try:
-        namespace = parser.parse_args(list(argv))
-    finally:
-        parser.set_defaults(**saved)
-    return {k: v for k, v in vars(namespace).items() if v is not _UNSET}
-
-
-def _field_names(parser: HfArgumentParser) -> List[str]:
-    return [f.name for dtype in parser.dataclass_types for f in dataclasses.fields(dtype) if f.init]
-
-
-def read_config_file(path: str, known: Sequence[str]) -> Dict[str, Any]:
-    """Options from a JSON or YAML file; unknown keys are a ``ValueError`` naming them."""
+def read_config_file(path: str, known: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    """Options from a JSON or YAML file; with ``known``, unknown keys are a ``ValueError`` naming
+    them (:func:`check_config_keys`)."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"config: file {path!r} does not exist")
     with open(path, encoding="utf-8") as f:
@@ -341,6 +286,14 @@ def read_config_file(path: str, known: Sequence[str]) -> Dict[str, Any]:
         data = {}
     if not isinstance(data, dict):
         raise ValueError(f"config: {path!r} must hold a mapping of option -> value, got {type(data).__name__}")
+    if known is not None:
+        check_config_keys(data, known, path)
+    return data
+
+
+def check_config_keys(data: Dict[str, Any], known: Sequence[str], path: str) -> None:
+    """``ValueError`` naming the keys of the config file ``path`` that are no option (with the
+    closest option of each)."""
     unknown = [k for k in data if k not in known]
     if unknown:
         hints = []
@@ -348,52 +301,6 @@ def read_config_file(path: str, known: Sequence[str]) -> Dict[str, Any]:
             close = difflib.get_close_matches(str(k), list(known), n=1)
             hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
         raise ValueError(f"config: {path!r} has unknown option(s) {', '.join(hints)}")
-    return data
-
-
-def resolve_options(argv: Sequence[str], parser: Optional[HfArgumentParser] = None) -> Dict[str, Any]:
-    """The merged option values for ``argv`` (defaults < preset < config file < flags)."""
-    parser = parser or build_parser()
-    argv = list(argv)
-    # a lone positional .json/.yaml path is a config file, as in the transformers examples
-    if len(argv) >= 1 and not argv[0].startswith("-") and argv[0].endswith((".json", ".yaml", ".yml")):
-        argv = ["--config", argv[0]] + argv[1:]
-    explicit = _explicit_values(parser, argv)
-    known = _field_names(parser)
-    from_file = read_config_file(explicit["config"], known) if explicit.get("config") else {}
-    preset_name = explicit.get("preset", from_file.get("preset"))
-    if preset_name is None and explicit.get("dataset", from_file.get("dataset", DEFAULT_DATASET)) == DEFAULT_DATASET:
-        preset_name = DEFAULT_PRESET
-    if preset_name in ("", "none"):
-        preset_name = None
-    from_preset = presets_module.get_preset(preset_name) if preset_name else {}
-    merged: Dict[str, Any] = {}
-    merged.update({k: v for k, v in SCRIPT_DEFAULTS.items()})
-    merged.update(from_preset)
-    merged.update(from_file)
-    merged.update(explicit)
-    merged["preset"] = preset_name
-    if not merged.get("output_dir"):
-        name = preset_name or os.path.basename(os.path.normpath(str(merged.get("dataset", "run"))))
-        merged["output_dir"] = os.path.join("outputs", f"{name}-{merged.get('strategy', 'arl')}")
-    return merged
-
-
-def parse_args(
-    argv: Optional[Sequence[str]] = None,
-) -> Tuple[ARLConfig, ModelArguments, DataArguments, RunArguments]:
-    """Parse ``argv`` (default ``sys.argv[1:]``) into the four argument dataclasses.
-
-    Raises ``ValueError`` (unknown preset, bad config file, invalid value) and exits with
-    status 2 on an unknown command-line option.
-    """
-    argv = sys.argv[1:] if argv is None else argv
-    load_strategy_modules_from_argv(argv)  # their options become flags of the parser
-    parser = build_parser()
-    merged = resolve_options(argv, parser)
-    training_args, model_args, data_args, run_args, *extra = parser.parse_dict(merged)
-    attach_strategy_options(training_args, extra)
-    return training_args, model_args, data_args, run_args
 
 
 def setup_logging(log_level: Any, process_index: int = 0, summary: Optional[str] = None) -> int:

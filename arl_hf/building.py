@@ -12,7 +12,8 @@ from __future__ import annotations
 import difflib
 import json
 import os
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from dataclasses import dataclass, fields
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -22,6 +23,7 @@ from .log import get_logger
 logger = get_logger(__name__)
 
 __all__ = [
+    "RunRecord",
     "load_data",
     "prepare_splits",
     "dataset_record",
@@ -50,8 +52,52 @@ def _parse_mapping(text: Optional[str], field_name: str) -> Dict[str, str]:
     return out
 
 
-def load_data(data_args: DataArguments, seed: int = 0) -> Tuple[Any, Callable, Dict[str, Any]]:
-    """Load the dataset: ``(DatasetDict, collator, preprocessing record)``.
+@dataclass
+class RunRecord:
+    """What a run's data is, built once when the data is loaded: saved as the model's
+    ``config.preprocessing`` (:meth:`to_dict`), shown in ``results.json`` and the model card.
+
+    Attributes:
+        dataset: what ``--dataset`` takes to find the data again: the registry name, a local
+            folder's absolute path, or a Hub dataset repo id.
+        dataset_config, preprocessing, audio_duration, num_frames, image_size: the data options
+            given (``None``: the dataset's own).
+        dataset_revision: the commit a Hub dataset repo resolved to.
+        data: the preprocessing record the prepared dataset carries, if any.
+        preset: the preset the run started from.
+    """
+
+    dataset: str
+    dataset_config: Optional[str] = None
+    preprocessing: Optional[str] = None
+    audio_duration: Optional[float] = None
+    num_frames: Optional[int] = None
+    image_size: Optional[int] = None
+    dataset_revision: Optional[str] = None
+    data: Optional[Dict[str, Any]] = None
+    preset: Optional[str] = None
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The record as ``config.preprocessing`` stores it (the fields that are set)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+    @classmethod
+    def from_dict(cls, record: Mapping[str, Any]) -> "RunRecord":
+        """The record of a ``config.preprocessing`` mapping; ``ValueError`` naming a key that is no field."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(record) - known)
+        if unknown:
+            raise ValueError(f"preprocessing record: unknown key(s) {unknown}; expected keys among {sorted(known)}")
+        return cls(**dict(record))
+
+    @classmethod
+    def of_dataset(cls, name: str, ds: Any) -> "RunRecord":
+        """The record of an already-built ``DatasetDict`` given for ``name``."""
+        return cls(dataset=name, data=dataset_record(ds) or None)
+
+
+def load_data(data_args: DataArguments, seed: int = 0) -> Tuple[Any, Callable, RunRecord]:
+    """Load the dataset: ``(DatasetDict, collator, run record)`` (:class:`RunRecord`).
 
     ``data_args.dataset`` is one of:
 
@@ -68,6 +114,11 @@ def load_data(data_args: DataArguments, seed: int = 0) -> Tuple[Any, Callable, D
     record stores what ``--dataset`` takes to find the data again: the registry name, the
     folder's absolute path, or the repo id and the commit it resolved to.
     """
+    ds, collator, record = _load(data_args, seed)
+    return ds, collator, RunRecord.from_dict(record)
+
+
+def _load(data_args: DataArguments, seed: int) -> Tuple[Any, Callable, Dict[str, Any]]:
     name = data_args.dataset
     record: Dict[str, Any] = {"dataset": name}
     for key in ("dataset_config", "preprocessing", "audio_duration", "num_frames", "image_size"):
@@ -220,13 +271,13 @@ def truncate(ds: Any, data_args: DataArguments) -> Any:
     return ds
 
 
-def prepare_splits(ds: Any, data_args: DataArguments, record: Optional[Dict[str, Any]] = None,
+def prepare_splits(ds: Any, data_args: DataArguments, record: Optional[RunRecord] = None,
                    preset: Optional[str] = None) -> Any:
     """:func:`check_splits` then :func:`truncate`; records ``preset`` (if any) in ``record``."""
     check_splits(ds)
     ds = truncate(ds, data_args)
     if preset and record is not None:
-        record["preset"] = preset
+        record.preset = preset
     return ds
 
 
@@ -299,14 +350,18 @@ def build_model(
     batch: Mapping[str, Any],
     num_labels: int,
     model_args: ModelArguments,
-    preprocessing: Optional[Dict[str, Any]] = None,
+    preprocessing: Optional[Union[RunRecord, Mapping[str, Any]]] = None,
     label_names: Optional[Sequence[str]] = None,
 ):
     """A new :class:`~arl_hf.MultimodalModel` for the modalities of ``batch`` (or the checkpoint
-    of ``model_args.model_name_or_path``), with ``config.preprocessing`` recorded."""
+    of ``model_args.model_name_or_path``), with ``config.preprocessing`` recorded (the run
+    record, :class:`RunRecord`, or a mapping)."""
     from transformers import AutoModel
 
     from .modeling import MultimodalConfig, MultimodalModel, load_backbone_weights
+
+    if isinstance(preprocessing, RunRecord):
+        preprocessing = preprocessing.to_dict()
 
     if model_args.model_name_or_path:
         model = AutoModel.from_pretrained(model_args.model_name_or_path)

@@ -20,17 +20,17 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, List, Mapping, Optional, Sequence
 
 from .log import get_logger
 from .data.record import format_value as _fmt
-from .data.record import preprocessing_text  # noqa: F401  (part of the card API)
+from .data.record import preprocessing_text
 from .paper import ARL_PAPER
 
 logger = get_logger(__name__)
 
 __all__ = ["RunSummary", "eval_results", "build_model_card", "write_model_card", "template_path", "hub_task",
-           "training_hyperparameters", "trainer_summary", "dataset_label", "paper_url", "LIBRARY_NAME"]
+           "dataset_label", "paper_url", "LIBRARY_NAME", "DEFAULT_LICENSE"]
 
 #: ``library_name`` of the cards: loading needs ``import arl_hf`` (see :func:`arl_hf.env.install_command`)
 LIBRARY_NAME = "arl-hf"
@@ -150,9 +150,7 @@ def _task(summary: RunSummary) -> str:
         return summary.task
     mods = list(summary.input_modalities)
     if not mods:
-        from .modeling.model import NAME_TO_INPUT_MODALITY
-
-        mods = [NAME_TO_INPUT_MODALITY.get(m.lower(), "time") for m in summary.modalities]
+        mods = list(summary.modalities)  # the modality names, when no input modalities are given
     return hub_task(mods)
 
 
@@ -304,15 +302,7 @@ def write_model_card(summary: RunSummary, output_dir: str) -> str:
     return path
 
 
-# ---------------------------------------------------------------------------------- from a trainer
-#: captions of the plots :func:`arl_hf.plots.make_run_plots` writes
-PLOT_CAPTIONS = {
-    "arl_dynamics.png": "Fig. 3 for this run: dependency ratio vs inverse-variance ratio (a) and "
-    "the coefficients a_m (b) over training",
-    "accuracy.png": "Validation accuracy (fused and per modality) and training loss",
-}
-
-
+# ---------------------------------------------------------------------------------- records
 def dataset_label(record: Optional[Mapping[str, Any]], default: str = "dataset") -> str:
     """A short name of a recorded dataset: the prepared dataset's own name (``cremad``...),
     else the repo id, else the folder's name."""
@@ -324,131 +314,3 @@ def dataset_label(record: Optional[Mapping[str, Any]], default: str = "dataset")
     if os.path.isabs(name):
         return os.path.basename(os.path.normpath(name))
     return name
-
-
-def training_hyperparameters(args: Any, encoder_init: Optional[str] = None,
-                             mixed_precision: Optional[str] = None) -> Dict[str, Any]:
-    """The hyper-parameter table of a card, from an :class:`~arl_hf.ARLConfig`."""
-    if mixed_precision is None:
-        mixed_precision = "bf16" if args.bf16 else ("fp16" if args.fp16 else "no")
-    hp: Dict[str, Any] = {
-        "strategy": args.strategy,
-        "optimizer": str(getattr(args.optim, "value", args.optim)) + (f" ({args.optim_args})" if args.optim_args else ""),
-        "learning_rate": args.learning_rate,
-        "weight_decay": f"{args.weight_decay}" + (" (all parameters)" if args.decay_all_parameters else ""),
-        "lr_scheduler": (
-            f"x{args.lr_decay_factor} at epochs {args.lr_decay_epochs}" if args.lr_decay_epochs
-            else str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type))
-        ),
-        "per_device_train_batch_size": args.per_device_train_batch_size,
-        "gradient_accumulation_steps": args.gradient_accumulation_steps,
-        "world_size": args.world_size,
-        "num_train_epochs": args.num_train_epochs,
-        "max_grad_norm": args.max_grad_norm,
-        "mixed_precision": mixed_precision,
-        "seed": args.seed,
-        "encoder_init": encoder_init,
-    }
-    if args.strategy == "arl":
-        hp.update({
-            "arl_variant": args.arl_variant,
-            "arl_temperature (T)": args.arl_temperature,
-            "arl_gamma": args.arl_gamma,
-            "arl_warmup_epochs": args.arl_warmup_epochs,
-            "arl_unimodal_loss / asymmetric / residual": f"{args.arl_unimodal_loss} / {args.arl_asymmetric} / "
-            f"{args.arl_residual}",
-        })
-    return hp
-
-
-def _as_list(value: Any) -> List[str]:
-    if value is None:
-        return []
-    return [value] if isinstance(value, str) else [str(v) for v in value]
-
-
-def trainer_summary(
-    trainer: Any,
-    metrics: Mapping[str, Mapping[str, float]],
-    *,
-    model_name: Optional[str] = None,
-    license: Optional[str] = DEFAULT_LICENSE,
-    tags: Any = None,
-    finetuned_from: Optional[str] = None,
-    language: Optional[Any] = None,
-    tasks: Any = None,
-    dataset_tags: Any = None,
-    dataset: Any = None,
-    preset: Optional[str] = None,
-    plots: Sequence[str] = (),
-    reproduce_command: Optional[str] = None,
-    encoder_init: Optional[str] = None,
-) -> RunSummary:
-    """What the card of an :class:`~arl_hf.ARLTrainer`'s model says: the model's config and
-    recorded preprocessing, the trainer's arguments, state and class metadata (``_tag_names``,
-    ``_name``, ``_paper``), and ``metrics`` (split -> metric dict).
-
-    ``license`` ``None`` or ``"none"`` omits it; ``finetuned_from`` defaults to the Hub id the
-    model was loaded from; ``dataset`` names the data when the model records none; ``plots``
-    are paths relative to ``output_dir``; ``preset`` defaults to the recorded one.
-    """
-    from .data import available_datasets
-    from .data.sharing import is_hub_id
-
-    args, model = trainer.args, trainer.model
-    config = getattr(model, "config", None)
-    modalities = getattr(config, "modalities", None) or {  # a model of the contract that is no MultimodalModel
-        m: {"encoder": type(model.encoders[m]).__name__} for m in trainer.modalities}
-    out = args.output_dir
-    record = dict(getattr(config, "preprocessing", None) or {})
-    named = _as_list(dataset)
-    label = dataset_label(record, named[0] if named else "custom data")
-    # a model that records no dataset and none named: a placeholder in the evaluate command
-    recorded = str(record.get("dataset") or (named[0] if named else "DATASET"))
-    on_hub = is_hub_id(recorded) and recorded not in list(available_datasets())
-    if finetuned_from is None:
-        loaded_from = str(getattr(config, "_name_or_path", "") or "")
-        finetuned_from = loaded_from if loaded_from and is_hub_id(loaded_from) else None
-    state = trainer.state
-    best = state.best_model_checkpoint
-    selection = (
-        f"`{args.metric_for_best_model}` on the validation split (best: {state.best_metric:.4f} at "
-        f"{os.path.basename(best)})" if best and state.best_metric is not None
-        else "final checkpoint (no validation-based selection)"
-    )
-    method = str(trainer._name).lower()
-    base_tags = [t for t in trainer._tag_names if t != method] + [f"strategy-{args.strategy}"]
-    if args.strategy == method:
-        base_tags.append(method)
-    tasks = _as_list(tasks)
-    return RunSummary(
-        model_name=model_name or (args.hub_model_id.split("/")[-1] if args.hub_model_id
-                                  else os.path.basename(os.path.normpath(out))),
-        dataset=label,
-        dataset_id=recorded if on_hub else None,
-        dataset_revision=record.get("dataset_revision") if on_hub else None,
-        dataset_arg=recorded,
-        license=None if license in (None, "", "none") else license,
-        base_model=finetuned_from,
-        language=language,
-        tags=_as_list(tags),
-        extra_datasets=[d for d in _as_list(dataset_tags) if is_hub_id(d)],
-        task=tasks[0] if tasks else None,
-        input_modalities=list(getattr(model, "input_modalities", []) or []),
-        modalities=modalities,
-        metrics={k: dict(v) for k, v in metrics.items()},
-        strategy=args.strategy,
-        preset=preset if preset is not None else record.get("preset"),
-        fusion=getattr(config, "fusion", "concat"),
-        preprocessing=getattr(config, "preprocessing", None),
-        # what the Accelerator actually ran with (also set by `accelerate launch --mixed_precision`)
-        hyperparameters=training_hyperparameters(
-            args, encoder_init if encoder_init is not None else getattr(config, "init", None),
-            str(getattr(trainer.accelerator, "mixed_precision", None) or "no")),
-        plots=[(p, PLOT_CAPTIONS.get(os.path.basename(p), os.path.basename(p))) for p in plots],
-        selection=selection,
-        load_path=args.hub_model_id or out,
-        reproduce_command=reproduce_command,
-        paper=dict(trainer._paper),
-        base_tags=base_tags,
-    )

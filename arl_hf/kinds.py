@@ -76,6 +76,13 @@ STORED_KINDS: Tuple[str, ...] = tuple(k for k, v in KINDS.items() if v.stored)
 IMAGE_KINDS: Tuple[str, ...] = ("image", "spectrogram", "frames", "flow")
 #: the floating-point kinds: what an encoder that declares no kinds is taken to accept
 FLOAT_KINDS: Tuple[str, ...] = tuple(k for k, v in KINDS.items() if v.dtype == "float")
+#: storage kind of a modality (``arl_hf.data`` records) -> transformers' ``input_modalities`` value
+KIND_TO_INPUT_MODALITY = {"spectrogram": "audio", "waveform": "audio", "audio": "audio", "frames": "video",
+                          "flow": "video", "video": "video", "image": "image", "text": "text"}
+#: modality name -> ``input_modalities`` value, when the data records no kind
+NAME_TO_INPUT_MODALITY = {"audio": "audio", "speech": "audio", "sound": "audio", "visual": "video",
+                          "video": "video", "rgb": "video", "frames": "video", "flow": "video", "image": "image",
+                          "images": "image", "text": "text"}
 
 
 def describe_kinds(names: Any) -> str:

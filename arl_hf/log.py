@@ -1,7 +1,7 @@
 """Loggers of arl_hf, inside transformers' logging tree.
 
 Every module logs through ``get_logger(__name__)``, which returns the logger
-``transformers.<module>`` (e.g. ``transformers.arl_hf.runner``): a child of the
+``transformers.<module>`` (e.g. ``transformers.arl_hf.scripts.train``): a child of the
 ``transformers`` library logger, so it inherits that logger's level and handler. Hence
 ``--log_level info`` (``TrainingArguments``), ``transformers.utils.logging.set_verbosity_info()``,
 ``TRANSFORMERS_VERBOSITY=info`` and the per-process levels the training script sets all

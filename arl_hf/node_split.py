@@ -46,7 +46,7 @@ def node_split_train_dataloader(trainer: Any):
             "never seen); pass ARLConfig(accelerator_config={'dispatch_batches': False})")
     collator = trainer._get_collator_with_removed_columns(trainer.data_collator, description="training")
     loader = DataLoader(
-        dataset, batch_size=trainer._train_batch_size, collate_fn=collator,
+        dataset, batch_size=trainer.train_batch_size, collate_fn=collator,
         num_workers=trainer.args.dataloader_num_workers, pin_memory=trainer.args.dataloader_pin_memory,
         persistent_workers=trainer.args.dataloader_persistent_workers,
         prefetch_factor=trainer.args.dataloader_prefetch_factor,

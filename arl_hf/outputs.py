@@ -4,7 +4,7 @@
 replaces, ``--resume`` continues); :func:`configure_run_card` gives the trainer the run's own
 card values (license, tags, preset, the command that reproduces it) so that every card it
 writes (:meth:`~arl_hf.ARLTrainer.create_model_card`: at ``save_model`` and ``push_to_hub``)
-is the run's; :func:`write_run_outputs` writes the plots, ``results.json`` and the card.
+is the run's; :func:`save_run` saves the model (its card written once), the plots and ``results.json``.
 """
 
 from __future__ import annotations
@@ -14,17 +14,16 @@ import shlex
 from typing import Any, Dict, Mapping, Optional, Sequence
 
 import torch
+from transformers import Trainer, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from .arguments import DataArguments, ModelArguments, RunArguments
 from .cards import dataset_label
 from .run_dir import (claim_output_dir, finish_output_dir, newest_complete_checkpoint, refuse_if_holding_a_run,
                       require_complete, require_same_strategy)
 from .safety import atomic_write_json
-from .trainer import ARLConfig, ARLTrainer
 
 __all__ = ["RESULTS_NAME", "PLOTS_DIR", "prepare_output_dir", "reproduce_command", "configure_run_card",
-           "write_run_outputs"]
+           "save_run"]
 
 RESULTS_NAME = "results.json"
 PLOTS_DIR = "plots"
@@ -36,7 +35,7 @@ _KNOWN_OUTPUTS = (
 )
 
 
-def prepare_output_dir(training_args: ARLConfig, run_args: RunArguments) -> Optional[str]:
+def prepare_output_dir(training_args: TrainingArguments, run_args: Any) -> Optional[str]:
     """Apply the output-directory policy; returns the checkpoint to resume from, if any.
 
     * ``--resume``: continue from the newest *complete* ``checkpoint-<step>`` in output_dir
@@ -88,12 +87,14 @@ def reproduce_command(argv: Optional[Sequence[str]]) -> str:
     return "arl-hf train " + " ".join(shlex.quote(a) for a in argv)
 
 
-def configure_run_card(trainer: ARLTrainer, model_args: ModelArguments, run_args: RunArguments,
-                       argv: Optional[Sequence[str]] = None, plots: Sequence[str] = ()) -> None:
-    """Make the trainer's cards the run's: ``--model_card``, ``--license``, ``--tags``, the
-    preset, the encoder init, the checkpoint fine-tuned from (a Hub id), the command line
-    (``argv``) and the plots written (paths, shown relative to ``output_dir``)."""
+def configure_run_card(trainer: Trainer, model_args: Any, run_args: Any,
+                       argv: Optional[Sequence[str]] = None) -> None:
+    """Make the trainer's card the run's, once, before training: ``--model_card``,
+    ``--license``, ``--tags``, the preset, the encoder init, the checkpoint fine-tuned from (a
+    Hub id), the command line (``argv``) and, with ``--plots``, the plots :func:`save_run`
+    draws (the card shows those present when it is written)."""
     from .data.sharing import is_hub_id
+    from .plots import ACCURACY_PLOT_NAME, ARL_PLOT_NAME
 
     base = model_args.model_name_or_path
     trainer.configure_model_card(
@@ -101,47 +102,43 @@ def configure_run_card(trainer: ARLTrainer, model_args: ModelArguments, run_args
         license=run_args.license,
         tags=list(run_args.tags or []),
         preset=run_args.preset,
-        plots=[f"{PLOTS_DIR}/{os.path.basename(p)}" for p in plots],
+        plots=[f"{PLOTS_DIR}/{name}" for name in (ARL_PLOT_NAME, ACCURACY_PLOT_NAME)] if run_args.plots else [],
         reproduce_command=reproduce_command(argv),
         encoder_init=model_args.init,
         finetuned_from=base if base and is_hub_id(base) else None,
     )
 
 
-def write_run_outputs(
-    trainer: ARLTrainer,
-    metrics: Mapping[str, Mapping[str, float]],
-    model_args: ModelArguments,
-    data_args: DataArguments,
-    run_args: RunArguments,
-    argv: Optional[Sequence[str]] = None,
-    card_options: Optional[Mapping[str, Any]] = None,
-) -> Dict[str, Any]:
-    """Plots, ``results.json`` and model card of a finished run (main process only); returns
-    ``{"plots": [paths], "card": path or None}``.
+def save_run(trainer: Trainer, train_result: Any, metrics: Mapping[str, Mapping[str, float]], record: Any,
+             run_args: Any) -> Dict[str, Any]:
+    """Save a finished run into ``output_dir``: the plots, the model with its ``README.md`` card
+    (written once, by ``save_model``, as :func:`configure_run_card` set it), the train metrics
+    and trainer state, ``results.json``; then release the folder (its run marker lists what the
+    run wrote). Returns ``{"plots": [paths], "card": path or None}`` (empty off the main process).
 
-    ``card_options``: keyword arguments of :meth:`~arl_hf.ARLTrainer.create_model_card`
-    (``license``, ``tags``, ``finetuned_from``, ``language``, ``tasks``, ``dataset_tags``,
-    ``model_name``, what ``trainer.push_to_hub(...)`` passes); they override the run's own.
-    """
+    ``record``: the run record (:class:`~arl_hf.building.RunRecord`); ``run_args``: the run
+    options (``preset``, ``plots``, ``model_card``)."""
     args = trainer.args
     out = args.output_dir
-    config = trainer.model.config
     modalities = list(trainer.modalities)
+    main = trainer.is_world_process_zero()
     written: Dict[str, Any] = {"plots": [], "card": None}
-    if not trainer.is_world_process_zero():
-        return written
-    record = dict(config.preprocessing or {"dataset": data_args.dataset})
-    label = dataset_label(record, data_args.dataset)
-    title = f"{label} — strategy {args.strategy}" + (f" (preset {run_args.preset})" if run_args.preset else "")
-    if run_args.plots:
+    if main and run_args.plots:
         from .plots import make_run_plots
 
+        label = dataset_label(record.to_dict(), record.dataset)
+        title = f"{label} — strategy {args.strategy}" + (f" (preset {run_args.preset})" if run_args.preset else "")
         written["plots"] = make_run_plots(trainer.state.log_history, modalities, os.path.join(out, PLOTS_DIR), title)
+    trainer.save_model()  # weights, config and the card
+    trainer.log_metrics("train", train_result.metrics)
+    trainer.save_metrics("train", train_result.metrics)
+    trainer.save_state()
+    if not main:
+        return written
     results = {
         "metrics": {k: dict(v) for k, v in metrics.items()},
-        "dataset": record.get("dataset", data_args.dataset),
-        "dataset_revision": record.get("dataset_revision"),
+        "dataset": record.dataset,
+        "dataset_revision": record.dataset_revision,
         "preset": run_args.preset,
         "strategy": args.strategy,
         "best_model_checkpoint": trainer.state.best_model_checkpoint,
@@ -152,8 +149,7 @@ def write_run_outputs(
         "torch_num_threads": torch.get_num_threads(),
     }
     atomic_write_json(os.path.join(out, RESULTS_NAME), results)
-    configure_run_card(trainer, model_args, run_args, argv, written["plots"])
-    if run_args.model_card:
-        written["card"] = trainer.create_model_card(**dict(card_options or {}))
-    finish_output_dir(out)  # the run marker lists what the run wrote; the folder is released
+    card = os.path.join(out, "README.md")
+    written["card"] = card if run_args.model_card and os.path.isfile(card) else None
+    finish_output_dir(out)
     return written

@@ -9,7 +9,7 @@ The tables sit between markers in the Markdown pages::
 
 ``KEY`` names a group of options: ``strategy:<name>`` for a strategy's options (``docs/strategies.md``),
 otherwise the dataclass that defines them (``ARLConfig``, ``ModelArguments``, ... in ``docs/training.md``).
-The dataclasses are those of the parser itself (``arl_hf.runner.build_parser().dataclass_types``), so
+The dataclasses are those of the parser itself (``arl_hf.scripts.train.make_parser().dataclass_types``), so
 a dataclass newly composed into the parser is picked up without touching this script. Only options
 defined by arl-hf are listed: a field of ``transformers.TrainingArguments`` appears only where an
 arl-hf class gives it another default.
@@ -75,7 +75,7 @@ def parser_dataclasses() -> List[type]:
     to document)."""
     if REPO not in sys.path:
         sys.path.insert(0, REPO)
-    from arl_hf.runner import build_parser
+    from arl_hf.scripts.train import make_parser as build_parser
 
     return [d for d in build_parser().dataclass_types if d.__module__.split(".")[0] == "arl_hf"]
 

@@ -8,7 +8,7 @@ A failure prints one ``error:`` line and exits with status 2 (``--debug`` shows 
 
 import sys
 
-from arl_hf.cli import compare_main
+from arl_hf.scripts.compare import main
 
 if __name__ == "__main__":
-    sys.exit(compare_main(prog="compare.py"))
+    sys.exit(main(prog="compare.py"))

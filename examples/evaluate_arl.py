@@ -12,7 +12,7 @@ dataset and its preprocessing default to the ones recorded in the checkpoint's
 
 import sys
 
-from arl_hf.cli import evaluate_main
+from arl_hf.scripts.evaluate import main
 
 if __name__ == "__main__":
-    sys.exit(evaluate_main(prog="evaluate_arl.py"))
+    sys.exit(main(prog="evaluate_arl.py"))

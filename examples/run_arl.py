@@ -9,8 +9,9 @@
     accelerate launch --mixed_precision bf16 examples/run_arl.py --preset ave --data_dir /data/AVE
     accelerate launch --multi_gpu --num_processes 2 examples/run_arl.py --use_cpu   # 2-process CPU DDP
 
-The steps below are those of `arl-hf train` (arl_hf.runner.train_and_evaluate). An output_dir
-that already holds a run is refused: pass --overwrite_output_dir or --resume.
+The steps below are those of `arl-hf train` (arl_hf.scripts.train.train_and_evaluate); the parser
+is the same (arl_hf.scripts.train.make_parser). An output_dir that already holds a run is refused:
+pass --overwrite_output_dir or --resume.
 """
 
 import sys
@@ -18,13 +19,14 @@ import sys
 from transformers import set_seed
 
 from arl_hf import ARLTrainer
-from arl_hf.arguments import parse_args, setup_logging
+from arl_hf.arguments import setup_logging
 from arl_hf.building import build_model, label_names, load_data, num_labels, prepare_splits, sample_batch
-from arl_hf.cli import pop_debug, train_main, user_errors
 from arl_hf.distributed import shutdown
-from arl_hf.evaluation import evaluate_splits, format_results
+from arl_hf.evaluation import evaluate_splits
 from arl_hf.log import get_logger
-from arl_hf.outputs import configure_run_card, prepare_output_dir, write_run_outputs
+from arl_hf.outputs import configure_run_card, prepare_output_dir, save_run
+from arl_hf.scripts import train
+from arl_hf.scripts.command import pop_debug, user_errors
 
 logger = get_logger("arl_hf.examples.run_arl")
 
@@ -32,12 +34,12 @@ logger = get_logger("arl_hf.examples.run_arl")
 def main(argv=None) -> int:
     argv, debug = pop_debug(sys.argv[1:] if argv is None else argv)  # --debug: tracebacks instead of one line
     if any(a in ("-h", "--help") for a in argv):
-        return train_main(argv, prog="run_arl.py")  # every option, with the preset's values as defaults
+        return train.main(argv, prog="run_arl.py")  # every option, with the preset's values as defaults
 
     with user_errors("run_arl.py", debug):
-        # 1. Options: ARLConfig + model + data + run arguments. The preset (default
+        # 1. Options: ARLConfig + model + data + run arguments, parsed once. The preset (default
         #    avdigits_main), then a config file, then the flags given here, each overriding the last.
-        training_args, model_args, data_args, run_args = parse_args(argv)
+        training_args, model_args, data_args, run_args = train.parse_args(argv)
         setup_logging(training_args, training_args.process_index, summary=(
             f"device {training_args.device}, world size {training_args.world_size}, "
             f"mixed precision {'bf16' if training_args.bf16 else 'fp16' if training_args.fp16 else 'no'}"))
@@ -45,11 +47,11 @@ def main(argv=None) -> int:
         resume_from = prepare_output_dir(training_args, run_args)
         set_seed(training_args.seed)
 
-        # 2. Data: train / validation / test splits, their collator, and a record of the
-        #    preprocessing (saved in the model's config, so the checkpoint can be evaluated later).
+        # 2. Data: train / validation / test splits, their collator, and the run record (what the data
+        #    is, saved in the model's config, so the checkpoint can be evaluated later).
         dataset, collator, record = load_data(data_args, seed=training_args.seed)
         dataset = prepare_splits(dataset, data_args, record, run_args.preset)
-        logger.info("dataset %s: %s examples", record.get("dataset"), {k: len(v) for k, v in dataset.items()})
+        logger.info("dataset %s: %s examples", record.dataset, {k: len(v) for k, v in dataset.items()})
 
         # 3. Model: one encoder per modality of the dataset (read from a collated batch) + fusion,
         #    or the checkpoint of --model_name_or_path.
@@ -57,7 +59,8 @@ def main(argv=None) -> int:
                             label_names(dataset))
 
         # 4. Trainer: evaluates the validation split every epoch and keeps the best checkpoint
-        #    (load_best_model_at_end, metric_for_best_model=accuracy). Its model card is the run's.
+        #    (load_best_model_at_end, metric_for_best_model=accuracy). Its model card is the run's,
+        #    configured once here and written once, when the model is saved.
         trainer = ARLTrainer(
             model=model,
             args=training_args,
@@ -73,22 +76,15 @@ def main(argv=None) -> int:
         # 6. Evaluate the selected checkpoint on validation and, once, on test.
         metrics = evaluate_splits(trainer, dataset)
 
-        # 7. Save: model.safetensors + config.json (AutoModel.from_pretrained after `import arl_hf`)
-        #    and the README.md card; then the training state, plots/*.png, results.json.
-        trainer.save_model()
-        trainer.log_metrics("train", train_result.metrics)
-        trainer.save_metrics("train", train_result.metrics)
-        trainer.save_state()
-        write_run_outputs(trainer, metrics, model_args, data_args, run_args, argv)
+        # 7. Save: plots/*.png, model.safetensors + config.json (AutoModel.from_pretrained after
+        #    `import arl_hf`) and the README.md card, the training state, results.json.
+        save_run(trainer, train_result, metrics, record, run_args)
 
         # 8. Push the output_dir (checkpoint, card, plots, results) with --push_to_hub.
         if training_args.push_to_hub:
             trainer.push_to_hub(commit_message="End of training")
 
-        if training_args.process_index == 0:
-            print("\nResults (checkpoint selected on the validation split; test evaluated once):")
-            print(format_results(metrics))
-            print(f"\nOutputs in {training_args.output_dir}: checkpoint, README.md model card, plots/, results.json")
+        train.print_results(training_args, metrics)
     shutdown()
     return 0
 

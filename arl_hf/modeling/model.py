@@ -20,7 +20,7 @@ from torch.utils.checkpoint import checkpoint
 from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
-from ..kinds import accepted_kinds
+from ..kinds import KIND_TO_INPUT_MODALITY, NAME_TO_INPUT_MODALITY, accepted_kinds
 from ..log import get_logger
 from ..validation import check_inputs
 from .configuration import MultimodalConfig
@@ -29,14 +29,6 @@ from .fusion import build_fusion
 from .state import state_from_spec
 
 logger = get_logger(__name__)
-
-#: storage kind of a modality (``arl_hf.data`` records) -> transformers' ``input_modalities`` value
-KIND_TO_INPUT_MODALITY = {"spectrogram": "audio", "waveform": "audio", "audio": "audio", "frames": "video",
-                          "flow": "video", "video": "video", "image": "image", "text": "text"}
-#: modality name -> ``input_modalities`` value, when the data records no kind
-NAME_TO_INPUT_MODALITY = {"audio": "audio", "speech": "audio", "sound": "audio", "visual": "video",
-                          "video": "video", "rgb": "video", "frames": "video", "flow": "video", "image": "image",
-                          "images": "image", "text": "text"}
 
 
 def input_modalities(config: MultimodalConfig) -> List[str]:

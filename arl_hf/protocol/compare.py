@@ -1,4 +1,4 @@
-"""``arl-hf compare`` / ``examples/compare.py``: every method under one protocol.
+"""The comparison protocol (``arl-hf compare``, :mod:`arl_hf.scripts.compare`): every method under one protocol.
 
     arl-hf compare --preset avdigits_bench --unimodal_bounds --tune_trials 8 --workers 2
     arl-hf compare --strategies none arl --seeds 0 1 2 3 4 --num_train_epochs 20
@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, Executor, ProcessPoolExecutor, wait
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -40,33 +39,16 @@ from ..safety import atomic_write_json, confine, fingerprint, remove_path, safe_
 from ..strategies import builtin_strategies
 from .runs import BOUND_PREFIX, RunSpec, method_name, read_reusable, run_config, run_one
 from .table import build_results, write_outputs
-from .tuning import TUNING_SEED
 
 #: the default methods: every built-in strategy, in registration order (:func:`arl_hf.strategies.builtin_strategies`)
 ALL_STRATEGIES = builtin_strategies()
 PER_RUN = ("--strategy", "--seed", "--output_dir")
 
 
-def parse_compare_args(argv: Sequence[str]) -> Tuple[argparse.Namespace, List[str]]:
-    """Split ``argv`` into the protocol's own options and the run options given to every run."""
-    p = argparse.ArgumentParser(prog="arl-hf compare", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--strategies", nargs="+", default=ALL_STRATEGIES, help="Methods to compare (registered names).")
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4], help="Reported seeds (>= 5 advised).")
-    p.add_argument("--compare_dir", default=None, help="Output directory (default outputs/compare-<dataset>).")
-    p.add_argument("--data_seed", type=int, default=0, help="Seed given to the dataset loader (same for every run).")
-    p.add_argument("--split", default="test", choices=["test", "validation"], help="Split reported in the table.")
-    p.add_argument("--unimodal_bounds", action="store_true",
-                   help="Train each modality's encoder alone (same recipe and budget): the unimodal bounds and "
-                        "the suppression gaps.")
-    p.add_argument("--tune_trials", type=int, default=0, help="Optuna trials per method and per bound (0: no tuning).")
-    p.add_argument("--tuning_seed", type=int, default=TUNING_SEED,
-                   help="Seed of the sampler and of the tuning runs (must not be a reported seed).")
-    p.add_argument("--fixed_factor", type=float, default=5.0, help="fixed: multiplier of the dominant modality.")
-    p.add_argument("--workers", type=int, default=1, help="Runs side by side (one process each).")
-    p.add_argument("--keep_checkpoints", action="store_true", help="Keep each run's checkpoints.")
-    p.add_argument("--no_plots", action="store_true", help="Skip results.png and suppression.png.")
-    own, rest = p.parse_known_args(list(argv))
+def check_compare_args(own: argparse.Namespace, rest: Sequence[str]) -> None:
+    """``ValueError`` for protocol options that cannot run: a per-run option among the run
+    options ``rest``, an unknown strategy, a tuning seed that is a reported seed, no worker,
+    ``fixed`` without ``none`` (the options are :func:`arl_hf.scripts.compare.make_parser`'s)."""
     for flag in PER_RUN:
         if any(a == flag or a.startswith(flag + "=") for a in rest):
             raise ValueError(f"{flag[2:]}: set per run by compare; use --strategies / --seeds / --compare_dir")
@@ -81,7 +63,6 @@ def parse_compare_args(argv: Sequence[str]) -> Tuple[argparse.Namespace, List[st
         raise ValueError(f"workers: expected >= 1, got {own.workers}")
     if "fixed" in own.strategies and "none" not in own.strategies:
         raise ValueError("strategies: 'fixed' takes its dominant modality and learning rate from 'none'; add it")
-    return own, rest
 
 
 # ---- work items (module level: they run in worker processes) ----------------------------------
@@ -89,10 +70,10 @@ _DATA: Dict[str, Any] = {}
 
 
 def _init_worker(rest: List[str], data_seed: int) -> None:
-    from ..arguments import parse_args
     from ..building import load_data
+    from ..scripts.train import parse_args
 
-    _, _, data_args, _ = parse_args(rest + ["--output_dir", "unused"])
+    _, _, data_args, _ = parse_args(rest, overrides={"output_dir": "unused"})
     _DATA["dataset"], _DATA["collator"], _DATA["record"] = load_data(data_args, seed=data_seed)
 
 
@@ -102,22 +83,22 @@ def _run_job(job: Tuple[List[str], RunSpec, str, bool]) -> Dict[str, Any]:
 
 
 def _tune_job(job: Tuple[List[str], str, int, int, str, float]) -> Dict[str, Any]:
-    from ..arguments import parse_args
     from ..run_dir import release_output_dir
-    from .runs import run_argv
+    from ..scripts.train import parse_args
+    from .runs import run_values
     from .tuning import search_space, tune, tuning_trainer
 
     rest, method, n_trials, seed, out, base_lr = job
     path = out + ".json"
     spec = RunSpec(method, seed)
-    argv = run_argv(rest, spec, out) + ["--save_total_limit", "1"]
-    config = run_config(parse_args(argv), _DATA["dataset"], tuning=method, n_trials=n_trials, sampler_seed=seed,
+    parsed = parse_args(rest, overrides={**run_values(spec, out), "save_total_limit": 1})
+    config = run_config(parsed, _DATA["dataset"], tuning=method, n_trials=n_trials, sampler_seed=seed,
                         base_learning_rate=base_lr)
     done = read_reusable(path, config, "tuning result")
     if done is not None and isinstance(done.get("best"), dict):
         return done
     modality = spec.bound_modality
-    trainer = tuning_trainer(argv, _DATA["dataset"], _DATA["collator"], modality=modality)
+    trainer = tuning_trainer(parsed, _DATA["dataset"], _DATA["collator"], modality=modality)
     strategy = "none" if modality else method
     start = time.perf_counter()
     result = tune(trainer, search_space(strategy, base_lr), n_trials, sampler_seed=seed)
@@ -188,11 +169,13 @@ def _overrides(hp: Optional[Dict[str, Any]]) -> Dict[str, Any]:
     return dict(hp["best"]) if hp else {}
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    from ..arguments import parse_args
+def run(own: argparse.Namespace, rest: List[str]) -> int:
+    """Run the protocol: ``own`` are its options (:func:`arl_hf.scripts.compare.make_parser`),
+    ``rest`` the run options given to every run; returns 0."""
+    from ..scripts.train import parse_args
 
-    own, rest = parse_compare_args(sys.argv[1:] if argv is None else argv)
-    training_args, _, data_args, run_args = parse_args(rest + ["--output_dir", "unused"])
+    check_compare_args(own, rest)
+    training_args, _, data_args, run_args = parse_args(rest, overrides={"output_dir": "unused"})
     if not own.compare_dir:
         base = os.path.basename(os.path.normpath(str(data_args.dataset)))
         name = base + (f"-{data_args.dataset_config}" if data_args.dataset_config else "")
@@ -267,6 +250,3 @@ def _fixed_overrides(records: List[Dict[str, Any]], modalities: List[str], facto
         out["learning_rate"] = concat_hp["best"]["learning_rate"]
     return out
 
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """One run of the comparison protocol: a method (or a unimodal bound) at one seed.
 
-A run trains through :func:`arl_hf.runner.train_and_evaluate` (the same Trainer, recipe and
+A run trains through :func:`arl_hf.scripts.train.train_and_evaluate` (the same Trainer, recipe and
 checkpoint selection on the **validation** split for every method), evaluates the selected
 checkpoint once on each split, fits the linear probes of every modality's frozen encoder
 (:mod:`arl_hf.suppression`), writes ``record.json`` (atomically) and deletes its checkpoints.
@@ -63,19 +63,31 @@ def method_name(method: str) -> str:
 
 def option_flags(options: Mapping[str, Any]) -> List[str]:
     """``{"learning_rate": 0.1, "fixed_multipliers": [5, 1]}`` -> ``["--learning_rate", "0.1", ...]``."""
+    def text(v: Any) -> str:
+        return str(v).lower() if isinstance(v, bool) else str(v)
+
     argv: List[str] = []
     for key, value in options.items():
         argv.append(f"--{key}")
-        argv.extend(str(v) for v in value) if isinstance(value, (list, tuple)) else argv.append(str(value))
+        argv.extend(text(v) for v in value) if isinstance(value, (list, tuple)) else argv.append(text(value))
     return argv
 
 
-def run_argv(base_argv: Sequence[str], spec: RunSpec, output_dir: str) -> List[str]:
-    """The full command line of one run (base options, then the run's own)."""
+#: the options every protocol run sets, whatever the base options say
+RUN_FIXED = {"overwrite_output_dir": True, "plots": False, "disable_tqdm": True, "report_to": "none"}
+
+
+def run_values(spec: RunSpec, output_dir: str) -> Dict[str, Any]:
+    """The run's own option values, which win over the base options: its tuned values, its
+    strategy (``none`` for a bound), seed and output folder, and :data:`RUN_FIXED`."""
     strategy = "none" if spec.bound_modality else spec.method
-    own = {**spec.overrides, "strategy": strategy, "seed": spec.seed, "output_dir": output_dir}
-    return list(base_argv) + option_flags(own) + ["--overwrite_output_dir", "true", "--plots", "false",
-                                                   "--disable_tqdm", "true", "--report_to", "none"]
+    return {**spec.overrides, "strategy": strategy, "seed": spec.seed, "output_dir": output_dir, **RUN_FIXED}
+
+
+def run_argv(base_argv: Sequence[str], spec: RunSpec, output_dir: str) -> List[str]:
+    """The command line equivalent to one run (base options, then the run's own), as recorded
+    and shown in its model card; the run itself gets its values as values (:func:`run_values`)."""
+    return list(base_argv) + option_flags(run_values(spec, output_dir))
 
 
 class ModalityCollator:
@@ -177,12 +189,12 @@ def run_one(base_argv: Sequence[str], spec: RunSpec, dataset: Any, collator: Cal
     """
     from ..modeling import MultimodalModel
     from ..run_dir import CHECKPOINT_NAME
-    from ..runner import parse_args, train_and_evaluate
+    from ..scripts.train import parse_args, train_and_evaluate
     from ..suppression import probe_accuracies
 
     path = os.path.join(run_dir, RECORD)
     argv = run_argv(base_argv, spec, run_dir)
-    parsed = parse_args(argv)
+    parsed = parse_args(base_argv, overrides=run_values(spec, run_dir))
     config = run_config(parsed, dataset, method=spec.method, seed=spec.seed, overrides=dict(spec.overrides),
                         probe_splits=list(probe_splits))
     record = read_reusable(path, config)

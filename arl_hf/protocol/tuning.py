@@ -69,16 +69,16 @@ def tune(trainer: Any, space: Mapping[str, Tuple[float, float, str]], n_trials: 
             "best_objective": float(best.objective), "n_trials": int(n_trials), "sampler_seed": int(sampler_seed)}
 
 
-def tuning_trainer(argv: Sequence[str], dataset: Any, collator: Callable, modality: Optional[str] = None):
-    """A trainer of the run ``argv`` built with ``model_init`` (a fresh model per trial), trained on
-    ``train`` and evaluated on ``validation``; ``modality`` keeps one modality (a unimodal bound)."""
-    from ..arguments import parse_args
+def tuning_trainer(parsed: Sequence[Any], dataset: Any, collator: Callable, modality: Optional[str] = None):
+    """A trainer of the run whose parsed options are ``parsed`` (``parse_args`` output) built with
+    ``model_init`` (a fresh model per trial), trained on ``train`` and evaluated on
+    ``validation``; ``modality`` keeps one modality (a unimodal bound)."""
     from ..building import build_model, label_names, num_labels, sample_batch
     from ..outputs import prepare_output_dir
     from ..trainer import ARLTrainer
     from .runs import modality_collator
 
-    training_args, model_args, data_args, run_args = parse_args(list(argv))
+    training_args, model_args, data_args, run_args = parsed
     prepare_output_dir(training_args, run_args)
     run_collator = modality_collator(collator, modality) if modality else collator
     batch = sample_batch(dataset["train"], run_collator)

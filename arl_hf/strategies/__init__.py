@@ -57,7 +57,6 @@ from .plugins import (  # noqa: E402  (after the built-in strategies registered)
     attach_strategy_options,
     extra_option_dataclasses,
     load_strategy_module,
-    load_strategy_modules_from_argv,
 )
 
 #: the options dataclasses :class:`~arl_hf.ARLConfig` is assembled from, in flag order
@@ -86,7 +85,6 @@ __all__ = [
     "attach_strategy_options",
     "extra_option_dataclasses",
     "load_strategy_module",
-    "load_strategy_modules_from_argv",
     "ARLOptions",
     "ARLStatistics",
     "ARLStrategy",

@@ -23,7 +23,7 @@ from typing import Any, Dict, List, Optional, Sequence, Type
 from .base import STRATEGIES, builtin_options
 from .options import StrategyChoice, StrategyOptions
 
-__all__ = ["load_strategy_module", "load_strategy_modules_from_argv", "extra_option_dataclasses",
+__all__ = ["load_strategy_module", "extra_option_dataclasses",
            "attach_strategy_options"]
 
 _LOADED: Dict[str, ModuleType] = {}
@@ -49,28 +49,6 @@ def load_strategy_module(path: str) -> ModuleType:
         raise
     _LOADED[full] = module
     return module
-
-
-def load_strategy_modules_from_argv(argv: Sequence[str]) -> List[str]:
-    """Import every file named by ``--strategy_module`` in ``argv`` (``--strategy_module a.py b.py``
-    or ``--strategy_module=a.py``), before the parser is built; returns the paths."""
-    argv = list(argv)
-    paths: List[str] = []
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        if arg.startswith("--strategy_module="):
-            paths.append(arg.split("=", 1)[1])
-        elif arg == "--strategy_module":
-            i += 1
-            while i < len(argv) and not argv[i].startswith("--"):
-                paths.append(argv[i])
-                i += 1
-            continue
-        i += 1
-    for p in paths:
-        load_strategy_module(p)
-    return paths
 
 
 def extra_option_dataclasses() -> List[Type[StrategyOptions]]:

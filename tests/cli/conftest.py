@@ -36,7 +36,7 @@ def trained_run(tiny_dataset_dir, tmp_path_factory) -> Dict:
     """One short ARL run through the library entry point; returns its output_dir, metrics and argv."""
     import torch
 
-    from arl_hf.runner import parse_args, train_and_evaluate
+    from arl_hf.scripts.train import parse_args, train_and_evaluate
 
     torch.set_num_threads(1)  # session fixtures run before the autouse function fixture
 

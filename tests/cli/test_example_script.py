@@ -1,4 +1,4 @@
-"""examples/run_arl.py spells out the steps of `arl-hf train` (arl_hf.runner.train_and_evaluate):
+"""examples/run_arl.py spells out the steps of `arl-hf train` (arl_hf.scripts.train.train_and_evaluate):
 the same command line gives the same results, weights and card through either."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ def _tensors(path):
 
 
 def test_script_and_train_and_evaluate_give_the_same_run(tiny_dataset_dir, tmp_path):
-    from arl_hf.runner import parse_args, train_and_evaluate
+    from arl_hf.scripts.train import parse_args, train_and_evaluate
 
     extra = ("--preset", "avdigits", "--num_train_epochs", "1", "--lr_decay_epochs", "1", "--tags", "same-run")
     by_script, by_library = str(tmp_path / "out-a-script"), str(tmp_path / "out-b-library")

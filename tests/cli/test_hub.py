@@ -14,9 +14,11 @@ import subprocess
 import pytest
 
 from arl_hf import ARLTrainer
-from arl_hf.cli import evaluate_main
 from arl_hf.data import export_prepared, preprocessing_info, push_prepared
-from arl_hf.runner import DataArguments, load_data, parse_args, train_and_evaluate
+from arl_hf.arguments import DataArguments
+from arl_hf.building import load_data
+from arl_hf.scripts.evaluate import main as evaluate_main
+from arl_hf.scripts.train import parse_args, train_and_evaluate
 from cli_helpers import PREPARED_RECORD, PYTHON, make_prepared_dataset, make_tiny_dataset, script_env, tiny_flags
 
 
@@ -117,8 +119,8 @@ def test_export_folder_and_data_files_as_dataset(tmp_path, monkeypatch):
     folder = export_prepared(make_prepared_dataset(), str(tmp_path / "export"))
     monkeypatch.chdir(tmp_path)
     ds, collator, record = load_data(DataArguments(dataset="export"))
-    assert record["dataset"] == str(tmp_path / "export") == os.path.abspath(folder)
-    assert record["data"] == PREPARED_RECORD and preprocessing_info(ds)["dataset"] == "tinyav"
+    assert record.dataset == str(tmp_path / "export") == os.path.abspath(folder)
+    assert record.data == PREPARED_RECORD and preprocessing_info(ds)["dataset"] == "tinyav"
     batch = collator([ds["train"][0], ds["train"][1]])
     assert tuple(batch["audio"].shape) == (2, 1, 16, 16) and tuple(batch["visual"].shape) == (2, 3, 16, 16)
 
@@ -127,7 +129,7 @@ def test_export_folder_and_data_files_as_dataset(tmp_path, monkeypatch):
     for split, split_ds in make_tiny_dataset().items():
         split_ds.to_parquet(str(files / f"{split}.parquet"))
     ds, collator, record = load_data(DataArguments(dataset=str(files)))
-    assert sorted(ds) == ["test", "train", "validation"] and record["dataset"] == str(files)
+    assert sorted(ds) == ["test", "train", "validation"] and record.dataset == str(files)
     assert tuple(collator([ds["test"][0]])["visual"].shape) == (1, 3, 16, 16)
 
     with pytest.raises(FileNotFoundError, match="'me/missing' is not a local folder, and the Hub dataset repo"):

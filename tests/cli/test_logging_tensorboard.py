@@ -17,22 +17,22 @@ from cli_helpers import PYTHON, script_env, tiny_flags
 def test_arl_hf_loggers_follow_transformers_verbosity():
     from transformers.utils import logging as hf_logging
 
-    from arl_hf import runner
+    from arl_hf.scripts import train as script
     from arl_hf.log import get_logger
 
-    assert runner.logger.name == "transformers.arl_hf.runner"
+    assert script.logger.name == "transformers.arl_hf.scripts.train"
     assert get_logger("arl_hf.data.catalog").name == "transformers.arl_hf.data.catalog"
     library = logging.getLogger("transformers")
-    parent = runner.logger.parent
+    parent = script.logger.parent
     while parent is not None and parent is not library:
         parent = parent.parent
     assert parent is library
     before = hf_logging.get_verbosity()
     try:
         hf_logging.set_verbosity_info()
-        assert runner.logger.isEnabledFor(logging.INFO)
+        assert script.logger.isEnabledFor(logging.INFO)
         hf_logging.set_verbosity_warning()
-        assert not runner.logger.isEnabledFor(logging.INFO) and runner.logger.isEnabledFor(logging.WARNING)
+        assert not script.logger.isEnabledFor(logging.INFO) and script.logger.isEnabledFor(logging.WARNING)
     finally:
         hf_logging.set_verbosity(before)
 
@@ -42,7 +42,7 @@ def test_setup_logging_sets_transformers_and_datasets_per_process(tmp_path, monk
     from transformers.utils import logging as hf_logging
 
     from arl_hf import ARLConfig
-    from arl_hf.runner import setup_logging
+    from arl_hf.arguments import setup_logging
 
     before = (hf_logging.get_verbosity(), datasets.utils.logging.get_verbosity())
     formats = [(h, h.formatter) for h in logging.getLogger("transformers").handlers]
@@ -64,7 +64,7 @@ def test_setup_logging_sets_transformers_and_datasets_per_process(tmp_path, monk
 
 
 def test_set_verbosity_info_shows_arl_hf_messages_in_a_fresh_process():
-    code = ("import sys\nfrom transformers.utils import logging\nfrom arl_hf.runner import logger\n"
+    code = ("import sys\nfrom transformers.utils import logging\nfrom arl_hf.scripts.train import logger\n"
             "logger.info('hidden-at-default')\nlogging.set_verbosity_info()\nlogger.info('shown-after-info')\n")
     done = subprocess.run([PYTHON, "-c", code], env=script_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -81,7 +81,7 @@ def test_report_to_tensorboard_and_log_level_info(tiny_dataset_dir, tmp_path):
                           text=True, timeout=600, cwd=str(tmp_path))
     assert done.returncode == 0, done.stderr[-3000:]
     # --log_level info shows arl_hf's own messages (explicit format: level and file) with the Trainer's
-    assert "[INFO|runner.py:" in done.stderr and f"dataset {tiny_dataset_dir}: " in done.stderr
+    assert "[INFO|train.py:" in done.stderr and f"dataset {tiny_dataset_dir}: " in done.stderr
     assert "***** Running training *****" in done.stderr
 
     # one event file for training, one more for the evaluations after it (Trainer reopens the writer)

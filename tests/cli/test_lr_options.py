@@ -99,7 +99,7 @@ def test_invalid_lr_decay_options_name_the_field(tmp_path, kwargs, needle):
 
 
 def test_flags_and_presets_reach_arl_config():
-    from arl_hf.runner import parse_args
+    from arl_hf.scripts.train import parse_args
 
     args, *_ = parse_args(["--preset", "cremad_official"])
     assert isinstance(args, ARLConfig)

@@ -11,9 +11,12 @@ import pytest
 import torch
 
 from arl_hf import ARLConfig
-from arl_hf.cli import main, train_main
+from arl_hf.cli import main
+from arl_hf.scripts.train import main as train_main
 from arl_hf.presets import PRESETS, get_preset, preset_names
-from arl_hf.runner import DataArguments, ModelArguments, RunArguments, parse_args, prepare_output_dir
+from arl_hf.arguments import DataArguments, ModelArguments, RunArguments
+from arl_hf.outputs import prepare_output_dir
+from arl_hf.scripts.train import parse_args
 from cli_helpers import PYTHON, REPO, script_env
 
 

@@ -12,9 +12,11 @@ import torch
 
 import arl_hf
 from arl_hf.cards import template_path
-from arl_hf.cli import evaluate_main, plot_main
+from arl_hf.cli import plot_main
 from arl_hf.plots import arl_series
-from arl_hf.runner import format_results, parse_args, train_and_evaluate
+from arl_hf.evaluation import format_results
+from arl_hf.scripts.evaluate import main as evaluate_main
+from arl_hf.scripts.train import parse_args, train_and_evaluate
 from arl_hf.trainer import ARL_PAPER
 from cli_helpers import LABELS, TINY_ENCODER, tiny_flags
 
@@ -106,7 +108,8 @@ def test_model_card_metadata_and_text(trained_run):
     assert ARL_PAPER["citation"].splitlines()[0] in text and "Improving Multimodal Learning" in text
     assert "![" in text and "(plots/arl_dynamics.png)" in text and "(plots/accuracy.png)" in text
     assert "`avdigits`" in text  # the preset
-    assert "| `arl_temperature (T)` | 2 |" in text  # hyper-parameters: T from the flag, the rest from the preset
+    # hyper-parameters: the strategy's options (asdict), T from the flag, the rest from the preset
+    assert "| `arl_temperature` | 2 |" in text and "| `arl_gamma` | 4 |" in text
     assert "| `optimizer` | sgd (momentum=0.9) |" in text and "| `mixed_precision` | no |" in text
     assert "AutoModel.from_pretrained" in text and "import arl_hf" in text
     # the install line that works (arl-hf is not on the package index), from its one place
@@ -196,7 +199,7 @@ def test_mla_run_is_evaluated_through_its_saved_head(tiny_dataset_dir, tmp_path,
     # the model's own fusion head (untrained by MLA) would not reproduce them
     from transformers import AutoModel
 
-    from arl_hf.runner import _prediction_strategy
+    from arl_hf.scripts.evaluate import _prediction_strategy
 
     assert _prediction_strategy(AutoModel.from_pretrained(out), out) == "mla"
     config.pop("strategy_state")  # a checkpoint that lost the record of MLA's head
@@ -284,7 +287,8 @@ def test_saved_arl_dataset_keeps_its_transforms_and_record(tmp_path):
     """A dataset prepared by arl_hf.data and saved to disk loads with its transform and collator."""
     import datasets
 
-    from arl_hf.runner import DataArguments, load_data, modality_specs, ModelArguments, sample_batch
+    from arl_hf.arguments import DataArguments, ModelArguments
+    from arl_hf.building import load_data, modality_specs, sample_batch
 
     record = {"format": "arl_hf.data/1", "dataset": "fakeav", "label_names": LABELS,
               "audio_preset": {"name": "avdigits", "version": "1.0.0", "output_shape": [16, 16]},
@@ -301,8 +305,8 @@ def test_saved_arl_dataset_keeps_its_transforms_and_record(tmp_path):
     datasets.DatasetDict({"train": split(6), "validation": split(3), "test": split(3)}).save_to_disk(
         str(tmp_path / "saved"))
     ds, collator, rec = load_data(DataArguments(dataset=str(tmp_path / "saved")))
-    assert rec["dataset"] == str(tmp_path / "saved") and rec["data"]["dataset"] == "fakeav"
-    assert rec["data"]["format"] == "arl_hf.data/1"
+    assert rec.dataset == str(tmp_path / "saved") and rec.data["dataset"] == "fakeav"
+    assert rec.data["format"] == "arl_hf.data/1"
     batch = sample_batch(ds["train"], collator, 4)
     assert tuple(batch["audio"].shape) == (4, 1, 16, 16)  # the spectrogram transform added the channel
     assert tuple(batch["visual"].shape) == (4, 3, 16, 16) and sorted(batch) == ["audio", "labels", "visual"]
@@ -371,7 +375,8 @@ def test_build_model_takes_the_datasets_encoder_suggestion():
     explicit --encoder wins, and a modality without a suggestion gets timm:resnet18."""
     import torch
 
-    from arl_hf.runner import ModelArguments, build_model
+    from arl_hf.arguments import ModelArguments
+    from arl_hf.building import build_model
 
     batch = {"audio": torch.zeros(2, 1, 16, 16), "visual": torch.zeros(2, 3, 16, 16), "labels": torch.zeros(2).long()}
     record = {"dataset": "x", "data": {"format": "arl_hf.data/1", "dataset": "x", "modalities": {

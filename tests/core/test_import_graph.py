@@ -1,8 +1,10 @@
-"""The package's import graph is acyclic: every ``import`` / ``from ... import`` of every module of
-``arl_hf`` (at module level, inside functions and under ``TYPE_CHECKING`` alike), relative imports
-resolved, is an edge; a cycle fails the test and is printed."""
+"""The package's import graph is acyclic and shallow: every ``import`` / ``from ... import`` of every
+module of ``arl_hf`` (at module level, inside functions and under ``TYPE_CHECKING`` alike), relative
+imports resolved, is an edge; a cycle fails the test and is printed, and so does a chain of more
+than :data:`MAX_ROOMS` rooms (a top-level module, a subpackage, or one job of ``arl_hf.scripts``)."""
 
 import ast
+import functools
 import os
 from typing import Dict, List, Optional, Set
 
@@ -83,6 +85,37 @@ def find_cycle(graph: Dict[str, Set[str]]) -> Optional[List[str]]:
     return None
 
 
+#: the longest import chain allowed, in rooms (the chain was 13 rooms deep before the script layer)
+MAX_ROOMS = 10
+
+
+def room(module: str) -> str:
+    """The room of a module: ``arl_hf.<module>``, ``arl_hf.<subpackage>``, or ``arl_hf.scripts.<job>``
+    (each job of the script layer is a room of its own: the protocol launches the train job)."""
+    parts = module.split(".")
+    return ".".join(parts[:3] if parts[1:2] == ["scripts"] else parts[:2])
+
+
+def room_graph(graph: Dict[str, Set[str]]) -> Dict[str, Set[str]]:
+    """``graph`` with every module replaced by its room (imports inside a room dropped)."""
+    out: Dict[str, Set[str]] = {}
+    for module, targets in graph.items():
+        out.setdefault(room(module), set()).update(room(t) for t in targets if room(t) != room(module))
+        for t in targets:
+            out.setdefault(room(t), set())
+    return out
+
+
+def longest_chain(graph: Dict[str, Set[str]]) -> List[str]:
+    """The longest import chain of an acyclic ``graph`` (first the importer, last a leaf)."""
+
+    @functools.lru_cache(maxsize=None)
+    def chain(node: str) -> tuple:
+        return max([(node,) + chain(n) for n in sorted(graph[node])] or [(node,)], key=len)
+
+    return list(max((chain(n) for n in sorted(graph)), key=len, default=()))
+
+
 def test_the_graph_builder_sees_imports_inside_functions_and_relative_ones():
     graph = import_graph()
     assert "arl_hf.strategies.base" in graph["arl_hf.trainer"] or "arl_hf.strategies" in graph["arl_hf.trainer"]
@@ -121,3 +154,28 @@ def test_the_config_does_not_import_the_trainer():
 
     assert "arl_hf.trainer" not in reach("arl_hf.config")
     assert "arl_hf.trainer" not in graph["arl_hf.arguments"]
+
+
+def test_longest_chain_and_rooms_on_a_known_graph():
+    graph = {"a": {"b", "d"}, "b": {"c"}, "c": set(), "d": set()}
+    assert longest_chain(graph) == ["a", "b", "c"]
+    modules = {"arl_hf.cli": {"arl_hf.scripts.train"}, "arl_hf.scripts.train": {"arl_hf.data.record"},
+               "arl_hf.data.record": set(), "arl_hf.data": {"arl_hf.data.record"}}
+    assert room_graph(modules) == {"arl_hf.cli": {"arl_hf.scripts.train"},
+                                   "arl_hf.scripts.train": {"arl_hf.data"}, "arl_hf.data": set()}
+
+
+def test_imports_point_down_at_most_max_rooms_deep():
+    rooms = room_graph(import_graph())
+    assert find_cycle(rooms) is None, "cycle of rooms: " + " -> ".join(find_cycle(rooms))
+    chain = longest_chain(rooms)
+    assert len(chain) <= MAX_ROOMS, f"{len(chain)} rooms deep: " + " -> ".join(chain)
+
+
+def test_cards_take_modalities_as_data_and_the_library_imports_no_script():
+    graph = import_graph()
+    assert not {t for t in graph["arl_hf.cards"] if t.startswith("arl_hf.modeling")}
+    scripts = {m for m in graph if m.startswith("arl_hf.scripts")}
+    importers = {m for m, targets in graph.items() if targets & scripts and m not in scripts}
+    # the CLI, and the protocol, which launches the train job for each of its runs
+    assert importers <= {"arl_hf.cli", "arl_hf.protocol.runs", "arl_hf.protocol.compare"}, importers

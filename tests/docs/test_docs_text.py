@@ -158,7 +158,7 @@ def test_paper_page_names_what_the_package_has():
     from arl_hf.data import AUDIO_PRESETS
     from arl_hf.modeling import ENCODERS, FUSIONS
     from arl_hf.presets import PRESETS
-    from arl_hf.runner import build_parser
+    from arl_hf.scripts.train import make_parser as build_parser
     from arl_hf.strategies import STRATEGIES
 
     parser = build_parser()
@@ -186,12 +186,12 @@ def test_paper_page_names_what_the_package_has():
 def test_strategy_option_names_in_the_docs_are_options():
     """A name like `ogm_alpha` or `arl_gamma` in any page is an option of the parser (or one of the few
     other names that carry a strategy's prefix)."""
-    from arl_hf.runner import build_parser
+    from arl_hf.scripts.train import make_parser as build_parser
     from arl_hf.strategies import STRATEGIES
 
-    from arl_hf.protocol.compare import parse_compare_args
+    from arl_hf.scripts.compare import make_parser as compare_parser
 
-    own, _ = parse_compare_args([])  # arl-hf compare's own options (the rest are train's)
+    own, _ = compare_parser().parse_known_args([])  # arl-hf compare's own options (the rest are train's)
     options = {a.dest for a in build_parser()._actions} | set(vars(own))
     others = {
         "arl_hf",  # the package

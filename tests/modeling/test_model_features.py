@@ -86,7 +86,7 @@ def test_reentrant_checkpointing_is_refused_naming_the_field():
 def test_checkpointing_flags_train_an_arl_step_like_without(flag, tmp_path):
     """``--activation_checkpointing true`` / ``--gradient_checkpointing true`` parse, reach the model
     through the Trainer, and one ARL step lands on the same parameters as without."""
-    from arl_hf.runner import build_parser
+    from arl_hf.scripts.train import make_parser as build_parser
 
     (parsed, *_) = build_parser().parse_args_into_dataclasses(
         args=[flag, "true", "--output_dir", str(tmp_path / "p"), "--report_to", "none"])

@@ -34,7 +34,7 @@ def short_run(vector_dataset_dir, tmp_path_factory) -> Dict:
     import torch
 
     from arl_hf.run_dir import release_output_dir
-    from arl_hf.runner import parse_args, train_and_evaluate
+    from arl_hf.scripts.train import parse_args, train_and_evaluate
 
     torch.set_num_threads(1)
     out = str(tmp_path_factory.mktemp("runs") / "arl")

@@ -11,6 +11,8 @@ import sys
 import pytest
 
 from arl_hf import cli
+from arl_hf.scripts import command
+from arl_hf.scripts.evaluate import main as evaluate_main
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -55,33 +57,33 @@ def test_evaluate_in_a_subprocess_exits_2_with_one_line(short_run, tmp_path):
 
 
 def test_an_unexpected_exception_is_one_line_with_its_type(monkeypatch, capsys):
-    import arl_hf.evaluation
+    import arl_hf.scripts.evaluate
 
     def boom(eval_args):
         raise KeyError("audio")
 
-    monkeypatch.setattr(arl_hf.evaluation, "evaluate_checkpoint", boom)
+    monkeypatch.setattr(arl_hf.scripts.evaluate, "evaluate_checkpoint", boom)
     with pytest.raises(SystemExit) as e:
-        cli.evaluate_main(["--model_name_or_path", "x"], prog="evaluate_arl.py")
+        evaluate_main(["--model_name_or_path", "x"], prog="evaluate_arl.py")
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert _error_lines(err) == ["evaluate_arl.py: error: KeyError: 'audio' (--debug shows the traceback)"]
     with pytest.raises(KeyError):
-        cli.evaluate_main(["--model_name_or_path", "x", "--debug"])
+        evaluate_main(["--model_name_or_path", "x", "--debug"])
 
 
 def test_multi_line_messages_become_one_line(capsys):
     with pytest.raises(SystemExit):
-        with cli.user_errors("arl-hf train"):
+        with command.user_errors("arl-hf train"):
             raise RuntimeError("first line\n  second line\n")
     assert capsys.readouterr().err == \
         "arl-hf train: error: RuntimeError: first line second line (--debug shows the traceback)\n"
 
 
 def test_debug_flag_is_popped_but_the_training_option_is_kept():
-    assert cli.pop_debug(["--x", "1", "--debug"]) == (["--x", "1"], True)
-    assert cli.pop_debug(["--debug", "--x", "1"]) == (["--x", "1"], True)
-    assert cli.pop_debug(["--debug", "underflow_overflow"]) == (["--debug", "underflow_overflow"], False)
+    assert command.pop_debug(["--x", "1", "--debug"]) == (["--x", "1"], True)
+    assert command.pop_debug(["--debug", "--x", "1"]) == (["--x", "1"], True)
+    assert command.pop_debug(["--debug", "underflow_overflow"]) == (["--debug", "underflow_overflow"], False)
 
 
 def test_compare_failures_are_one_line_in_the_cli_and_the_example(monkeypatch, capsys):

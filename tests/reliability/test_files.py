@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 from reliability_helpers import RUN_FLAGS, write_vector_dataset
 
-from arl_hf.runner import parse_args, prepare_output_dir, train_and_evaluate
+from arl_hf.outputs import prepare_output_dir
+from arl_hf.scripts.train import parse_args, train_and_evaluate
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 #: the run options of a comparison (compare sets --plots, --disable_tqdm, --report_to itself)
@@ -52,7 +53,8 @@ def test_run_names_are_safe_file_names():
 
 
 def test_compare_refuses_a_modality_column_that_is_not_a_safe_name_before_any_run(tmp_path):
-    from arl_hf.protocol.compare import main
+    from arl_hf.protocol.compare import run
+    from arl_hf.scripts.compare import parse_args
 
     crafted = "audio-seed0/../../victim"
     data = write_vector_dataset(tmp_path / "data", columns=("audio", crafted))
@@ -63,8 +65,8 @@ def test_compare_refuses_a_modality_column_that_is_not_a_safe_name_before_any_ru
     before = _tree(victim)
     out = tmp_path / "cmp"
     with pytest.raises(ValueError, match=r"modality name: 'audio-seed0/\.\./\.\./victim' cannot be used"):
-        main(["--strategies", "none", "--seeds", "0", "--unimodal_bounds", "--compare_dir", str(out),
-              "--dataset", data] + COMPARE_FLAGS)
+        run(*parse_args(["--strategies", "none", "--seeds", "0", "--unimodal_bounds", "--compare_dir", str(out),
+                         "--dataset", data] + COMPARE_FLAGS))
     assert _tree(victim) == before
     assert os.listdir(out) == []  # refused before any run started
 
@@ -112,7 +114,7 @@ def test_a_failed_run_stops_the_runs_not_yet_started():
 
 # ---- 2. records keyed by the configuration, JSON written atomically -------------------------------
 def test_compare_retrains_records_of_another_configuration_and_redoes_corrupt_ones(tmp_path, caplog):
-    from arl_hf.protocol.compare import main
+    from arl_hf.scripts.compare import main
 
     data = write_vector_dataset(tmp_path / "data")
     out = tmp_path / "cmp"
@@ -275,7 +277,7 @@ def test_revisions_that_are_not_git_refs_are_refused(revision):
 
 def test_a_revision_leaving_the_hub_cache_is_refused_from_flag_and_checkpoint(short_run, tmp_path):
     from arl_hf.data.sharing import resolve_dataset_repo
-    from arl_hf.evaluation import EvalArguments, evaluate_checkpoint
+    from arl_hf.scripts.evaluate import EvalArguments, evaluate_checkpoint
 
     with pytest.raises(ValueError, match="dataset_revision: '../../outside' is not a valid revision"):
         resolve_dataset_repo("owner/name", "../../outside")

@@ -232,7 +232,7 @@ def test_computed_buffers_and_strategy_state_left_out_are_rebuilt(tmp_path, garb
 
 
 def test_evaluate_refuses_a_checkpoint_without_its_head(tmp_path):
-    from arl_hf.evaluation import EvalArguments, evaluate_checkpoint
+    from arl_hf.scripts.evaluate import EvalArguments, evaluate_checkpoint
 
     torch.manual_seed(0)
     path, _, _ = _save(tmp_path, MultimodalModel(_config("cnn")), drop=lambda k: k.startswith("fusion.fc"))

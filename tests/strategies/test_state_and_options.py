@@ -72,7 +72,7 @@ def test_an_mla_instance_under_another_args_strategy_is_recorded_and_evaluated_a
 
 
 def test_evaluate_checkpoint_refuses_an_mla_checkpoint_without_its_head(tmp_path):
-    from arl_hf.runner import _prediction_strategy
+    from arl_hf.scripts.evaluate import _prediction_strategy
 
     model = mlp_model()
     ARLTrainer(model=model, args=cfg(tmp_path, strategy="mla"))
@@ -206,7 +206,7 @@ class ScaledFused(Strategy):
 
 
 def test_a_strategy_added_as_one_file_gets_its_flags_and_trains(tmp_path):
-    from arl_hf.runner import build_parser, parse_args
+    from arl_hf.scripts.train import make_parser as build_parser, parse_args
 
     path = tmp_path / "scaled_fused.py"
     path.write_text(textwrap.dedent(USER_STRATEGY))

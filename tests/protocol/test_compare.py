@@ -9,7 +9,7 @@ import os
 import numpy as np
 import pytest
 
-from arl_hf.protocol.compare import main, parse_compare_args
+from arl_hf.scripts.compare import main, parse_args as parse_compare_args
 from arl_hf.protocol.stats import paired, stat
 from arl_hf.protocol.table import build_results, to_markdown
 
