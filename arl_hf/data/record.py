@@ -113,6 +113,16 @@ class PreprocessingRecord:
 
     # ------------------------------------------------------------------ parsing
     @classmethod
+    def of_model_config(cls, config: Any) -> Optional["PreprocessingRecord"]:
+        """The record of the data a model was trained on (``config.preprocessing["data"]``), or
+        ``None`` when the model was trained on data without one."""
+        pre = getattr(config, "preprocessing", None)
+        data = pre.get("data") if isinstance(pre, dict) else None
+        if not isinstance(data, dict) or not str(data.get("format", "")).startswith("arl_hf.data"):
+            return None
+        return cls.from_dict(data)
+
+    @classmethod
     def from_dict(cls, record: Any) -> "PreprocessingRecord":
         """Parse a record dict.
 

@@ -29,7 +29,8 @@ class MultimodalConfig(PreTrainedConfig):
             ``ignore_mismatched_sizes=True``) take the values of a newly built model.
         preprocessing: record of the data the model was trained on (saved in
             ``config.json``); its ``data`` entry, when present, is the dataset's
-            preprocessing record (:attr:`data_record`).
+            preprocessing record (read by
+            :meth:`arl_hf.data.PreprocessingRecord.of_model_config`).
 
     Example::
 
@@ -82,14 +83,3 @@ class MultimodalConfig(PreTrainedConfig):
         super().__post_init__(**kwargs)
         if self.num_labels is None or self.num_labels < 2:
             raise ValueError(f"num_labels: expected an integer >= 2, got {self.num_labels!r}")
-
-    @property
-    def data_record(self):
-        """The dataset's :class:`~arl_hf.data.PreprocessingRecord` (``preprocessing["data"]``), or
-        ``None`` when the model was trained on data without one."""
-        from ..data.record import PreprocessingRecord
-
-        data = (self.preprocessing or {}).get("data") if isinstance(self.preprocessing, dict) else None
-        if not isinstance(data, dict) or not str(data.get("format", "")).startswith("arl_hf.data"):
-            return None
-        return PreprocessingRecord.from_dict(data)

@@ -58,5 +58,5 @@ def test_from_dataset_errors_and_find():
 
 def test_model_config_reads_the_record_of_its_data():
     cfg = MultimodalConfig(num_labels=2, preprocessing={"dataset": "avdigits", "data": RECORD})
-    assert cfg.data_record.suggested_encoders()["visual"]["encoder"] == "timm:resnet18"
-    assert MultimodalConfig(num_labels=2, preprocessing={"dataset": "x"}).data_record is None
+    assert PreprocessingRecord.of_model_config(cfg).suggested_encoders()["visual"]["encoder"] == "timm:resnet18"
+    assert PreprocessingRecord.of_model_config(MultimodalConfig(num_labels=2, preprocessing={"dataset": "x"})) is None
