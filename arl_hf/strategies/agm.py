@@ -78,13 +78,10 @@ class AGM(Strategy):
 
     requires_unimodal_logits = True
 
-    def __init__(self, args, modalities):
-        super().__init__(args, modalities)
-        if len(self.modalities) < 2:
-            raise ValueError(
-                f"modalities: strategy 'agm' expected at least 2 modalities, got {len(self.modalities)} "
-                f"({self.modalities}); its coefficients compare each modality's score with the others', and a "
-                "single modality's gradient would be rescaled against nothing")
+    min_modalities = 2
+    min_modalities_reason = (
+        "its coefficients compare each modality's score with the others', and a "
+        "single modality's gradient would be rescaled against nothing")
 
     def build_state(self, model) -> StrategyState:
         state = StrategyState(self.name)

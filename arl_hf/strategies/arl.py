@@ -308,6 +308,9 @@ class ARLStrategy(Strategy):
     search_space = {"arl_temperature": (1.0, 16.0, "log"), "arl_gamma": (0.5, 8.0, "log")}
 
     requires_unimodal_logits = True
+    min_modalities = 2
+    min_modalities_reason = ("its coefficients (Eq. 18) compare the modalities' prediction variances, which a single "
+                             "modality has nothing to compare with")
 
     def uses_gradient_scaling(self) -> bool:
         return True

@@ -308,6 +308,9 @@ class Strategy:
     ddp_find_unused_parameters = False
     #: whether the strategy is correct with FSDP2-sharded parameters (ARLTrainer refuses it otherwise)
     supports_fsdp = True
+    #: the fewest modalities the strategy is defined for, and why (refused when the strategy is built)
+    min_modalities: int = 1
+    min_modalities_reason: str = ""
     #: the options dataclass (``register_strategy(name, options=...)``); ``self.options`` holds its values
     options_class: Optional[Type[StrategyOptions]] = None
     #: set by :func:`register_strategy`: the name in result tables, the prefix of the option names, and
@@ -321,6 +324,10 @@ class Strategy:
         run's seed (``self.seed``, from which heads and subsets are drawn) out of ``args`` (an
         :class:`~arl_hf.ARLConfig`); the strategy keeps no reference to ``args``."""
         self.modalities = list(modalities)
+        if len(self.modalities) < self.min_modalities:
+            raise ValueError(
+                f"modalities: strategy {self.name!r} expected at least {self.min_modalities} modalities, got "
+                f"{len(self.modalities)} ({self.modalities}); {self.min_modalities_reason}")
         self.modulator: Optional[GradientModulator] = None
         self.options: Any = self.options_class.from_args(args) if self.options_class is not None else None
         self.modulation: ModulationOptions = ModulationOptions.from_args(args)

@@ -101,13 +101,13 @@ class OGMGE(Strategy):
     requires_unimodal_logits = True
     gradient_modulation = "output"
 
+    min_modalities = 2
+    min_modalities_reason = (
+        "its coefficient compares a modality's score with the others' (rho), and "
+        "a single modality would have its gradient zeroed (k = 1 - tanh(alpha * rho) = 0)")
+
     def __init__(self, args, modalities):
         super().__init__(args, modalities)
-        if len(self.modalities) < 2:
-            raise ValueError(
-                f"modalities: strategy 'ogm_ge' expected at least 2 modalities, got {len(self.modalities)} "
-                f"({self.modalities}); its coefficient compares a modality's score with the others' (rho), and "
-                "a single modality would have its gradient zeroed (k = 1 - tanh(alpha * rho) = 0)")
         self._k_sum = torch.zeros(len(self.modalities))
         self._k_n = 0
         if self.options.ogm_conv_only:

@@ -90,9 +90,9 @@ def test_the_bn_model_would_fail_on_one_example():
         model(**{k: v[None] for k, v in bn_rows(1)[0].items() if k != "labels"})
 
 
-# ---------------------------------------------------------------- OGM-GE and AGM need two modalities
-@pytest.mark.parametrize("strategy", ["ogm_ge", "agm"])
-def test_ogm_ge_and_agm_refuse_a_single_modality(tmp_path, strategy):
+# ---------------------------------------------------------------- ARL, OGM-GE and AGM need two modalities
+@pytest.mark.parametrize("strategy", ["arl", "ogm_ge", "agm"])
+def test_two_modality_strategies_refuse_a_single_modality(tmp_path, strategy):
     torch.manual_seed(0)
     model = MultimodalModel(MultimodalConfig(
         modalities={"audio": {"encoder": "mlp", "input_dim": 6, "hidden_dims": [8]}}, num_labels=3))
