@@ -16,3 +16,30 @@ def stand_in_hub(tmp_path, monkeypatch):
     from hub_standin import StandInHub
 
     return StandInHub(str(tmp_path / "hub")).install(monkeypatch)
+
+
+@pytest.fixture(autouse=True)
+def _library_log_level():
+    """Every test starts with the ``transformers`` library logger (the parent of arl_hf's loggers)
+    at its default level: a run's per-process log levels (``TrainingArguments.log_level``) would
+    otherwise carry over to later tests and hide the warnings they assert."""
+    import logging
+
+    library = logging.getLogger("transformers")
+    level = library.level
+    library.setLevel(logging.WARNING)
+    yield
+    library.setLevel(level)
+
+
+@pytest.fixture
+def caplog(caplog):
+    """arl_hf logs under the ``transformers`` logger, which does not propagate to the root logger
+    (where pytest's caplog listens): let it propagate for the test."""
+    import logging
+
+    library = logging.getLogger("transformers")
+    before = library.propagate
+    library.propagate = True
+    yield caplog
+    library.propagate = before

@@ -19,9 +19,6 @@ from ..strategies import strategy_labels
 from .stats import diffs, paired, stat
 
 BASELINE = "none"
-#: strategy name -> its label in the tables (``register_strategy(..., label=...)``), for the strategies
-#: registered when this module was imported; :func:`label_of` also knows those registered later
-LABELS = strategy_labels()
 
 
 def label_of(name: str) -> str:

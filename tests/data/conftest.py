@@ -105,19 +105,3 @@ def mosi_per_split(tmp_path_factory) -> str:
         with open(os.path.join(root, f"{name}.pkl"), "wb") as fh:
             pickle.dump(mosi_split(n, seed, label_key="labels"), fh)
     return root
-
-
-@pytest.fixture
-def caplog(caplog):
-    """arl_hf logs under the ``transformers`` logger, which does not propagate to the root logger
-    (where pytest's caplog listens): let it propagate for the test."""
-    import logging
-
-    library = logging.getLogger("transformers")
-    before, level = library.propagate, library.level
-    library.propagate = True
-    # an earlier test (a run's per-process log levels) may have left the library at ERROR
-    library.setLevel(min(level, logging.WARNING) if level else logging.WARNING)
-    yield caplog
-    library.propagate = before
-    library.setLevel(level)

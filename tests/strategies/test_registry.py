@@ -49,9 +49,9 @@ def test_builtin_list_is_every_strategy_module_of_the_package():
 
 def test_labels_prefixes_compare_defaults_and_config_derive_from_the_registry():
     assert compare.ALL_STRATEGIES == builtin_strategies()
-    assert table.LABELS == strategy_labels()
-    assert table.LABELS["ogm_ge"] == "OGM-GE" and table.LABELS["none"] == "Concatenation"
-    assert table.LABELS["dr"] == "D&R"
+    assert all(table.label_of(n) == strategy_labels()[n] for n in builtin_strategies())
+    assert table.label_of("ogm_ge") == "OGM-GE" and table.label_of("none") == "Concatenation"
+    assert table.label_of("dr") == "D&R" and table.label_of("not-registered") == "not-registered"
     sys.path.insert(0, os.path.join(REPO, "docs"))
     try:
         import generate_options
@@ -131,10 +131,10 @@ TOY_CHECK = textwrap.dedent('''
     assert arl_hf.__file__.startswith(sys.argv[1]), arl_hf.__file__
     from arl_hf import ARLConfig
     from arl_hf.protocol import compare, table
-    from arl_hf.runner import build_parser
+    from arl_hf.scripts.train import make_parser
     from arl_hf.strategies import build_strategy, strategy_prefixes
     assert "toy" in compare.ALL_STRATEGIES, compare.ALL_STRATEGIES
-    assert table.LABELS["toy"] == "Toy"
+    assert table.label_of("toy") == "Toy"
     assert strategy_prefixes()["toy_"] == "toy"
     assert "toy_beta" in {f.name for f in dataclasses.fields(ARLConfig)}
     args = ARLConfig(output_dir=sys.argv[2], strategy="toy", toy_beta=2.5, report_to="none", use_cpu=True)
@@ -145,7 +145,7 @@ TOY_CHECK = textwrap.dedent('''
         assert str(e).startswith("toy_beta: expected a number > 0"), e
     else:
         raise AssertionError("toy_beta=-1 accepted")
-    parsed = build_parser().parse_args_into_dataclasses(
+    parsed = make_parser().parse_args_into_dataclasses(
         ["--strategy", "toy", "--toy_beta", "3", "--output_dir", sys.argv[2], "--report_to", "none"])
     config = next(p for p in parsed if isinstance(p, ARLConfig))
     assert config.toy_beta == 3.0 and config.strategy == "toy"
