@@ -215,7 +215,7 @@ def dataset_record(ds: Any) -> Optional[Dict[str, Any]]:
     try:
         split = next(iter(ds.values()))
         text = split.info.description
-    except Exception:  # noqa: BLE001 - optional metadata
+    except Exception:  # optional metadata
         return None
     if not text:
         return None

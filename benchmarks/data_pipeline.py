@@ -349,9 +349,8 @@ def _load() -> Optional[List[float]]:
 
 
 def run(args: argparse.Namespace) -> Dict[str, Any]:
-    import torch
-
     import _common as C
+    import torch
 
     if args.tiny:
         args.clips, args.batch_size, args.batches, args.workers, args.pairs = 24, 4, 2, 0, 1

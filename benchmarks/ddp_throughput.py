@@ -34,10 +34,10 @@ from step_overhead import parse_shape  # noqa: E402
 
 def worker(args: argparse.Namespace) -> None:
     """One rank (under torchrun): train, time, dump the per-step history of this rank."""
+    import _common as C
     import torch
     from transformers import TrainerCallback
 
-    import _common as C
     from arl_hf.distributed import rank, world_size
 
     torch.set_num_threads(1)

@@ -31,8 +31,8 @@ from typing import Any, Dict, List, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import _common as C  # noqa: E402
-import torch  # noqa: E402
+import _common as C
+import torch
 
 CREMAD_TRAIN_CLIPS = 6698
 CREMAD_EPOCHS = 100

@@ -29,12 +29,11 @@ from typing import Any, Dict, List, Optional
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # no profiler start/stop lines on stderr
 
-import _common as C  # noqa: E402
-import torch  # noqa: E402
-from torch.overrides import TorchFunctionMode  # noqa: E402
-from transformers import TrainerCallback  # noqa: E402
-
-from step_overhead import parse_shape  # noqa: E402
+import _common as C
+import torch
+from step_overhead import parse_shape
+from torch.overrides import TorchFunctionMode
+from transformers import TrainerCallback
 
 SYNC_METHODS = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__", "__index__")
 

@@ -27,8 +27,8 @@ from typing import Any, Dict, List, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import _common as C  # noqa: E402
-import torch  # noqa: E402
+import _common as C
+import torch
 
 LATE_FUSIONS = ("concat", "sum", "share", "film", "gated")
 

@@ -19,13 +19,19 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optio
 
 import datasets
 import numpy as np
+
 from ..log import get_logger
 from ..registry import Registry
-
 from .audio import AUDIO_PRESETS, AudioPreset, compute_features, get_audio_preset, load_audio_file
 from .record import MODALITY_KINDS, RECORD_FORMAT, PreprocessingRecord
-from .video import (decode_video_audio, decode_video_frames, encode_jpeg, list_frame_files, pool_indices,
-                    read_image_bytes)
+from .video import (
+    decode_video_audio,
+    decode_video_frames,
+    encode_jpeg,
+    list_frame_files,
+    pool_indices,
+    read_image_bytes,
+)
 
 logger = get_logger(__name__)
 

@@ -31,8 +31,8 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import datasets
 import numpy as np
-from ..log import get_logger
 
+from ..log import get_logger
 from .builder import ARLBuilder, ARLBuilderConfig, register_dataset
 
 logger = get_logger(__name__)

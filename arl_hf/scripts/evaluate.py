@@ -14,11 +14,11 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 from ..arguments import ArgumentParser, DataArguments, setup_logging
 from ..building import load_data
+from ..config import ARLConfig
 from ..evaluation import format_results
 from ..log import get_logger
 from ..metrics import split_metrics
 from ..safety import atomic_write_json, check_revision, safetensors_problem
-from ..config import ARLConfig
 from ..trainer import ARLTrainer
 from .command import is_main_process, pop_debug, user_errors
 

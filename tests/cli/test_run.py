@@ -9,16 +9,16 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from cli_helpers import LABELS, TINY_ENCODER, tiny_flags
 
 import arl_hf
 from arl_hf.cards import template_path
 from arl_hf.cli import plot_main
-from arl_hf.plots import arl_series
 from arl_hf.evaluation import format_results
+from arl_hf.plots import arl_series
 from arl_hf.scripts.evaluate import main as evaluate_main
 from arl_hf.scripts.train import parse_args, train_and_evaluate
 from arl_hf.trainer import ARL_PAPER
-from cli_helpers import LABELS, TINY_ENCODER, tiny_flags
 
 MODALITIES = ["audio", "visual"]
 

@@ -28,7 +28,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from pipeline_reference import frames_dsd, h_batch  # noqa: E402
+from pipeline_reference import frames_dsd, h_batch
 
 TRAIN_BATCHES = 3
 EVAL_BATCHES = 2

@@ -6,10 +6,16 @@ import os
 
 import numpy as np
 import pytest
-
-from arl_hf.data.audio import AUDIO_PRESETS, AudioPreset, compute_features, get_audio_preset, kaldi_fbank, load_audio_file
-
 from datagen_arl import write_wav
+
+from arl_hf.data.audio import (
+    AUDIO_PRESETS,
+    AudioPreset,
+    compute_features,
+    get_audio_preset,
+    kaldi_fbank,
+    load_audio_file,
+)
 
 
 @pytest.fixture(scope="module")

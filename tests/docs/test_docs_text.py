@@ -186,10 +186,9 @@ def test_paper_page_names_what_the_package_has():
 def test_strategy_option_names_in_the_docs_are_options():
     """A name like `ogm_alpha` or `arl_gamma` in any page is an option of the parser (or one of the few
     other names that carry a strategy's prefix)."""
+    from arl_hf.scripts.compare import make_parser as compare_parser
     from arl_hf.scripts.train import make_parser as build_parser
     from arl_hf.strategies import STRATEGIES
-
-    from arl_hf.scripts.compare import make_parser as compare_parser
 
     own, _ = compare_parser().parse_known_args([])  # arl-hf compare's own options (the rest are train's)
     options = {a.dest for a in build_parser()._actions} | set(vars(own))

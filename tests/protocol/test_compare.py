@@ -9,9 +9,10 @@ import os
 import numpy as np
 import pytest
 
-from arl_hf.scripts.compare import main, parse_args as parse_compare_args
 from arl_hf.protocol.stats import paired, stat
 from arl_hf.protocol.table import build_results, to_markdown
+from arl_hf.scripts.compare import main
+from arl_hf.scripts.compare import parse_args as parse_compare_args
 
 pytest.importorskip("optuna")
 

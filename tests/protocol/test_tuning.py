@@ -3,7 +3,7 @@ the selected checkpoint's accuracy as the objective, the arguments restored afte
 
 import pytest
 import torch
-from strategy_testutils import cfg, make_rows, mlp_model  # noqa: F401
+from strategy_testutils import cfg, make_rows, mlp_model
 
 from arl_hf import ARLTrainer
 from arl_hf.protocol.tuning import search_space, tune
