@@ -26,4 +26,5 @@ __all__ = [
     "arl_statistics",
     "coefficients_from_statistics",
     "load_backbone_weights",
+    "__version__",
 ]

@@ -32,7 +32,10 @@ def runs(tmp_path_factory):
     _torchrun(out, "--no-all-reduce")
     proc = subprocess.run([sys.executable, str(WORKER), str(out), "--single"], env=_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    load = lambda n: json.loads((out / n).read_text())
+
+    def load(name):
+        return json.loads((out / name).read_text())
+
     return {n: load(n + ".json") for n in ("rank0", "rank1", "rank0_noreduce", "rank1_noreduce", "single")}
 
 

@@ -19,17 +19,21 @@ def h_batch(b) -> str:
     h = hashlib.sha256()
     for k in sorted(b):
         v = b[k]
-        h.update(k.encode()); h.update(str(v.dtype).encode()); h.update(str(tuple(v.shape)).encode())
+        h.update(k.encode())
+        h.update(str(v.dtype).encode())
+        h.update(str(tuple(v.shape)).encode())
         h.update(v.contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
 
 def jpeg(v, size=(40, 30)) -> bytes:
-    buf = io.BytesIO(); rng = np.random.default_rng(v)
+    buf = io.BytesIO()
+    rng = np.random.default_rng(v)
     Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(buf, "JPEG", quality=90)
     return buf.getvalue()
 
 def gray(v, size=(24, 18)) -> bytes:
-    buf = io.BytesIO(); rng = np.random.default_rng(v)
+    buf = io.BytesIO()
+    rng = np.random.default_rng(v)
     Image.fromarray(rng.integers(0, 255, (size[1], size[0]), dtype=np.uint8), mode="L").save(buf, "JPEG", quality=90)
     return buf.getvalue()
 

@@ -21,7 +21,7 @@ def tuning_args(tmp_path, **kw):
 
 def test_two_arl_trials_both_train_with_fresh_strategy_state(tmp_path):
     rows = make_rows(32)
-    built, strategies, coeff_logs = [], [], []
+    built = []
 
     def model_init(trial=None):
         model = mlp_model(seed=len(built))
