@@ -133,7 +133,9 @@ class ARLBuilder(datasets.GeneratorBasedBuilder):
             elif kind == "image":
                 out[name] = datasets.Array3D(shape=tuple(spec["shape"]), dtype="float32")
             else:
-                raise ValueError(f"MODALITIES[{name!r}]['kind']: unknown kind {kind!r}; expected one of {MODALITY_KINDS}")
+                raise ValueError(
+                    f"MODALITIES[{name!r}]['kind']: unknown kind {kind!r}; expected one of {MODALITY_KINDS}"
+                )
         return out
 
     def _make_features(self, label_names: Sequence[str]) -> datasets.Features:
@@ -168,7 +170,8 @@ class ARLBuilder(datasets.GeneratorBasedBuilder):
                 "storage": "video frames: JPEG quality 95; frame files: original bytes, or JPEG quality 95 "
                            "when shrunk to max_side",
                 "pool_selection": "evenly spaced segment centres, sorted",
-                "selection": "eval: centre frame of each of num_frames segments; train: seeded random frame per segment",
+                "selection": ("eval: centre frame of each of num_frames segments; "
+                              "train: seeded random frame per segment"),
                 "default_num_frames": self.DEFAULT_NUM_FRAMES,
             } if has_frames else None,
             "splits": dict(splits, split_seed=int(self.config.split_seed),
@@ -285,7 +288,9 @@ class ARLBuilder(datasets.GeneratorBasedBuilder):
             out.append({"bytes": data, "path": None})
         return out
 
-    def _frames_from_video(self, path: str, start: Optional[float] = None, end: Optional[float] = None) -> List[Dict[str, Any]]:
+    def _frames_from_video(
+        self, path: str, start: Optional[float] = None, end: Optional[float] = None
+    ) -> List[Dict[str, Any]]:
         jpegs, _ = decode_video_frames(path, int(self.config.frame_pool), start=start, end=end,
                                        max_side=int(self.config.frame_max_side) or None)
         return [{"bytes": b, "path": None} for b in jpegs]

@@ -41,8 +41,8 @@ from .command import pop_debug, user_errors
 
 logger = get_logger(__name__)
 
-__all__ = ["make_parser", "FirstPass", "resolve_defaults", "help_parser", "parse_args", "train_and_evaluate", "print_results",
-           "main"]
+__all__ = ["make_parser", "FirstPass", "resolve_defaults", "help_parser", "parse_args", "train_and_evaluate",
+           "print_results", "main"]
 
 #: the options read before the full parse: they decide the parser's fields and defaults
 _FIRST_PASS = ("config", "preset", "dataset", "strategy_module")
