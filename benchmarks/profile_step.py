@@ -154,7 +154,8 @@ def extra_op_counts_scaling(args, factory, shapes, cuda: bool) -> List[str]:
             bench.run_block()
             tables[name], _ = op_table(bench, 1, cuda)
         ops = set(tables["plain"]) | set(tables["arl"])
-        extra_counts.append({op: round(tables["arl"].get(op, [0])[0] - tables["plain"].get(op, [0])[0], 3) for op in ops})
+        extra_counts.append({op: round(tables["arl"].get(op, [0])[0] - tables["plain"].get(op, [0])[0], 3)
+                             for op in ops})
     ops = set(extra_counts[0]) | set(extra_counts[1])
     return sorted(op for op in ops if extra_counts[0].get(op, 0) != extra_counts[1].get(op, 0))
 
@@ -195,7 +196,8 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     batches = C.synthetic_batches(2, args.batch_size, shapes, args.num_labels, device=args.device)
     plain = C.make_bench("plain", m_plain, batches, strategy=None, **kw)
     arl = C.make_bench("arl", m_arl, batches, strategy="arl", **kw)
-    arl_nv = C.make_bench("arl_no_validate", m_arl_nv, batches, strategy="arl", arl_overrides={"validate_inputs": False}, **kw)
+    arl_nv = C.make_bench("arl_no_validate", m_arl_nv, batches, strategy="arl",
+                          arl_overrides={"validate_inputs": False}, **kw)
     for b in (plain, arl):
         b.run_block()  # warm up (allocator, lazy init)
 
@@ -253,7 +255,8 @@ def report(r: Dict[str, Any], top_extra: int = 25) -> str:
         f"  {'op':<40} {'+calls':>7} {'ARL self CPU us':>16} {'plain self CPU us':>18}",
     ]
     for e in r["extra_ops"][:top_extra]:
-        lines.append(f"  {e['op']:<40} {e['extra_calls_per_step']:>7.1f} {e['arl_self_cpu_us']:>16.0f} {e['plain_self_cpu_us']:>18.0f}")
+        lines.append(f"  {e['op']:<40} {e['extra_calls_per_step']:>7.1f} "
+                     f"{e['arl_self_cpu_us']:>16.0f} {e['plain_self_cpu_us']:>18.0f}")
     if len(r["extra_ops"]) > top_extra:
         lines.append(f"  ... {len(r['extra_ops']) - top_extra} more")
     sy = r["host_syncs_per_step"]
