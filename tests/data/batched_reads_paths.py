@@ -180,7 +180,11 @@ def avdigits(tmp: str):
 
 
 #: dataset -> (builder, transform options)
-CASES = {"avdigits": (None, {}), "frames": (frames_dsd, {"image_size": 12}), "mixed": (mixed_frames_dsd, {"image_size": 16})}
+CASES = {
+    "avdigits": (None, {}),
+    "frames": (frames_dsd, {"image_size": 12}),
+    "mixed": (mixed_frames_dsd, {"image_size": 16}),
+}
 
 
 def paths_of(name: str, tmp: str) -> Dict[str, Any]:

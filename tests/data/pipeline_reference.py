@@ -56,8 +56,10 @@ def frames_dsd() -> datasets.DatasetDict:
                 "audio": [np.random.default_rng(off + i).standard_normal((6, 7)).astype(np.float32) for i in range(n)],
                 "visual": [[{"bytes": jpeg(off * 10 + 10 * i + j), "path": None} for j in range(4)] for i in range(n)],
                 "flow": [[{"x": {"bytes": gray(off * 7 + i * 3 + j), "path": None},
-                           "y": {"bytes": gray(off * 7 + i * 3 + j + 50), "path": None}} for j in range(3)] for i in range(n)],
-                "text": [np.random.default_rng(off + 50 + i).standard_normal((3, 5)).astype(np.float32) for i in range(n)],
+                           "y": {"bytes": gray(off * 7 + i * 3 + j + 50), "path": None}} for j in range(3)]
+                         for i in range(n)],
+                "text": [np.random.default_rng(off + 50 + i).standard_normal((3, 5)).astype(np.float32)
+                         for i in range(n)],
                 "labels": [i % 3 for i in range(n)]}
         ds = datasets.Dataset.from_dict(rows, features=feats)
         ds.info.description = json.dumps(rec, sort_keys=True)
