@@ -199,7 +199,8 @@ def test_strategy_option_names_in_the_docs_are_options():
         "dr_times",  # a logged metric
     }
     token = re.compile(r"`(?:--)?((?:arl|ogm|agm|pmr|gblending|mmpareto|mla|dr|fixed)_[a-z0-9_]+)`")
-    bad = [f"{os.path.relpath(p, REPO)}: {name}" for p in PAGES for name in token.findall(open(p, encoding="utf-8").read())
+    bad = [f"{os.path.relpath(p, REPO)}: {name}"
+           for p in PAGES for name in token.findall(open(p, encoding="utf-8").read())
            if name not in options | set(STRATEGIES) | others]
     assert not bad, bad
     assert token.findall("`--ogm_alpha` and `arl_gama`") == ["ogm_alpha", "arl_gama"]
