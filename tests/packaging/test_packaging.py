@@ -88,10 +88,13 @@ def test_readme_commands_install_what_their_jobs_need_and_ci_runs_them():
     venv = next(i for i, line in enumerate(ci) if " -m venv " in line)
     activate = next(i for i, line in enumerate(ci) if line.startswith("source ") and line.endswith('/bin/activate"'))
     assert venv < activate < ci.index(commands[1])
-    # the test suite needs optuna and tensorboard: both come with [all]
+    # then the linter, from the same environment, over the paths pyproject.toml configures it for
+    lint = "python -m ruff check arl_hf examples tests benchmarks docs/generate_options.py || rc=$?"
+    assert ci.index(commands[1]) < ci.index(lint)
+    # the test suite needs optuna and tensorboard: both come with [all]; ruff comes with [dev]
     extras = setup_kwargs()["extras_require"]
     names = {_name(r) for e in ("all", "dev") for r in extras[e]}
-    assert {"optuna", "tensorboard", "pytest", "hypothesis"} <= names
+    assert {"optuna", "tensorboard", "pytest", "hypothesis", "ruff"} <= names
 
 
 def test_pyproject_declares_the_setup_py_metadata_dynamic():
