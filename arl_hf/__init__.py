@@ -7,9 +7,9 @@ strategies in :mod:`arl_hf.strategies`.
 
 from transformers import AutoConfig, AutoModel
 
+from .config import ARLConfig
 from .modeling import MultimodalConfig, MultimodalModel, MultimodalOutput, load_backbone_weights
 from .strategies import arl_coefficients, arl_statistics, coefficients_from_statistics
-from .config import ARLConfig
 from .trainer import ARLTrainer
 from .version import __version__
 
@@ -26,4 +26,5 @@ __all__ = [
     "arl_statistics",
     "coefficients_from_statistics",
     "load_backbone_weights",
+    "__version__",
 ]

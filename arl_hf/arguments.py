@@ -191,7 +191,7 @@ class ArgumentParser(HfArgumentParser):
         formatter.help_preset_keys = self.help_preset_keys
         return formatter
 
-    def error(self, message: str):  # noqa: D401 - argparse API
+    def error(self, message: str):  # argparse API
         if "unrecognized arguments" in message:
             known = [s for a in self._actions for s in a.option_strings if s.startswith("--")]
             hints = []

@@ -185,7 +185,8 @@ def _load_folder(folder: str, data_args: DataArguments, record: Dict[str, Any], 
                            image_size=data_args.image_size, seed=seed)
         record["data"] = dataset_record(ds)
         return ds, MultimodalCollator.from_dataset(ds), record
-    elif os.path.isfile(os.path.join(folder, "dataset_info.json")) or os.path.isfile(os.path.join(folder, "state.json")):
+    elif (os.path.isfile(os.path.join(folder, "dataset_info.json"))
+          or os.path.isfile(os.path.join(folder, "state.json"))):
         raise ValueError(f"dataset: {shown!r} holds a single Dataset saved with save_to_disk; expected a DatasetDict "
                          "with splits")
     else:
@@ -215,7 +216,7 @@ def dataset_record(ds: Any) -> Optional[Dict[str, Any]]:
     try:
         split = next(iter(ds.values()))
         text = split.info.description
-    except Exception:  # noqa: BLE001 - optional metadata
+    except Exception:  # optional metadata
         return None
     if not text:
         return None

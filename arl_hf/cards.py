@@ -22,9 +22,9 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, List, Mapping, Optional, Sequence
 
-from .log import get_logger
 from .data.record import format_value as _fmt
 from .data.record import preprocessing_text
+from .log import get_logger
 from .paper import ARL_PAPER
 
 logger = get_logger(__name__)

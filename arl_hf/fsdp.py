@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 import torch
 from torch import nn
@@ -163,7 +163,8 @@ def shard_model(model: nn.Module, strategy: Any = None, *, mesh=None, reshard_af
         raise ValueError("model: shard_model needs an initialised torch.distributed process group "
                          "(run under torchrun / accelerate launch)")
     if strategy is not None and not getattr(strategy, "supports_fsdp", True):
-        raise ValueError(f"strategy: {getattr(strategy, 'name', type(strategy).__name__)!r} is not supported under FSDP "
+        name = getattr(strategy, "name", type(strategy).__name__)
+        raise ValueError(f"strategy: {name!r} is not supported under FSDP "
                          "(see its supports_fsdp note); use DDP for it, or another strategy")
     kw = _shard_kwargs(mesh, reshard_after_forward, mp_policy, offload_policy)
     fusion = getattr(model, "fusion", None)

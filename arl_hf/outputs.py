@@ -18,8 +18,14 @@ from transformers import Trainer, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .cards import dataset_label
-from .run_dir import (claim_output_dir, finish_output_dir, newest_complete_checkpoint, refuse_if_holding_a_run,
-                      require_complete, require_same_strategy)
+from .run_dir import (
+    claim_output_dir,
+    finish_output_dir,
+    newest_complete_checkpoint,
+    refuse_if_holding_a_run,
+    require_complete,
+    require_same_strategy,
+)
 from .safety import atomic_write_json
 
 __all__ = ["RESULTS_NAME", "PLOTS_DIR", "prepare_output_dir", "reproduce_command", "configure_run_card",

@@ -40,7 +40,8 @@ class Registry(Dict[str, Any]):
         if not isinstance(name, str) or not name:
             raise ValueError(f"{self.kind}: expected a non-empty string name, got {name!r}")
         if name in self and self[name] is not obj:
-            warnings.warn(f"{self.kind} {name!r} is registered again: {obj!r} replaces {dict.__getitem__(self, name)!r}",
+            old = dict.__getitem__(self, name)
+            warnings.warn(f"{self.kind} {name!r} is registered again: {obj!r} replaces {old!r}",
                           RegistryOverwriteWarning, stacklevel=3)
         super().__setitem__(name, obj)
 

@@ -116,7 +116,9 @@ class ARLTrainer(ModelCardMixin, ScheduleMixin, DataChecksMixin, FiniteTrainingM
         self.add_callback(_StrategyCallback(self))
         if args.early_stopping_patience is not None:
             self.add_callback(_EarlyStopping(early_stopping_patience=args.early_stopping_patience))
-        self._metrics: Dict[str, Dict[str, List[torch.Tensor]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
+        self._metrics: Dict[str, Dict[str, List[torch.Tensor]]] = {
+            "train": defaultdict(list), "eval": defaultdict(list)
+        }
         num_labels = getattr(getattr(self.model, "config", None), "num_labels", None)
         self._num_labels: Optional[int] = num_labels
 
@@ -368,7 +370,9 @@ class ARLTrainer(ModelCardMixin, ScheduleMixin, DataChecksMixin, FiniteTrainingM
         pending = self._metrics[mode]
         if pending:
             keys = sorted(pending)
-            means = torch.stack([torch.stack([v.float().to(pending[k][0].device) for v in pending[k]]).mean() for k in keys])
+            means = torch.stack(
+                [torch.stack([v.float().to(pending[k][0].device) for v in pending[k]]).mean() for k in keys]
+            )
             means = all_reduce_mean(means).cpu().tolist()
             prefix = "eval_" if mode == "eval" else ""
             logs = {**logs, **{f"{prefix}{k}": v for k, v in zip(keys, means)}}

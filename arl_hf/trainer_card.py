@@ -104,7 +104,8 @@ def training_hyperparameters(args: Any, encoder_init: Optional[str] = None,
         mixed_precision = "bf16" if args.bf16 else ("fp16" if args.fp16 else "no")
     hp: Dict[str, Any] = {
         "strategy": args.strategy,
-        "optimizer": str(getattr(args.optim, "value", args.optim)) + (f" ({args.optim_args})" if args.optim_args else ""),
+        "optimizer": (str(getattr(args.optim, "value", args.optim))
+                      + (f" ({args.optim_args})" if args.optim_args else "")),
         "learning_rate": args.learning_rate,
         "weight_decay": f"{args.weight_decay}" + (" (all parameters)" if args.decay_all_parameters else ""),
         "lr_scheduler": (

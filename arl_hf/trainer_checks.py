@@ -55,7 +55,8 @@ class LabelTypeCheck:
 
     def __init__(self, collator: Callable):
         self.collator = collator
-        own = getattr(collator, "label_key", None) or getattr(getattr(collator, "data_collator", None), "label_key", None)
+        own = (getattr(collator, "label_key", None)
+               or getattr(getattr(collator, "data_collator", None), "label_key", None))
         self.keys = LABEL_KEYS + ((own,) if isinstance(own, str) and own not in LABEL_KEYS else ())
 
     def __call__(self, features: Any) -> Any:

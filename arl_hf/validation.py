@@ -105,7 +105,9 @@ def _check_dtype(name: str, x: torch.Tensor, accepted: Optional[Sequence[str]]) 
         return
     if any(KINDS[k].dtype == "float" for k in accepted if k in KINDS):
         raise ValueError(f"{name}: expected a floating-point tensor, got dtype {x.dtype}")
-    raise ValueError(f"{name}: expected a tensor of its encoder's kinds ({describe_kinds(accepted)}), got dtype {x.dtype}")
+    raise ValueError(
+        f"{name}: expected a tensor of its encoder's kinds ({describe_kinds(accepted)}), got dtype {x.dtype}"
+    )
 
 
 #: the largest input magnitude :func:`validate_batch` accepts: the square of such a value (a variance,

@@ -388,7 +388,9 @@ def write_json(path: Optional[str], payload: Dict[str, Any]) -> None:
         json.dump(payload, f, indent=2, default=float)
 
 
-def run_and_report(args: Any, run: Callable[[Any], Dict[str, Any]], report: Callable[[Dict[str, Any]], str]) -> Dict[str, Any]:
+def run_and_report(
+    args: Any, run: Callable[[Any], Dict[str, Any]], report: Callable[[Dict[str, Any]], str]
+) -> Dict[str, Any]:
     """What every benchmark's ``main`` does once its arguments are parsed: run, print the
     report, write ``--json`` (when given); returns the result."""
     result = run(args)

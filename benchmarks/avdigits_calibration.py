@@ -141,7 +141,9 @@ def train_unimodal(x_tr, y_tr, x_te, y_te, epochs: int, seed: int, optimizer: st
     return accs
 
 
-def evaluate(arrays: Dict[str, np.ndarray], epochs: int, seeds: List[int], optimizer: str, device: str) -> Dict[str, Any]:
+def evaluate(
+    arrays: Dict[str, np.ndarray], epochs: int, seeds: List[int], optimizer: str, device: str
+) -> Dict[str, Any]:
     out: Dict[str, Any] = {}
     for mod in ("audio", "visual"):
         runs = [train_unimodal(arrays[f"train_{mod}"], arrays["train_labels"], arrays[f"test_{mod}"],

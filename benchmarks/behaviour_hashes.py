@@ -85,11 +85,13 @@ def compare(a_path: str, b_path: str) -> int:
         changed += status != "identical"
         print(f"{name:<13} {status}: metrics {'equal' if same_metrics else 'differ'}, "
               f"{len(shared) - len(diff)}/{len(shared)} shared tensors equal"
-              + (f", only before: {len(only_a)}" if only_a else "") + (f", only after: {len(only_b)}" if only_b else ""))
+              + (f", only before: {len(only_a)}" if only_a else "")
+              + (f", only after: {len(only_b)}" if only_b else ""))
         if not same_metrics:
             for split in ("validation", "test"):
                 ma, mb = ra["metrics"].get(split, {}), rb["metrics"].get(split, {})
-                deltas = {k: mb[k] - ma[k] for k in ma if k in mb and isinstance(ma[k], (int, float)) and ma[k] != mb[k]}
+                deltas = {k: mb[k] - ma[k] for k in ma
+                          if k in mb and isinstance(ma[k], (int, float)) and ma[k] != mb[k]}
                 if deltas:
                     print(f"    {split}: " + ", ".join(f"{k} {v:+.4f}" for k, v in sorted(deltas.items())))
         for k in diff[:8]:

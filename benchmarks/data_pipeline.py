@@ -191,7 +191,9 @@ def per_sample_ms(fn, n: int, repeats: int, clock: str = "wall") -> float:
     return (now() - t) / repeats * 1e3
 
 
-def breakdown(train, small, fly: OnTheFlyDataset, image_size: int, repeats: int, clock: str = "wall") -> Dict[str, float]:
+def breakdown(
+    train, small, fly: OnTheFlyDataset, image_size: int, repeats: int, clock: str = "wall"
+) -> Dict[str, float]:
     """Milliseconds per sample on one core, per modality and pipeline (``small``: the shrunk-frame cache)."""
     from arl_hf.data import MultimodalTransform
 
@@ -349,9 +351,8 @@ def _load() -> Optional[List[float]]:
 
 
 def run(args: argparse.Namespace) -> Dict[str, Any]:
-    import torch
-
     import _common as C
+    import torch
 
     if args.tiny:
         args.clips, args.batch_size, args.batches, args.workers, args.pairs = 24, 4, 2, 0, 1
@@ -510,14 +511,16 @@ def report(r: Dict[str, Any]) -> str:
         f"  machine: {m.get('cpu_model', m.get('processor'))}, {m.get('cpu_count')} cores, load average "
         f"{m.get('load_average_before')} before, {m.get('load_average_after')} after",
         f"  cache build (one time): {r['cache_build_s']:.1f} s for {s['clips']} clips "
-        f"({r['cache_build_clips_per_s']:.1f} clips/s); with frame_max_side={side}: {r['small_frames_cache_build_s']:.1f} s; "
+        f"({r['cache_build_clips_per_s']:.1f} clips/s); "
+        f"with frame_max_side={side}: {r['small_frames_cache_build_s']:.1f} s; "
         f"spectrograms cached vs on-the-fly: max |diff| {r['spectrogram_max_abs_diff']:.2g}",
     ]
     cpu, wall = r["one_core_cpu_samples_per_s"], r["one_core_wall_samples_per_s"]
     other = "wall clock" if r["clock"] == "cpu" else "CPU time"
     alt = wall if r["clock"] == "cpu" else cpu
+    one_core_clock = "CPU time" if r["clock"] == "cpu" else "wall clock"
     for mode, title in (("multi", f"{s['workers']} workers (wall clock)"),
-                        ("one_core", f"one core (num_workers=0, 1 thread; {'CPU time' if r['clock'] == 'cpu' else 'wall clock'})")):
+                        ("one_core", f"one core (num_workers=0, 1 thread; {one_core_clock})")):
         if not sp[mode]["cached"]:
             continue
         extra = f" ({other}: {med(alt['on_the_fly']):.1f})" if mode == "one_core" else ""
@@ -532,8 +535,9 @@ def report(r: Dict[str, Any]) -> str:
                  f"{b['cached_audio_ms']:.2f} (audio-only ratio {r['audio_only_ratio']:.1f}x) | frame on-the-fly "
                  f"{b['on_the_fly_visual_ms']:.2f} vs cached {b['cached_visual_ms']:.2f} (shrunk to {side} px: "
                  f"{b['cached_small_frames_visual_ms']:.2f})")
-    lines.append(f"  loader vs components, ms per sample on one core ({clock}): frames as stored {r['loader_ms_per_sample']:.2f} "
-                 f"vs {r['components_ms_per_sample']:.2f} (audio + frame); shrunk "
+    lines.append(f"  loader vs components, ms per sample on one core ({clock}): "
+                 f"frames as stored {r['loader_ms_per_sample']:.2f} vs {r['components_ms_per_sample']:.2f} "
+                 f"(audio + frame); shrunk "
                  f"{r['small_frames_loader_ms_per_sample']:.2f} vs {r['small_frames_components_ms_per_sample']:.2f}")
     lines.append(f"  frames shrunk to {side} px vs as stored, eval-mode {s['image_size']} px input: mean |diff| "
                  f"{r['small_frames_eval_mean_abs_diff']:.4f} (ImageNet-normalised units)")

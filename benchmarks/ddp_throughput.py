@@ -34,10 +34,10 @@ from step_overhead import parse_shape  # noqa: E402
 
 def worker(args: argparse.Namespace) -> None:
     """One rank (under torchrun): train, time, dump the per-step history of this rank."""
+    import _common as C
     import torch
     from transformers import TrainerCallback
 
-    import _common as C
     from arl_hf.distributed import rank, world_size
 
     torch.set_num_threads(1)
@@ -133,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-all-reduce", action="store_true", help="ARLConfig(arl_all_reduce=False): ranks must disagree")
     p.add_argument("--find-unused", choices=("auto", "true", "false"), default="auto",
                    help="DDP find_unused_parameters: 'auto' (ARLTrainer's choice: off for ARL), or forced via "
-                        "ARLConfig(ddp_find_unused_parameters=...) ('true': what Trainer does for every PreTrainedModel)")
+                        "ARLConfig(ddp_find_unused_parameters=...) "
+                        "('true': what Trainer does for every PreTrainedModel)")
     p.add_argument("--launch-timeout", type=float, default=900.0)
     p.add_argument("--json", default=None)
     p.add_argument("--tiny", action="store_true", help="MLP encoders on 8-d inputs, batch 4")

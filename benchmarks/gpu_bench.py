@@ -31,8 +31,8 @@ from typing import Any, Dict, List, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import _common as C  # noqa: E402
-import torch  # noqa: E402
+import _common as C
+import torch
 
 CREMAD_TRAIN_CLIPS = 6698
 CREMAD_EPOCHS = 100
@@ -165,7 +165,8 @@ class Run:
 def format_row(r: Dict[str, Any]) -> str:
     st, pk = r["median_step_s"], r["peak_gib"]
     mem = (f" | peak GiB plain {pk['plain']:.2f} ARL {pk['arl']:.2f} ({pk['arl'] / pk['plain']:.3f}x)" if pk else "")
-    nv = (f", ARL validate_inputs=False {st['arl_no_validate'] * 1e3:.1f} ms ({r['median_ratio']['arl_no_validate']:.3f}x)"
+    nv = (f", ARL validate_inputs=False {st['arl_no_validate'] * 1e3:.1f} ms "
+          f"({r['median_ratio']['arl_no_validate']:.3f}x)"
           if "arl_no_validate" in st else "")
     return (f"[{r['name']}] step: plain {st['plain'] * 1e3:.1f} ms, ARL {st['arl'] * 1e3:.1f} ms "
             f"({r['median_ratio']['arl']:.3f}x){nv}{mem} | ARL {r['arl_samples_per_s']:.0f} samples/s | "
@@ -187,7 +188,8 @@ def markdown(s: Dict[str, Any]) -> str:
         st, rt, pk = r["median_step_s"], r["median_ratio"], r["peak_gib"]
         lines.append(
             f"| {r['name']} | {st['plain'] * 1e3:.1f} | {st['arl'] * 1e3:.1f} | {rt['arl']:.3f} | "
-            + (f"{st['arl_no_validate'] * 1e3:.1f} | {rt['arl_no_validate']:.3f} | " if "arl_no_validate" in st else "- | - | ")
+            + (f"{st['arl_no_validate'] * 1e3:.1f} | {rt['arl_no_validate']:.3f} | "
+               if "arl_no_validate" in st else "- | - | ")
             + (f"{pk['plain']:.2f} | {pk['arl']:.2f} | " if pk else "- | - | ")
             + f"{r['arl_samples_per_s']:.0f} | {r['projected_cremad_minutes']:.1f} |")
     if s["cuda_sync_warnings_per_step"] is not None:
@@ -196,8 +198,9 @@ def markdown(s: Dict[str, Any]) -> str:
     b = s["best"]
     if b:
         ok = b["projected_cremad_minutes"] < s["goal_minutes"]
-        lines += ["", f"Best ARL configuration at the CREMA-D size: **{b['name']}**, {b['median_step_s']['arl'] * 1e3:.1f} ms"
-                  f"/step, {b['arl_samples_per_s']:.0f} samples/s; projected 100-epoch CREMA-D training: "
+        lines += ["", f"Best ARL configuration at the CREMA-D size: **{b['name']}**, "
+                  f"{b['median_step_s']['arl'] * 1e3:.1f} ms/step, {b['arl_samples_per_s']:.0f} samples/s; "
+                  f"projected 100-epoch CREMA-D training: "
                   f"**{b['projected_cremad_minutes']:.1f} min** (goal < {s['goal_minutes']:.0f} min: "
                   f"{'met' if ok else 'not met'})."]
     if s["notes"]:

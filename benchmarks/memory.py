@@ -47,9 +47,8 @@ def child(args: argparse.Namespace) -> None:
     """One measurement: build, train ``args.steps`` steps, print peak RSS as JSON."""
     import resource
 
-    import torch
-
     import _common as C
+    import torch
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -29,12 +29,11 @@ from typing import Any, Dict, List, Optional
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # no profiler start/stop lines on stderr
 
-import _common as C  # noqa: E402
-import torch  # noqa: E402
-from torch.overrides import TorchFunctionMode  # noqa: E402
-from transformers import TrainerCallback  # noqa: E402
-
-from step_overhead import parse_shape  # noqa: E402
+import _common as C
+import torch
+from step_overhead import parse_shape
+from torch.overrides import TorchFunctionMode
+from transformers import TrainerCallback
 
 SYNC_METHODS = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__", "__index__")
 
@@ -155,7 +154,8 @@ def extra_op_counts_scaling(args, factory, shapes, cuda: bool) -> List[str]:
             bench.run_block()
             tables[name], _ = op_table(bench, 1, cuda)
         ops = set(tables["plain"]) | set(tables["arl"])
-        extra_counts.append({op: round(tables["arl"].get(op, [0])[0] - tables["plain"].get(op, [0])[0], 3) for op in ops})
+        extra_counts.append({op: round(tables["arl"].get(op, [0])[0] - tables["plain"].get(op, [0])[0], 3)
+                             for op in ops})
     ops = set(extra_counts[0]) | set(extra_counts[1])
     return sorted(op for op in ops if extra_counts[0].get(op, 0) != extra_counts[1].get(op, 0))
 
@@ -196,7 +196,8 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     batches = C.synthetic_batches(2, args.batch_size, shapes, args.num_labels, device=args.device)
     plain = C.make_bench("plain", m_plain, batches, strategy=None, **kw)
     arl = C.make_bench("arl", m_arl, batches, strategy="arl", **kw)
-    arl_nv = C.make_bench("arl_no_validate", m_arl_nv, batches, strategy="arl", arl_overrides={"validate_inputs": False}, **kw)
+    arl_nv = C.make_bench("arl_no_validate", m_arl_nv, batches, strategy="arl",
+                          arl_overrides={"validate_inputs": False}, **kw)
     for b in (plain, arl):
         b.run_block()  # warm up (allocator, lazy init)
 
@@ -254,7 +255,8 @@ def report(r: Dict[str, Any], top_extra: int = 25) -> str:
         f"  {'op':<40} {'+calls':>7} {'ARL self CPU us':>16} {'plain self CPU us':>18}",
     ]
     for e in r["extra_ops"][:top_extra]:
-        lines.append(f"  {e['op']:<40} {e['extra_calls_per_step']:>7.1f} {e['arl_self_cpu_us']:>16.0f} {e['plain_self_cpu_us']:>18.0f}")
+        lines.append(f"  {e['op']:<40} {e['extra_calls_per_step']:>7.1f} "
+                     f"{e['arl_self_cpu_us']:>16.0f} {e['plain_self_cpu_us']:>18.0f}")
     if len(r["extra_ops"]) > top_extra:
         lines.append(f"  ... {len(r['extra_ops']) - top_extra} more")
     sy = r["host_syncs_per_step"]

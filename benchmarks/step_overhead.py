@@ -27,8 +27,8 @@ from typing import Any, Dict, List, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import _common as C  # noqa: E402
-import torch  # noqa: E402
+import _common as C
+import torch
 
 LATE_FUSIONS = ("concat", "sum", "share", "film", "gated")
 
@@ -94,7 +94,8 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     benches = [
         C.make_bench("plain", models[0], batches, strategy=None, **common),
         C.make_bench("arl", models[1], batches, strategy="arl", **common),
-        C.make_bench("arl_no_validate", models[2], batches, strategy="arl", arl_overrides={"validate_inputs": False}, **common),
+        C.make_bench("arl_no_validate", models[2], batches, strategy="arl",
+                     arl_overrides={"validate_inputs": False}, **common),
     ]
     res = C.interleave(benches, args.pairs, reference="plain", clock=clock)
     return {

@@ -376,8 +376,10 @@ def _stft_frames(n: int, hop: int, center: bool, n_fft: int) -> int:
 _SHAPES: Dict[str, Callable[[AudioPreset], Tuple[int, int]]] = {
     "librosa_stft": lambda p: (p.param("n_fft") // 2 + 1,
                                _stft_frames(p.num_samples, p.param("hop_length"), p.param("center"), p.param("n_fft"))),
-    "scipy_spectrogram": lambda p: (p.param("nperseg") // 2 + 1,
-                                    (p.num_samples - p.param("noverlap")) // (p.param("nperseg") - p.param("noverlap"))),
+    "scipy_spectrogram": lambda p: (
+        p.param("nperseg") // 2 + 1,
+        (p.num_samples - p.param("noverlap")) // (p.param("nperseg") - p.param("noverlap")),
+    ),
     "kaldi_fbank": lambda p: (p.param("num_mel_bins"), p.param("target_frames")),
     "librosa_logmel": lambda p: (p.param("n_mels"), 1 + p.num_samples // p.param("hop_length")),
 }

@@ -97,8 +97,8 @@ CONFIGS: Dict[str, Dict[str, Any]] = {
 def generation_params(cfg: AVDigitsConfig) -> Dict[str, Any]:
     """The config fields that determine the generated data."""
     keys = ("generation_seed", "num_samples", "repeats", "image_size", "snr_db_min", "snr_db_max", "pixel_noise_min",
-            "pixel_noise_max", "occlusion_prob", "occlusion_size", "rate_min", "rate_max", "pitch_min", "pitch_max", "visual_partner_prob",
-            "audio_partner_prob", "visual_confused_classes")
+            "pixel_noise_max", "occlusion_prob", "occlusion_size", "rate_min", "rate_max", "pitch_min", "pitch_max",
+            "visual_partner_prob", "audio_partner_prob", "visual_confused_classes")
     return {k: getattr(cfg, k) for k in keys}
 
 

@@ -19,13 +19,19 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optio
 
 import datasets
 import numpy as np
+
 from ..log import get_logger
 from ..registry import Registry
-
 from .audio import AUDIO_PRESETS, AudioPreset, compute_features, get_audio_preset, load_audio_file
 from .record import MODALITY_KINDS, RECORD_FORMAT, PreprocessingRecord
-from .video import (decode_video_audio, decode_video_frames, encode_jpeg, list_frame_files, pool_indices,
-                    read_image_bytes)
+from .video import (
+    decode_video_audio,
+    decode_video_frames,
+    encode_jpeg,
+    list_frame_files,
+    pool_indices,
+    read_image_bytes,
+)
 
 logger = get_logger(__name__)
 
@@ -127,7 +133,9 @@ class ARLBuilder(datasets.GeneratorBasedBuilder):
             elif kind == "image":
                 out[name] = datasets.Array3D(shape=tuple(spec["shape"]), dtype="float32")
             else:
-                raise ValueError(f"MODALITIES[{name!r}]['kind']: unknown kind {kind!r}; expected one of {MODALITY_KINDS}")
+                raise ValueError(
+                    f"MODALITIES[{name!r}]['kind']: unknown kind {kind!r}; expected one of {MODALITY_KINDS}"
+                )
         return out
 
     def _make_features(self, label_names: Sequence[str]) -> datasets.Features:
@@ -162,7 +170,8 @@ class ARLBuilder(datasets.GeneratorBasedBuilder):
                 "storage": "video frames: JPEG quality 95; frame files: original bytes, or JPEG quality 95 "
                            "when shrunk to max_side",
                 "pool_selection": "evenly spaced segment centres, sorted",
-                "selection": "eval: centre frame of each of num_frames segments; train: seeded random frame per segment",
+                "selection": ("eval: centre frame of each of num_frames segments; "
+                              "train: seeded random frame per segment"),
                 "default_num_frames": self.DEFAULT_NUM_FRAMES,
             } if has_frames else None,
             "splits": dict(splits, split_seed=int(self.config.split_seed),
@@ -279,7 +288,9 @@ class ARLBuilder(datasets.GeneratorBasedBuilder):
             out.append({"bytes": data, "path": None})
         return out
 
-    def _frames_from_video(self, path: str, start: Optional[float] = None, end: Optional[float] = None) -> List[Dict[str, Any]]:
+    def _frames_from_video(
+        self, path: str, start: Optional[float] = None, end: Optional[float] = None
+    ) -> List[Dict[str, Any]]:
         jpegs, _ = decode_video_frames(path, int(self.config.frame_pool), start=start, end=end,
                                        max_side=int(self.config.frame_max_side) or None)
         return [{"bytes": b, "path": None} for b in jpegs]

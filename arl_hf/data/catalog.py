@@ -21,7 +21,6 @@ import os
 from typing import Any, Callable, Dict, List, Mapping, Optional, Union
 
 from ..log import get_logger
-
 from .audio import AudioPreset, get_audio_preset
 from .record import PreprocessingRecord
 
@@ -50,7 +49,10 @@ DEFAULT_IMAGE_SIZE = 224
 
 def _datasets():
     """The table of registered datasets, with the built-in ones registered (first use imports them)."""
-    from . import cremad, ave, kinetics_sounds, mosi, ucf101, avdigits  # noqa: F401  (each registers itself)
+    # Each registers itself, in this order, which is the order of available_datasets().
+    # isort: off
+    from . import cremad, ave, kinetics_sounds, mosi, ucf101, avdigits  # noqa: F401
+    # isort: on
     from .builder import DATASETS
 
     return DATASETS

@@ -121,7 +121,9 @@ class CremadBuilder(VideoDatasetBuilder):
             for part in ("train", "test"):
                 for clip, label in self._read_csv(os.path.join(root, f"{part}.csv")):
                     if clip in csv_split:
-                        raise ValueError(f"cremad: clip {clip!r} listed twice (in {csv_split[clip]}.csv and {part}.csv)")
+                        raise ValueError(
+                            f"cremad: clip {clip!r} listed twice (in {csv_split[clip]}.csv and {part}.csv)"
+                        )
                     csv_split[clip] = part
                     raw.append({"id": clip, "csv_label": label, "audio": os.path.join(audio_dir, clip + ".wav"),
                                 "frames": os.path.join(frames_root, clip)})

@@ -1,9 +1,10 @@
 """Offline text-to-speech with eSpeak NG through ctypes (library and voice data from ``espeakng-loader``).
 
 Calls ``espeak_Initialize``, ``espeak_SetSynthCallback``, ``espeak_SetVoiceByName``,
-``espeak_SetParameter`` and ``espeak_Synth`` of the bundled library. Used to synthesise the spoken digits of AV-Digits. The library is initialised once per
-process (``AUDIO_OUTPUT_SYNCHRONOUS``: samples go to a callback, nothing is played) and
-calls are serialised with a lock.
+``espeak_SetParameter`` and ``espeak_Synth`` of the bundled library. Used to synthesise the
+spoken digits of AV-Digits. The library is initialised once per process
+(``AUDIO_OUTPUT_SYNCHRONOUS``: samples go to a callback, nothing is played) and calls are
+serialised with a lock.
 
 Determinism: eSpeak NG keeps synthesis state across calls for the life of the process
 (``espeak_Terminate`` does not reset it; measured: the same word twice gives waveforms
@@ -84,7 +85,7 @@ def _library():
 
     cb = _SynthCallback(callback)
     lib.espeak_SetSynthCallback(cb)
-    _state.update(pid=pid, lib=lib, rate=rate, chunks=chunks, callback=cb)  # keep the callback alive  # keep the callback alive
+    _state.update(pid=pid, lib=lib, rate=rate, chunks=chunks, callback=cb)  # keep the callback alive
     return lib, rate
 
 
@@ -93,7 +94,9 @@ def english_voices() -> List[str]:
     import espeakng_loader
 
     folder = os.path.join(espeakng_loader.get_data_path(), "lang", "gmw")
-    return sorted(n.lower() for n in os.listdir(folder) if n.lower().startswith("en")) if os.path.isdir(folder) else ["en"]
+    if not os.path.isdir(folder):
+        return ["en"]
+    return sorted(n.lower() for n in os.listdir(folder) if n.lower().startswith("en"))
 
 
 def synthesize(text: str, voice: str = "en", rate: int = 175, pitch: int = 50, pitch_range: int = 50,

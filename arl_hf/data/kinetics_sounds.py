@@ -66,7 +66,9 @@ def read_split_file(path: str) -> List[Tuple[str, str, int]]:
                 clip = f"{row[col['youtube_id']]}_{int(float(row[col['time_start']])):06d}_" \
                        f"{int(float(row[col['time_end']])):06d}"
             except (IndexError, ValueError):
-                raise ValueError(f"{path}:{n}: expected label,youtube_id,time_start,time_end values, got {row!r}") from None
+                raise ValueError(
+                    f"{path}:{n}: expected label,youtube_id,time_start,time_end values, got {row!r}"
+                ) from None
             rows.append((clip, row[col["label"]].strip(), n))
         return rows
     for n, line in enumerate(lines, start=1):

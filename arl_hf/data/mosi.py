@@ -31,8 +31,8 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import datasets
 import numpy as np
-from ..log import get_logger
 
+from ..log import get_logger
 from .builder import ARLBuilder, ARLBuilderConfig, register_dataset
 
 logger = get_logger(__name__)
@@ -168,8 +168,8 @@ class MOSIBuilder(ARLBuilder):
             return out, sources
         out, sources = {}, {}
         for split, keys in SPLIT_KEYS.items():
-            path = next((os.path.join(root, k + ".pkl") for k in keys if os.path.isfile(os.path.join(root, k + ".pkl"))),
-                        None)
+            candidates = (os.path.join(root, k + ".pkl") for k in keys)
+            path = next((c for c in candidates if os.path.isfile(c)), None)
             if path is None:
                 raise FileNotFoundError(
                     f"mosi: no feature pickle in {root}; expected one of {list(SINGLE_FILES)} or per-split files "

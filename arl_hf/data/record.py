@@ -18,7 +18,8 @@ from typing import Any, Dict, List, Mapping, Optional
 
 from ..kinds import STORED_KINDS
 
-__all__ = ["RECORD_FORMAT", "MODALITY_KINDS", "ModalitySpec", "PreprocessingRecord", "preprocessing_text", "format_value"]
+__all__ = ["RECORD_FORMAT", "MODALITY_KINDS", "ModalitySpec", "PreprocessingRecord", "preprocessing_text",
+           "format_value"]
 
 #: the format tag of the record (``<family>/<revision>``); any ``arl_hf.data/*`` reads
 RECORD_FORMAT = "arl_hf.data/1"
@@ -131,7 +132,9 @@ class PreprocessingRecord:
                 ``modalities``, a bad modality spec or bad ``label_names`` (names the field).
         """
         if not isinstance(record, Mapping):
-            raise ValueError(f"record: expected a mapping (the arl_hf preprocessing record), got {type(record).__name__}")
+            raise ValueError(
+                f"record: expected a mapping (the arl_hf preprocessing record), got {type(record).__name__}"
+            )
         fmt = record.get("format")
         if not isinstance(fmt, str) or fmt.split("/")[0] != RECORD_FORMAT.split("/")[0]:
             raise ValueError(f"record['format']: expected 'arl_hf.data/<revision>', got {fmt!r}")
@@ -176,7 +179,9 @@ class PreprocessingRecord:
         if not hasattr(split, "info") and isinstance(dataset, Mapping) and dataset:
             split = next(iter(dataset.values()))
         if not hasattr(split, "info"):
-            raise ValueError(f"dataset: expected a Dataset, IterableDataset or DatasetDict, got {type(dataset).__name__}")
+            raise ValueError(
+                f"dataset: expected a Dataset, IterableDataset or DatasetDict, got {type(dataset).__name__}"
+            )
         try:
             return cls.from_json(split.info.description)
         except ValueError as err:

@@ -249,8 +249,8 @@ def load_prepared(path_or_repo: str, *, cache_dir: Optional[str] = None, transfo
     """
     import datasets
 
-    from .record import PreprocessingRecord
     from .catalog import finish
+    from .record import PreprocessingRecord
 
     folder = os.path.expanduser(str(path_or_repo))
     if not os.path.isdir(folder):

@@ -258,8 +258,8 @@ def stream_split(folder: str, split: str = "train", *, transform: bool = True, n
     import datasets
     from datasets.distributed import split_dataset_by_node
 
-    from .record import PreprocessingRecord
     from .catalog import make_transform
+    from .record import PreprocessingRecord
     from .sharing import RECORD_FILE
 
     if split not in SPLITS:

@@ -1,4 +1,5 @@
-"""On-the-fly transforms (applied by :class:`~arl_hf.data.MultimodalCollator`, or ``Dataset.with_transform``): cached columns -> model-ready tensors.
+"""On-the-fly transforms (applied by :class:`~arl_hf.data.MultimodalCollator`, or
+``Dataset.with_transform``): cached columns -> model-ready tensors.
 
 Images: ``RandomResizedCrop(image_size)`` + horizontal flip at training time, ``Resize``
 to ``(image_size, image_size)`` at evaluation time, ImageNet mean/std. Only the chosen

@@ -97,7 +97,8 @@ class UCF101Builder(VideoDatasetBuilder):
         index = {c: i for i, c in enumerate(names)}
 
         items: Dict[str, List[Dict[str, Any]]] = {}
-        for split, fname in (("train", f"trainlist0{int(cfg.split_id)}.txt"), ("test", f"testlist0{int(cfg.split_id)}.txt")):
+        split_id = int(cfg.split_id)
+        for split, fname in (("train", f"trainlist0{split_id}.txt"), ("test", f"testlist0{split_id}.txt")):
             path = os.path.join(split_dir, fname)
             raw = [{"line": line, "where": f"{path}:{n}"} for n, line in
                    enumerate(read_text_lines(path, f"{split} split list"), start=1)]

@@ -1,9 +1,9 @@
 """The multimodal model: configuration, encoders, fusion, model."""
 
+from . import intermediate  # noqa: F401  (registers the intermediate fusions)
 from .configuration import MultimodalConfig
 from .encoders import ENCODERS, EncoderFamily, build_encoder, register_encoder
 from .fusion import FUSIONS, Fusion, build_fusion, register_fusion
-from . import intermediate  # noqa: F401,E402  (registers the intermediate fusions)
 from .model import (
     MultimodalModel,
     MultimodalOutput,

@@ -197,7 +197,9 @@ def build_fusion(
     cls = FUSIONS[name]
     if cls.intermediate:
         if encoders is None:
-            raise ValueError(f"fusion: {name!r} is an intermediate fusion and needs the encoders (build it via MultimodalModel)")
+            raise ValueError(
+                f"fusion: {name!r} is an intermediate fusion and needs the encoders (build it via MultimodalModel)"
+            )
         return cls(dims, num_labels, encoders=encoders, **kwargs)
     return cls(dims, num_labels, **kwargs)
 

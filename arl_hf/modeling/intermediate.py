@@ -203,7 +203,9 @@ class CrossAttentionBlock(FusionBlock):
         if not isinstance(dim, int) or dim < 1:
             raise ValueError(f"fusion_kwargs['dim']: expected a positive int, got {dim!r}")
         if not isinstance(num_heads, int) or num_heads < 1 or dim % num_heads:
-            raise ValueError(f"fusion_kwargs['num_heads']: expected a positive int dividing dim={dim}, got {num_heads!r}")
+            raise ValueError(
+                f"fusion_kwargs['num_heads']: expected a positive int dividing dim={dim}, got {num_heads!r}"
+            )
         self.dim, self.num_heads = dim, num_heads
         self.proj_in = nn.ModuleDict({m: nn.Linear(c, dim) for m, c in self.channels.items()})
         self.norm = nn.ModuleDict({m: nn.LayerNorm(dim) for m in self.modalities})
@@ -227,7 +229,9 @@ class CrossAttentionBlock(FusionBlock):
         out = {}
         for m in self.modalities:
             kv = torch.cat([toks[j] for j in self.modalities if j != m], dim=1)
-            attn = F.scaled_dot_product_attention(self._heads(self.q(toks[m])), self._heads(self.k(kv)), self._heads(self.v(kv)))
+            attn = F.scaled_dot_product_attention(
+                self._heads(self.q(toks[m])), self._heads(self.k(kv)), self._heads(self.v(kv))
+            )
             out[m] = self._out(attn, h[m], m)
         return out
 
@@ -298,7 +302,9 @@ class IntermediateFusion(Fusion):
         for m in self.modalities:
             err = supports_stages(encoders[m])
             if err:
-                raise ValueError(f"modalities[{m!r}]['encoder']: fusion {name!r} runs the encoders stage by stage, but {err}")
+                raise ValueError(
+                    f"modalities[{m!r}]['encoder']: fusion {name!r} runs the encoders stage by stage, but {err}"
+                )
         self.num_stages = {m: int(encoders[m].num_stages) for m in self.modalities}
         self.axes = {m: int(encoders[m].channel_axis) for m in self.modalities}
         self.points = self._resolve_points(stages)
@@ -318,7 +324,8 @@ class IntermediateFusion(Fusion):
             stages = [p for p in self.default_points if -p <= shortest] or [-1]
         if isinstance(stages, Mapping):
             if set(stages) != set(self.modalities):
-                raise ValueError(f"{field}: expected a list of stage indices or a dict keyed by {self.modalities}, got keys {sorted(stages)}")
+                raise ValueError(f"{field}: expected a list of stage indices or a dict keyed by {self.modalities}, "
+                                 f"got keys {sorted(stages)}")
             per = {m: list(stages[m]) for m in self.modalities}
         elif isinstance(stages, (list, tuple)):
             per = {m: list(stages) for m in self.modalities}
@@ -342,10 +349,14 @@ class IntermediateFusion(Fusion):
 
     # ---- not defined on pooled features alone ---------------------------------------------------
     def forward(self, features: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        raise RuntimeError(f"fusion {self.fusion_name!r} is intermediate: call run(encoders, inputs) (MultimodalModel does)")
+        raise RuntimeError(
+            f"fusion {self.fusion_name!r} is intermediate: call run(encoders, inputs) (MultimodalModel does)"
+        )
 
     def unimodal_logits(self, features: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-        raise RuntimeError(f"fusion {self.fusion_name!r} is intermediate: unimodal logits come from run(..., unimodal=True)")
+        raise RuntimeError(
+            f"fusion {self.fusion_name!r} is intermediate: unimodal logits come from run(..., unimodal=True)"
+        )
 
     # ---- the stage-wise forward -----------------------------------------------------------------------
     @staticmethod

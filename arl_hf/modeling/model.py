@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from typing import Callable, Dict, List, Mapping, Optional
 
 import torch
 import torch.nn.functional as F
@@ -232,7 +232,8 @@ class MultimodalModel(MultimodalPreTrainedModel):
             self.strategy_state = state_from_spec(config.strategy_state)
         self.main_input_name = next(iter(self.encoders))
         self.input_modalities = input_modalities(config)
-        self._no_split_modules = sorted(set(self._no_split_modules) | {type(e).__name__ for e in self.encoders.values()})
+        encoder_classes = {type(e).__name__ for e in self.encoders.values()}
+        self._no_split_modules = sorted(set(self._no_split_modules) | encoder_classes)
         self.post_init()
 
     @property

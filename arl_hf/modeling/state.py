@@ -81,7 +81,8 @@ def state_spec(module: StrategyState) -> Dict[str, Any]:
 def state_from_spec(spec: Dict[str, Any]) -> StrategyState:
     """A :class:`StrategyState` with zero tensors of the recorded names, shapes and dtypes (what
     ``from_pretrained`` then fills from ``model.safetensors``)."""
-    if not isinstance(spec, dict) or not isinstance(spec.get("strategy"), str) or not isinstance(spec.get("tensors"), dict):
+    if (not isinstance(spec, dict) or not isinstance(spec.get("strategy"), str)
+            or not isinstance(spec.get("tensors"), dict)):
         raise ValueError(f"config.strategy_state: expected {{'strategy': name, 'tensors': {{...}}}}, got {spec!r}")
     module = StrategyState(spec["strategy"])
     for name, info in spec["tensors"].items():

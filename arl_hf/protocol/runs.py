@@ -23,8 +23,15 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 from ..log import get_logger
-from ..safety import (atomic_write_json, code_fingerprint, config_diff, data_fingerprint, fingerprint, remove_path,
-                      safe_name)
+from ..safety import (
+    atomic_write_json,
+    code_fingerprint,
+    config_diff,
+    data_fingerprint,
+    fingerprint,
+    remove_path,
+    safe_name,
+)
 
 logger = get_logger(__name__)
 

@@ -14,11 +14,11 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 from ..arguments import ArgumentParser, DataArguments, setup_logging
 from ..building import load_data
+from ..config import ARLConfig
 from ..evaluation import format_results
 from ..log import get_logger
 from ..metrics import split_metrics
 from ..safety import atomic_write_json, check_revision, safetensors_problem
-from ..config import ARLConfig
 from ..trainer import ARLTrainer
 from .command import is_main_process, pop_debug, user_errors
 
@@ -39,7 +39,9 @@ def _data_field(name: str) -> Any:
 class EvalArguments:
     """Evaluate a saved checkpoint on a dataset split."""
 
-    model_name_or_path: str = field(metadata={"help": "Checkpoint directory or Hub id (AutoModel after import arl_hf)."})
+    model_name_or_path: str = field(
+        metadata={"help": "Checkpoint directory or Hub id (AutoModel after import arl_hf)."}
+    )
     split: str = field(default="test", metadata={"help": "Split to evaluate: train, validation or test."})
     dataset: Optional[str] = field(
         default=None,
@@ -119,7 +121,8 @@ def evaluate_checkpoint(eval_args: EvalArguments) -> Dict[str, float]:
         dataset_revision=eval_args.dataset_revision or (recorded.get("dataset_revision") if same else None),
         data_dir=eval_args.data_dir,
         cache_dir=eval_args.cache_dir,
-        **{k: recorded.get(k) if same else None for k in ("preprocessing", "audio_duration", "num_frames", "image_size")},
+        **{k: recorded.get(k) if same else None
+           for k in ("preprocessing", "audio_duration", "num_frames", "image_size")},
     )
     ds, collator, _ = load_data(data_args)
     if eval_args.split not in ds:
@@ -137,7 +140,8 @@ def evaluate_checkpoint(eval_args: EvalArguments) -> Dict[str, float]:
         raw = trainer.evaluate(eval_dataset=split, metric_key_prefix=eval_args.split)
     metrics = split_metrics(raw, eval_args.split)
     if eval_args.output_json:
-        atomic_write_json(eval_args.output_json, {"split": eval_args.split, "dataset": dataset_name, "metrics": metrics})
+        atomic_write_json(eval_args.output_json,
+                          {"split": eval_args.split, "dataset": dataset_name, "metrics": metrics})
     return metrics
 
 

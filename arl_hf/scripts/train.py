@@ -16,21 +16,33 @@ import sys
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .. import presets as presets_module
-from ..arguments import (DEFAULT_DATASET, DEFAULT_PRESET, SCRIPT_DEFAULTS, ArgumentParser, DataArguments,
-                         HelpFormatter, ModelArguments, RunArguments, group_help, check_config_keys, read_config_file, setup_logging)
+from ..arguments import (
+    DEFAULT_DATASET,
+    DEFAULT_PRESET,
+    SCRIPT_DEFAULTS,
+    ArgumentParser,
+    DataArguments,
+    HelpFormatter,
+    ModelArguments,
+    RunArguments,
+    check_config_keys,
+    group_help,
+    read_config_file,
+    setup_logging,
+)
 from ..building import RunRecord, build_model, label_names, load_data, num_labels, prepare_splits, sample_batch
+from ..config import ARLConfig
 from ..evaluation import evaluate_splits, format_results
 from ..log import get_logger
 from ..outputs import configure_run_card, prepare_output_dir, save_run
-from .command import pop_debug, user_errors
 from ..strategies.plugins import attach_strategy_options, extra_option_dataclasses, load_strategy_module
-from ..config import ARLConfig
 from ..trainer import ARLTrainer
+from .command import pop_debug, user_errors
 
 logger = get_logger(__name__)
 
-__all__ = ["make_parser", "FirstPass", "resolve_defaults", "help_parser", "parse_args", "train_and_evaluate", "print_results",
-           "main"]
+__all__ = ["make_parser", "FirstPass", "resolve_defaults", "help_parser", "parse_args", "train_and_evaluate",
+           "print_results", "main"]
 
 #: the options read before the full parse: they decide the parser's fields and defaults
 _FIRST_PASS = ("config", "preset", "dataset", "strategy_module")

@@ -13,6 +13,15 @@ methods of ``arl-hf compare`` derive from. Strategies from outside the package:
 import importlib
 import pkgutil
 
+from .arl import (
+    ARLOptions,
+    ARLStatistics,
+    ARLStrategy,
+    arl_coefficients,
+    arl_statistics,
+    coefficients_from_statistics,
+    modality_shares,
+)
 from .base import (
     STRATEGIES,
     GradientModulator,
@@ -30,15 +39,6 @@ from .base import (
 from .options import ModulationOptions, StrategyChoice, StrategyOptions
 from .state import StrategyState
 from .view import TrainerView
-from .arl import (
-    ARLOptions,
-    ARLStatistics,
-    ARLStrategy,
-    arl_coefficients,
-    arl_statistics,
-    coefficients_from_statistics,
-    modality_shares,
-)
 
 #: modules of this package that hold the shared machinery, not a strategy
 INFRASTRUCTURE_MODULES = frozenset({"base", "common", "options", "plugins", "state", "view"})

@@ -63,7 +63,9 @@ def agm_coefficients(scores: torch.Tensor, running: torch.Tensor, alpha: float) 
 class AGMOptions(StrategyOptions):
     """Options of AGM (:class:`AGM`)."""
 
-    agm_alpha: float = field(default=1.5, metadata={"help": "AGM: alpha of coeff = exp(alpha * min(target - ratio, 10))."})
+    agm_alpha: float = field(
+        default=1.5, metadata={"help": "AGM: alpha of coeff = exp(alpha * min(target - ratio, 10))."}
+    )
 
     def check(self) -> None:
         need(finite(self.agm_alpha) and self.agm_alpha >= 0, self, "agm_alpha", "a finite number >= 0")

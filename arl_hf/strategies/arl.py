@@ -40,8 +40,9 @@ More than two modalities (order-independent, documented generalisations). Let
   ``1/M`` for M >= 4, hence ``0.6 / M``.
 
 Numerics: ``log_softmax`` runs in float32 at least whatever the input dtype, and the
-statistics are accumulated in float64 (float32 on MPS); entropies are clamped below at ``ENTROPY_EPS`` and probabilities/dependencies
-at ``PROB_EPS`` before division, so the coefficients are finite for any finite logits.
+statistics are accumulated in float64 (float32 on MPS); entropies are clamped below at
+``ENTROPY_EPS`` and probabilities/dependencies at ``PROB_EPS`` before division, so the
+coefficients are finite for any finite logits.
 """
 
 from __future__ import annotations

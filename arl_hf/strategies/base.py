@@ -34,6 +34,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type, T
 import torch
 import torch.nn.functional as F
 from torch import nn
+
 from ..log import get_logger
 from ..registry import Registry
 from .options import ModulationOptions, StrategyOptions

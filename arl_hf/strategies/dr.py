@@ -148,7 +148,8 @@ class DiagnoseRelearn(Strategy):
     def compute_loss(self, model, inputs: Dict[str, torch.Tensor], context) -> StrategyOutput:
         out = self.forward(model, inputs, unimodal=False)
         loss = torch.nn.functional.cross_entropy(out.logits.float(), inputs["labels"])
-        return StrategyOutput(loss=loss, outputs=out, logs={"loss_fused": loss.detach(), "dr_times": torch.tensor(float(self.times), device=loss.device)})
+        logs = {"loss_fused": loss.detach(), "dr_times": torch.tensor(float(self.times), device=loss.device)}
+        return StrategyOutput(loss=loss, outputs=out, logs=logs)
 
     def on_epoch_begin(self, trainer, model, context) -> None:
         e = epoch_index(context.epoch)

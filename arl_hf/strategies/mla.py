@@ -97,7 +97,7 @@ def owm_update(projector: torch.Tensor, r: torch.Tensor, alpha: float) -> torch.
 
 def entropy_weights(logits: List[torch.Tensor]) -> torch.Tensor:
     """``(M, B)`` per-sample fusion weights ``∝ exp(max_j H_j - H_m)``."""
-    ent = torch.stack([-(l.float().log_softmax(-1) * l.float().softmax(-1)).sum(-1) for l in logits])
+    ent = torch.stack([-(z.float().log_softmax(-1) * z.float().softmax(-1)).sum(-1) for z in logits])
     e = torch.exp(ent.max(0, keepdim=True).values - ent)
     return e / e.sum(0, keepdim=True)
 

@@ -48,7 +48,9 @@ def min_norm_two(gg11: torch.Tensor, gg22: torch.Tensor, gg12: torch.Tensor) -> 
     return ((gg22 - gg12) / denom).clamp(0.0, 1.0)
 
 
-def pareto_coefficients(gg_mm: torch.Tensor, gg_u: torch.Tensor, g_mm_u: torch.Tensor, gamma: float) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def pareto_coefficients(
+    gg_mm: torch.Tensor, gg_u: torch.Tensor, g_mm_u: torch.Tensor, gamma: float
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(c_mm, c_u, w_0)`` with final gradient ``c_mm g_mm + c_u g_u`` (see module docstring)."""
     cos = g_mm_u / (gg_mm.sqrt() * gg_u.sqrt()).clamp_min(1e-20)
     if float(cos) > 0:

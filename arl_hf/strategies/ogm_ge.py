@@ -58,7 +58,8 @@ class OGMGEOptions(StrategyOptions):
 
     def check(self) -> None:
         need(finite(self.ogm_alpha) and self.ogm_alpha >= 0, self, "ogm_alpha", "a finite number >= 0")
-        need(isinstance(self.ogm_start_epoch, int) and self.ogm_start_epoch >= 0, self, "ogm_start_epoch", "an int >= 0")
+        need(isinstance(self.ogm_start_epoch, int) and self.ogm_start_epoch >= 0, self, "ogm_start_epoch",
+             "an int >= 0")
         need(isinstance(self.ogm_end_epoch, int) and self.ogm_end_epoch >= self.ogm_start_epoch, self,
              "ogm_end_epoch", "an int >= ogm_start_epoch")
 

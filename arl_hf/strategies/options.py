@@ -3,12 +3,12 @@
 Every strategy registers an options dataclass with it
 (``@register_strategy("ogm_ge", options=OGMGEOptions, label="OGM-GE", prefix="ogm_")``): fields
 with ``metadata={"help": ...}`` (they become command-line flags) and a
-:meth:`StrategyOptions.check` raising ``ValueError`` naming the field and what was expected. :class:`~arl_hf.ARLConfig` is assembled from the
-built-in strategies' options, so ``ARLConfig(strategy="ogm_ge", ogm_alpha=0.3)`` and
-``--ogm_alpha 0.3`` work; a strategy receives its own options object as ``self.options``
-(:meth:`StrategyOptions.from_args`). Strategies registered outside the package get their flags
-through ``--strategy_module`` (:mod:`arl_hf.strategies.plugins`); their values travel in
-``ARLConfig.strategy_options``.
+:meth:`StrategyOptions.check` raising ``ValueError`` naming the field and what was expected.
+:class:`~arl_hf.ARLConfig` is assembled from the built-in strategies' options, so
+``ARLConfig(strategy="ogm_ge", ogm_alpha=0.3)`` and ``--ogm_alpha 0.3`` work; a strategy
+receives its own options object as ``self.options`` (:meth:`StrategyOptions.from_args`).
+Strategies registered outside the package get their flags through ``--strategy_module``
+(:mod:`arl_hf.strategies.plugins`); their values travel in ``ARLConfig.strategy_options``.
 """
 
 from __future__ import annotations
@@ -104,9 +104,13 @@ class StrategyChoice:
             try:
                 self.strategy_options = json.loads(self.strategy_options)
             except json.JSONDecodeError as e:
-                raise ValueError(f"strategy_options: expected a JSON object, got {self.strategy_options!r} ({e})") from None
+                raise ValueError(
+                    f"strategy_options: expected a JSON object, got {self.strategy_options!r} ({e})"
+                ) from None
         if self.strategy_options is not None and not isinstance(self.strategy_options, Mapping):
-            raise ValueError(f"strategy_options: expected a mapping of option names to values, got {self.strategy_options!r}")
+            raise ValueError(
+                f"strategy_options: expected a mapping of option names to values, got {self.strategy_options!r}"
+            )
 
 
 @dataclass

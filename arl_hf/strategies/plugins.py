@@ -69,7 +69,9 @@ def extra_option_dataclasses() -> List[Type[StrategyOptions]]:
             continue
         clash = [f.name for f in dataclasses.fields(cls) if f.name in taken]
         if clash:
-            raise ValueError(f"{clash[0]}: option of strategy {name!r} ({cls.__name__}) repeats an existing option name")
+            raise ValueError(
+                f"{clash[0]}: option of strategy {name!r} ({cls.__name__}) repeats an existing option name"
+            )
         taken |= {f.name for f in dataclasses.fields(cls)}
         out.append(cls)
     return out

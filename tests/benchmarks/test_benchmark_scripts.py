@@ -8,7 +8,6 @@ import sys
 
 import pytest
 import torch
-
 from conftest import BENCH_DIR
 
 REPO = BENCH_DIR.parent

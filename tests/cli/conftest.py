@@ -10,7 +10,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 
-from cli_helpers import make_tiny_dataset, tiny_flags  # noqa: E402
+from cli_helpers import make_tiny_dataset, tiny_flags
 
 
 @pytest.fixture(autouse=True)

@@ -12,15 +12,14 @@ import re
 import subprocess
 
 import pytest
-
-from arl_hf import ARLTrainer
-from arl_hf.data import export_prepared, preprocessing_info, push_prepared
-from arl_hf.arguments import DataArguments
-from arl_hf.building import load_data
-from arl_hf.scripts.evaluate import main as evaluate_main
-from arl_hf.scripts.train import parse_args, train_and_evaluate
 from cli_helpers import PREPARED_RECORD, PYTHON, make_prepared_dataset, make_tiny_dataset, script_env, tiny_flags
 
+from arl_hf import ARLTrainer
+from arl_hf.arguments import DataArguments
+from arl_hf.building import load_data
+from arl_hf.data import export_prepared, preprocessing_info, push_prepared
+from arl_hf.scripts.evaluate import main as evaluate_main
+from arl_hf.scripts.train import parse_args, train_and_evaluate
 
 
 def test_dataset_and_mla_model_round_trip_through_the_hub(stand_in_hub, tmp_path, monkeypatch, capsys):

@@ -34,10 +34,11 @@ def test_every_module_is_at_most_500_lines():
 
 def test_load_data_calls_the_data_api_directly(monkeypatch):
     """A registered dataset goes to arl_hf.data.load with every data option (no signature probing)."""
-    from arl_hf import data
-    from arl_hf.building import load_data
-    from arl_hf.arguments import DataArguments
     from cli_helpers import PREPARED_RECORD, make_prepared_dataset
+
+    from arl_hf import data
+    from arl_hf.arguments import DataArguments
+    from arl_hf.building import load_data
 
     calls = []
     ds = make_prepared_dataset()

@@ -10,15 +10,14 @@ import os
 import subprocess
 
 import pytest
-
 from cli_helpers import PYTHON, script_env, tiny_flags
 
 
 def test_arl_hf_loggers_follow_transformers_verbosity():
     from transformers.utils import logging as hf_logging
 
-    from arl_hf.scripts import train as script
     from arl_hf.log import get_logger
+    from arl_hf.scripts import train as script
 
     assert script.logger.name == "transformers.arl_hf.scripts.train"
     assert get_logger("arl_hf.data.catalog").name == "transformers.arl_hf.data.catalog"

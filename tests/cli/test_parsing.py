@@ -9,15 +9,15 @@ import subprocess
 
 import pytest
 import torch
+from cli_helpers import PYTHON, REPO, script_env
 
 from arl_hf import ARLConfig
-from arl_hf.cli import main
-from arl_hf.scripts.train import main as train_main
-from arl_hf.presets import PRESETS, get_preset, preset_names
 from arl_hf.arguments import DataArguments, ModelArguments, RunArguments
+from arl_hf.cli import main
 from arl_hf.outputs import prepare_output_dir
+from arl_hf.presets import PRESETS, get_preset, preset_names
+from arl_hf.scripts.train import main as train_main
 from arl_hf.scripts.train import parse_args
-from cli_helpers import PYTHON, REPO, script_env
 
 
 def test_no_arguments_is_the_avdigits_default():
@@ -302,9 +302,10 @@ def test_old_flag_names_still_parse():
 
 
 def test_version_and_env_commands(capsys):
-    import arl_hf
     import huggingface_hub
     import transformers
+
+    import arl_hf
 
     assert main(["--version"]) == 0
     assert capsys.readouterr().out.strip() == f"arl-hf {arl_hf.__version__}"

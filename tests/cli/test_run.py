@@ -9,16 +9,16 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from cli_helpers import LABELS, TINY_ENCODER, tiny_flags
 
 import arl_hf
 from arl_hf.cards import template_path
 from arl_hf.cli import plot_main
-from arl_hf.plots import arl_series
 from arl_hf.evaluation import format_results
+from arl_hf.plots import arl_series
 from arl_hf.scripts.evaluate import main as evaluate_main
 from arl_hf.scripts.train import parse_args, train_and_evaluate
 from arl_hf.trainer import ARL_PAPER
-from cli_helpers import LABELS, TINY_ENCODER, tiny_flags
 
 MODALITIES = ["audio", "visual"]
 
@@ -97,7 +97,8 @@ def test_model_card_metadata_and_text(trained_run):
     from arl_hf.env import framework_versions, install_command
 
     out, metrics = trained_run["output_dir"], trained_run["metrics"]
-    assert template_path() is not None and os.path.realpath(template_path()).endswith(os.path.join("model_cards", "template.md"))
+    assert template_path() is not None
+    assert os.path.realpath(template_path()).endswith(os.path.join("model_cards", "template.md"))
     card = ModelCard.load(os.path.join(out, "README.md"))
     # a local dataset has no Hub id: no model-index with a made-up dataset_type, no `datasets:` entry
     assert not card.data.eval_results and "model-index:" not in str(card) and not card.data.datasets
@@ -189,7 +190,8 @@ def test_mla_run_is_evaluated_through_its_saved_head(tiny_dataset_dir, tmp_path,
     assert config["training_strategy"] == "mla" and config["strategy_state"]["strategy"] == "mla"
     from safetensors.torch import load_file
 
-    assert {"strategy_state.head.weight", "strategy_state.projector"} <= set(load_file(os.path.join(out, "model.safetensors")))
+    saved = set(load_file(os.path.join(out, "model.safetensors")))
+    assert {"strategy_state.head.weight", "strategy_state.projector"} <= saved
     out_json = tmp_path / "m.json"
     assert evaluate_main(["--model_name_or_path", out, "--dataset", tiny_dataset_dir, "--split", "test",
                           "--use_cpu", "--output_json", str(out_json)]) == 0
@@ -212,8 +214,8 @@ def test_mla_run_is_evaluated_through_its_saved_head(tiny_dataset_dir, tmp_path,
 def test_resume_continues_from_the_last_checkpoint(trained_run, tiny_dataset_dir, tmp_path):
     out = str(tmp_path / "resumed")
     shutil.copytree(trained_run["output_dir"], out)
-    argv = tiny_flags(tiny_dataset_dir, out, "--preset", "avdigits", "--arl_temperature", "2", "--num_train_epochs", "3",
-                      "--resume")
+    argv = tiny_flags(tiny_dataset_dir, out, "--preset", "avdigits", "--arl_temperature", "2",
+                      "--num_train_epochs", "3", "--resume")
     metrics = train_and_evaluate(*parse_args(argv), argv=argv)
     state = _state(out)
     assert state["global_step"] == 9 and state["epoch"] == pytest.approx(3.0)
@@ -317,7 +319,8 @@ def test_saved_arl_dataset_keeps_its_transforms_and_record(tmp_path):
     from arl_hf.cards import RunSummary, eval_results, preprocessing_text
 
     text = preprocessing_text({"dataset": "fakeav", "data": record, "num_frames": 1})
-    assert text == "audio preset `avdigits` v1.0.0 (16x16); audio: spectrogram 16x16; visual: image 3x16x16; num_frames=1"
+    assert text == ("audio preset `avdigits` v1.0.0 (16x16); audio: spectrogram 16x16; visual: image 3x16x16; "
+                    "num_frames=1")
     results = eval_results(RunSummary(model_name="m", dataset="fakeav", modalities=specs, dataset_id="me/fakeav",
                                       metrics={"test": {"accuracy": 0.5}}, preprocessing={"data": record}))
     assert len(results) == 1 and results[0].dataset_config == "avdigits" and results[0].dataset_split == "test"

@@ -8,7 +8,6 @@ import shutil
 import subprocess
 
 import pytest
-
 from cli_helpers import REPO, script_env, tiny_flags
 
 

@@ -11,7 +11,6 @@ import torch
 from arl_hf import ARLConfig, ARLTrainer, MultimodalConfig, MultimodalModel
 
 
-
 def _tiny_model():
     torch.manual_seed(0)
     return MultimodalModel(MultimodalConfig(modalities={

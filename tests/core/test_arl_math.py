@@ -81,7 +81,8 @@ def test_worked_example_pinned(variant, T, expected):
 
 def test_worked_example_matches_reference():
     for T in (1.0, 4.0):
-        np.testing.assert_allclose(ref_paper([LA, LV], Y, T), arl_coefficients([t64(LA), t64(LV)], torch.tensor(Y), T).numpy(), atol=1e-12)
+        np.testing.assert_allclose(ref_paper([LA, LV], Y, T),
+                                   arl_coefficients([t64(LA), t64(LV)], torch.tensor(Y), T).numpy(), atol=1e-12)
         np.testing.assert_allclose(
             ref_official([LA, LV], T), arl_coefficients([t64(LA), t64(LV)], None, T, "official").numpy(), atol=1e-9
         )
@@ -99,7 +100,8 @@ def test_random_logits_match_reference_both_variants(seed):
         got = arl_coefficients([t64(la), t64(lv)], None, T, "official").numpy()
         np.testing.assert_allclose(got, ref_official([la, lv], T), atol=1e-6)
         # float32 input (the training path) is also within 1e-6 on non-degenerate logits
-        got32 = arl_coefficients([torch.tensor(la, dtype=torch.float32), torch.tensor(lv, dtype=torch.float32)], torch.tensor(y), T).numpy()
+        logits32 = [torch.tensor(la, dtype=torch.float32), torch.tensor(lv, dtype=torch.float32)]
+        got32 = arl_coefficients(logits32, torch.tensor(y), T).numpy()
         np.testing.assert_allclose(got32, ref_paper([la, lv], y, T), atol=2e-5)
 
 
@@ -256,8 +258,10 @@ def test_property_exact_against_reference(b, c, seed, T):
     rng = np.random.default_rng(seed)
     la, lv = rng.normal(0, 1, (b, c)), rng.normal(0, 1, (b, c))
     y = rng.integers(0, c, b)
-    np.testing.assert_allclose(arl_coefficients([t64(la), t64(lv)], torch.tensor(y), T).numpy(), ref_paper([la, lv], y, T), atol=1e-6)
-    np.testing.assert_allclose(arl_coefficients([t64(la), t64(lv)], None, T, "official").numpy(), ref_official([la, lv], T), atol=1e-6)
+    np.testing.assert_allclose(arl_coefficients([t64(la), t64(lv)], torch.tensor(y), T).numpy(),
+                               ref_paper([la, lv], y, T), atol=1e-6)
+    np.testing.assert_allclose(arl_coefficients([t64(la), t64(lv)], None, T, "official").numpy(),
+                               ref_official([la, lv], T), atol=1e-6)
 
 
 # ---------------------------------------------------------------- bad input

@@ -20,7 +20,8 @@ def _env():
 
 
 def _torchrun(out, *flags):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(29500 + os.getpid() % 1000), str(WORKER), str(out), *flags]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_port", str(29500 + os.getpid() % 1000), str(WORKER), str(out), *flags]
     proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
 
@@ -30,9 +31,13 @@ def runs(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp")
     _torchrun(out)
     _torchrun(out, "--no-all-reduce")
-    proc = subprocess.run([sys.executable, str(WORKER), str(out), "--single"], env=_env(), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, str(WORKER), str(out), "--single"], env=_env(), capture_output=True,
+                          text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    load = lambda n: json.loads((out / n).read_text())
+
+    def load(name):
+        return json.loads((out / name).read_text())
+
     return {n: load(n + ".json") for n in ("rank0", "rank1", "rank0_noreduce", "rank1_noreduce", "single")}
 
 

@@ -9,10 +9,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "strategies"))
 
-from strategy_testutils import batch_of, cfg, make_rows, mlp_model  # noqa: E402
+from strategy_testutils import batch_of, cfg, make_rows, mlp_model
 
-from arl_hf import ARLTrainer  # noqa: E402
-from arl_hf.strategies import STRATEGIES  # noqa: E402
+from arl_hf import ARLTrainer
+from arl_hf.strategies import STRATEGIES
 
 
 def _find_unused(trainer):

@@ -38,7 +38,8 @@ def runs(tmp_path_factory):
         proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr[-4000:]
     names = list(CASES) + [f"{c}_resume" for c in RESUME]
-    res = {f"{n}_{t}": json.loads((out / f"{n}_{t}.json").read_text()) for n in names for t in ("rank0", "rank1", "single")}
+    res = {f"{n}_{t}": json.loads((out / f"{n}_{t}.json").read_text())
+           for n in names for t in ("rank0", "rank1", "single")}
     for t in ("rank0", "rank1"):
         res[f"arl_parameters_stale_{t}"] = json.loads((out / f"arl_parameters_stale_{t}.json").read_text())
         res[f"refusal_{t}"] = json.loads((out / f"refusal_{t}.json").read_text())

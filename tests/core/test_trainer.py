@@ -152,7 +152,8 @@ def test_encoder_gradients_scaled_by_one_plus_a_head_unchanged(variant, tmp_path
 def test_one_step_matches_plain_pytorch_loop(variant, tmp_path):
     rows = make_rows(8)
     model, ref = mlp_model(), mlp_model()
-    trainer = ARLTrainer(model=model, args=cfg(tmp_path, arl_variant=variant, arl_gamma=4.0, arl_temperature=8.0), train_dataset=rows)
+    args = cfg(tmp_path, arl_variant=variant, arl_gamma=4.0, arl_temperature=8.0)
+    trainer = ARLTrainer(model=model, args=args, train_dataset=rows)
     seen = recorded_scales(trainer)
     trainer.train()
     coeffs = reference_step(ref, [batch_of(rows)], lr=0.1, gamma=4.0, T=8.0, variant=variant)
@@ -184,7 +185,8 @@ def test_gradient_accumulation_matches_plain_loop_per_micro_batch(tmp_path):
         losses = []
         for b in (batch_of(rows[:4]), batch_of(rows[4:])):
             out = m0(audio=b["audio"], visual=b["visual"], return_unimodal_logits=True)
-            losses.append(F.cross_entropy(out.logits, b["labels"]) + 4 * sum(F.cross_entropy(out.unimodal_logits[m], b["labels"]) for m in MODS))
+            unimodal = sum(F.cross_entropy(out.unimodal_logits[m], b["labels"]) for m in MODS)
+            losses.append(F.cross_entropy(out.logits, b["labels"]) + 4 * unimodal)
     assert math.isclose(logged, float(sum(losses) / 2), rel_tol=1e-4)
 
 
@@ -216,7 +218,8 @@ def test_warmup_epochs_use_gamma_one_and_no_modulation(tmp_path):
     first = h[0]
     assert math.isclose(first["loss"], first["loss_fused"] + first["loss_audio"] + first["loss_visual"], rel_tol=1e-4)
     second = h[1]
-    assert math.isclose(second["loss"], second["loss_fused"] + 4 * (second["loss_audio"] + second["loss_visual"]), rel_tol=1e-4)
+    assert math.isclose(second["loss"], second["loss_fused"] + 4 * (second["loss_audio"] + second["loss_visual"]),
+                        rel_tol=1e-4)
 
 
 def test_defaults_do_not_clip_and_validate():
@@ -272,7 +275,8 @@ def test_resume_continues_to_same_parameters(tmp_path):
     full = mlp_model()
     ARLTrainer(model=full, args=cfg(tmp_path / "full", **common), train_dataset=rows).train()
     first = mlp_model()
-    ARLTrainer(model=first, args=cfg(tmp_path / "part", save_strategy="steps", save_steps=3, **common), train_dataset=rows).train()
+    ARLTrainer(model=first, args=cfg(tmp_path / "part", save_strategy="steps", save_steps=3, **common),
+               train_dataset=rows).train()
     resumed = mlp_model(seed=99)  # different init: everything must come from the checkpoint
     t = ARLTrainer(model=resumed, args=cfg(tmp_path / "part", **common), train_dataset=rows)
     t.train(resume_from_checkpoint=str(tmp_path / "part" / "checkpoint-3"))
@@ -323,7 +327,8 @@ def test_evaluation_reports_fused_and_unimodal_metrics(tmp_path):
     [
         (lambda r: r[3].__setitem__("audio", torch.full((6,), float("nan"))), "audio: input contains NaN"),
         (lambda r: r[2].__setitem__("labels", torch.tensor(7)), r"labels: expected class indices in \[0, 3\)"),
-        (lambda r: r[0].__setitem__("visual", torch.full((4,), float("inf"))), "visual: input contains NaN or infinite"),
+        (lambda r: r[0].__setitem__("visual", torch.full((4,), float("inf"))),
+         "visual: input contains NaN or infinite"),
     ],
 )
 def test_bad_batches_raise_before_any_step(corrupt, match, tmp_path):

@@ -28,7 +28,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from pipeline_reference import frames_dsd, h_batch  # noqa: E402
+from pipeline_reference import frames_dsd, h_batch
 
 TRAIN_BATCHES = 3
 EVAL_BATCHES = 2
@@ -180,7 +180,11 @@ def avdigits(tmp: str):
 
 
 #: dataset -> (builder, transform options)
-CASES = {"avdigits": (None, {}), "frames": (frames_dsd, {"image_size": 12}), "mixed": (mixed_frames_dsd, {"image_size": 16})}
+CASES = {
+    "avdigits": (None, {}),
+    "frames": (frames_dsd, {"image_size": 12}),
+    "mixed": (mixed_frames_dsd, {"image_size": 16}),
+}
 
 
 def paths_of(name: str, tmp: str) -> Dict[str, Any]:

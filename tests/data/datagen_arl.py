@@ -171,8 +171,9 @@ def write_ucf101(root: str, rgb: str = "videos", flow: str = "uv", n_frames: int
                         write_jpg(os.path.join(root, "frames", stem, f"img_{i + 1:05d}.jpg"), value=7 * k + i)
                 for i in range(n_frames):
                     if flow == "uv":
-                        write_jpg(os.path.join(root, "tvl1_flow", "u", stem, f"frame{i + 1:06d}.jpg"), 100 + i, mode="L")
-                        write_jpg(os.path.join(root, "tvl1_flow", "v", stem, f"frame{i + 1:06d}.jpg"), 150 + i, mode="L")
+                        name = f"frame{i + 1:06d}.jpg"
+                        write_jpg(os.path.join(root, "tvl1_flow", "u", stem, name), 100 + i, mode="L")
+                        write_jpg(os.path.join(root, "tvl1_flow", "v", stem, name), 150 + i, mode="L")
                     else:
                         write_jpg(os.path.join(root, "flow", stem, f"flow_x_{i + 1:05d}.jpg"), 100 + i, mode="L")
                         write_jpg(os.path.join(root, "flow", stem, f"flow_y_{i + 1:05d}.jpg"), 150 + i, mode="L")

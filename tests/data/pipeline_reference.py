@@ -19,17 +19,21 @@ def h_batch(b) -> str:
     h = hashlib.sha256()
     for k in sorted(b):
         v = b[k]
-        h.update(k.encode()); h.update(str(v.dtype).encode()); h.update(str(tuple(v.shape)).encode())
+        h.update(k.encode())
+        h.update(str(v.dtype).encode())
+        h.update(str(tuple(v.shape)).encode())
         h.update(v.contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
 
 def jpeg(v, size=(40, 30)) -> bytes:
-    buf = io.BytesIO(); rng = np.random.default_rng(v)
+    buf = io.BytesIO()
+    rng = np.random.default_rng(v)
     Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(buf, "JPEG", quality=90)
     return buf.getvalue()
 
 def gray(v, size=(24, 18)) -> bytes:
-    buf = io.BytesIO(); rng = np.random.default_rng(v)
+    buf = io.BytesIO()
+    rng = np.random.default_rng(v)
     Image.fromarray(rng.integers(0, 255, (size[1], size[0]), dtype=np.uint8), mode="L").save(buf, "JPEG", quality=90)
     return buf.getvalue()
 
@@ -52,8 +56,10 @@ def frames_dsd() -> datasets.DatasetDict:
                 "audio": [np.random.default_rng(off + i).standard_normal((6, 7)).astype(np.float32) for i in range(n)],
                 "visual": [[{"bytes": jpeg(off * 10 + 10 * i + j), "path": None} for j in range(4)] for i in range(n)],
                 "flow": [[{"x": {"bytes": gray(off * 7 + i * 3 + j), "path": None},
-                           "y": {"bytes": gray(off * 7 + i * 3 + j + 50), "path": None}} for j in range(3)] for i in range(n)],
-                "text": [np.random.default_rng(off + 50 + i).standard_normal((3, 5)).astype(np.float32) for i in range(n)],
+                           "y": {"bytes": gray(off * 7 + i * 3 + j + 50), "path": None}} for j in range(3)]
+                         for i in range(n)],
+                "text": [np.random.default_rng(off + 50 + i).standard_normal((3, 5)).astype(np.float32)
+                         for i in range(n)],
                 "labels": [i % 3 for i in range(n)]}
         ds = datasets.Dataset.from_dict(rows, features=feats)
         ds.info.description = json.dumps(rec, sort_keys=True)

@@ -16,7 +16,7 @@ import torch
 
 from arl_hf import ARLConfig, ARLTrainer, MultimodalConfig, MultimodalModel
 from arl_hf.data import MultimodalCollator
-from arl_hf.data.streaming import stream_split, steps_per_epoch
+from arl_hf.data.streaming import steps_per_epoch, stream_split
 
 EPOCHS, BATCH = 2, 4
 

@@ -6,10 +6,16 @@ import os
 
 import numpy as np
 import pytest
-
-from arl_hf.data.audio import AUDIO_PRESETS, AudioPreset, compute_features, get_audio_preset, kaldi_fbank, load_audio_file
-
 from datagen_arl import write_wav
+
+from arl_hf.data.audio import (
+    AUDIO_PRESETS,
+    AudioPreset,
+    compute_features,
+    get_audio_preset,
+    kaldi_fbank,
+    load_audio_file,
+)
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +68,10 @@ def test_fbank_tone_peak_padding_and_normalisation():
     # frames past the clip are zero rows before normalisation: (0 + 4.5) / (2 * 5.14)
     np.testing.assert_allclose(feats[:, n_frames:], 4.5 / 10.28, atol=1e-6)
     # the loudest mel bin is the one centred nearest 1 kHz (Kaldi mel scale 1127 ln(1 + f/700), 20-8000 Hz)
-    mel = lambda f: 1127.0 * np.log(1.0 + f / 700.0)
+
+    def mel(f):
+        return 1127.0 * np.log(1.0 + f / 700.0)
+
     delta = (mel(8000.0) - mel(20.0)) / 129
     centres_hz = 700.0 * (np.exp((mel(20.0) + delta * np.arange(1, 129)) / 1127.0) - 1.0)
     expected = int(np.argmin(np.abs(centres_hz - 1000.0)))

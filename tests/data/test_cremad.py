@@ -34,7 +34,8 @@ def test_official_layout_shapes_labels_and_splits(cremad_official, cache_dir):
     ex = dsd["train"][0]
     assert tuple(ex["audio"].shape) == (1, 257, 299)
     assert tuple(ex["visual"].shape) == (1, 3, 32, 32)  # 1 frame (CREMA-D default), image_size 32
-    assert {"audio", "visual", "labels"} <= set(ex) and ex["id"] == dsd["train"].with_format(None)[0]["id"]  # others pass through
+    assert {"audio", "visual", "labels"} <= set(ex)
+    assert ex["id"] == dsd["train"].with_format(None)[0]["id"]  # others pass through
     assert modality_spec(dsd) == {"audio": {"encoder": "timm:resnet18", "in_chans": 1},
                                   "visual": {"encoder": "timm:resnet18", "in_chans": 3}}
     rec = preprocessing_info(dsd)

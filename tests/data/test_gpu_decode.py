@@ -11,8 +11,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from arl_hf.data import MultimodalCollator, MultimodalTransform  # noqa: E402
-from arl_hf.data.transforms import EncodedFrames, decode_frames_on_device, decode_jpeg_batch  # noqa: E402
+from arl_hf.data import MultimodalCollator, MultimodalTransform
+from arl_hf.data.transforms import EncodedFrames, decode_frames_on_device, decode_jpeg_batch
 
 
 def _jpeg(h, w, seed):

@@ -43,7 +43,8 @@ def test_per_split_pickles_non_zero_and_pooling(mosi_per_split, cache_dir):
     raw = dsd["train"].with_format("numpy")[:4]
     np.testing.assert_allclose(batch["text"].numpy(), raw["text"].mean(axis=1), atol=1e-6)
     assert batch["labels"].tolist() == [int(s > 0) for s in raw["score"]]
-    seq = load("mosi", mosi_per_split, cache_dir=cache_dir, label_convention="non_zero", pool_sequences=False, transform=True)
+    seq = load("mosi", mosi_per_split, cache_dir=cache_dir, label_convention="non_zero", pool_sequences=False,
+               transform=True)
     b2 = MultimodalCollator.from_dataset(seq)([seq["test"][0], seq["test"][1]])
     assert tuple(b2["visual"].shape) == (2, MOSI_LEN, MOSI_DIMS["vision"])
 

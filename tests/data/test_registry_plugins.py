@@ -175,8 +175,9 @@ def test_class_names_refuse_a_dataset_without_class_labels():
     import datasets
 
     ints = datasets.DatasetDict({"train": datasets.Dataset.from_dict({"x": [1.0, 2.0], "labels": [0, 1]})})
-    with pytest.raises(ValueError, match=r"dataset: expected a 'labels' column of class names \(a datasets.ClassLabel\), "
-                                         r"got Value; columns: \['labels', 'x'\]"):
+    expected = (r"dataset: expected a 'labels' column of class names \(a datasets.ClassLabel\), "
+                r"got Value; columns: \['labels', 'x'\]")
+    with pytest.raises(ValueError, match=expected):
         data.class_names(ints)
     unlabelled = datasets.Dataset.from_dict({"x": [1.0]})
     with pytest.raises(ValueError, match="got no labels column; columns: \\['x'\\]"):

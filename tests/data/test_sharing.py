@@ -104,9 +104,9 @@ def test_push_prepared_goes_through_push_to_hub_and_a_card_with_the_record(crema
 
 
 def test_push_prepared_errors(tmp_path):
-    from arl_hf.data import push_prepared
-
     import datasets
+
+    from arl_hf.data import push_prepared
 
     plain = datasets.DatasetDict({s: datasets.Dataset.from_dict({"x": [1]}) for s in ("train", "validation", "test")})
     with pytest.raises(ValueError, match="arl_hf preprocessing record"):

@@ -120,10 +120,12 @@ def test_accelerate_shards_a_node_split_stream_again():
 def two_ranks(shards, tmp_path_factory):
     out = tmp_path_factory.mktemp("stream_run")
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", MASTER_ADDR="127.0.0.1",
-               HF_DATASETS_DISABLE_PROGRESS_BARS="1", PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+               HF_DATASETS_DISABLE_PROGRESS_BARS="1",
+               PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     env.pop("ACCELERATE_MIXED_PRECISION", None)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-           "--master_port", str(29500 + (os.getpid() + 750) % 1000), str(HERE / "streaming_worker.py"), shards, str(out)]
+           "--master_port", str(29500 + (os.getpid() + 750) % 1000), str(HERE / "streaming_worker.py"), shards,
+           str(out)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]

@@ -68,7 +68,8 @@ def test_collator_shapes_padding_and_filtering():
     assert tuple(out["text"].shape) == (2, 5, 2) and float(out["text"][0, 3:].abs().sum()) == 0.0
     assert out["labels"].dtype == torch.long and out["labels"].tolist() == [1, 0]
     inferred = MultimodalCollator()(
-        [{"visual": torch.zeros(2, 3, 4, 4), "labels": 2, "id": "x"}, {"visual": torch.ones(2, 3, 4, 4), "labels": 1, "id": "y"}])
+        [{"visual": torch.zeros(2, 3, 4, 4), "labels": 2, "id": "x"},
+         {"visual": torch.ones(2, 3, 4, 4), "labels": 1, "id": "y"}])
     assert set(inferred) == {"visual", "labels"} and tuple(inferred["visual"].shape) == (2, 2, 3, 4, 4)
 
 

@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 import pytest
+from datagen_arl import write_jpg, write_video
 
 from arl_hf.data.video import (
     decode_video_audio,
@@ -15,8 +16,6 @@ from arl_hf.data.video import (
     pool_indices,
     select_frame_indices,
 )
-
-from datagen_arl import write_jpg, write_video
 
 
 def _grey(jpeg: bytes) -> float:

@@ -186,10 +186,9 @@ def test_paper_page_names_what_the_package_has():
 def test_strategy_option_names_in_the_docs_are_options():
     """A name like `ogm_alpha` or `arl_gamma` in any page is an option of the parser (or one of the few
     other names that carry a strategy's prefix)."""
+    from arl_hf.scripts.compare import make_parser as compare_parser
     from arl_hf.scripts.train import make_parser as build_parser
     from arl_hf.strategies import STRATEGIES
-
-    from arl_hf.scripts.compare import make_parser as compare_parser
 
     own, _ = compare_parser().parse_known_args([])  # arl-hf compare's own options (the rest are train's)
     options = {a.dest for a in build_parser()._actions} | set(vars(own))
@@ -200,7 +199,8 @@ def test_strategy_option_names_in_the_docs_are_options():
         "dr_times",  # a logged metric
     }
     token = re.compile(r"`(?:--)?((?:arl|ogm|agm|pmr|gblending|mmpareto|mla|dr|fixed)_[a-z0-9_]+)`")
-    bad = [f"{os.path.relpath(p, REPO)}: {name}" for p in PAGES for name in token.findall(open(p, encoding="utf-8").read())
+    bad = [f"{os.path.relpath(p, REPO)}: {name}"
+           for p in PAGES for name in token.findall(open(p, encoding="utf-8").read())
            if name not in options | set(STRATEGIES) | others]
     assert not bad, bad
     assert token.findall("`--ogm_alpha` and `arl_gama`") == ["ogm_alpha", "arl_gama"]

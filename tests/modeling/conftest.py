@@ -34,14 +34,18 @@ CASES = {
 LAYOUTS = {
     # a BatchNorm CNN (timm ResNet layout, 4 stages) and a 3-layer MLP
     "cnn_mlp": (
-        {"audio": {"encoder": "timm:test_resnet", "in_chans": 1}, "visual": {"encoder": "mlp", "input_dim": 8, "hidden_dims": [16, 16, 16]}},
+        {
+            "audio": {"encoder": "timm:test_resnet", "in_chans": 1},
+            "visual": {"encoder": "mlp", "input_dim": 8, "hidden_dims": [16, 16, 16]},
+        },
         {"audio": (1, 32, 32), "visual": (8,)},
     ),
     # MOSI-like: three feature sequences of different lengths
     "seq3": (
         {
             "audio": {"encoder": "lstm", "input_dim": 5, "hidden_dim": 8, "num_layers": 2},
-            "visual": {"encoder": "transformer", "input_dim": 6, "d_model": 8, "num_heads": 2, "num_layers": 2, "dropout": 0.0},
+            "visual": {"encoder": "transformer", "input_dim": 6, "d_model": 8, "num_heads": 2, "num_layers": 2,
+                       "dropout": 0.0},
             "text": {"encoder": "mlp", "input_dim": 12, "hidden_dims": [8, 8]},
         },
         {"audio": (7, 5), "visual": (3, 6), "text": (12,)},

@@ -22,7 +22,8 @@ def test_cnn_shapes_frames_and_stages():
     frames = torch.randn(2, 3, 2, 16, 12)  # (B, T, C, H, W): per-frame features averaged over T
     want = torch.stack([enc(frames[:, t]) for t in range(3)], 1).mean(1)
     assert torch.allclose(enc(frames), want, atol=1e-6)
-    assert sum(p.numel() for p in build_encoder("a", {"encoder": "cnn", "in_chans": 1}).parameters()) == 23_408  # 3x3 convs 144 + 4608 + 18432, BN 32 + 64 + 128
+    # 3x3 convs 144 + 4608 + 18432, BN 32 + 64 + 128
+    assert sum(p.numel() for p in build_encoder("a", {"encoder": "cnn", "in_chans": 1}).parameters()) == 23_408
 
 
 def test_cnn_input_errors_name_the_field():

@@ -183,9 +183,11 @@ def test_a_family_validates_its_own_spec_naming_modality_and_option(tmp_path, re
         ({"encoder": "conv1d:8", "input_dim": 5, "kernel": 4}, r"modalities\['text'\]\['kernel'\]: expected an odd"),
         ({"encoder": "conv1d:wide", "input_dim": 5}, r"modalities\['text'\]\['encoder'\]: expected 'conv1d:<positive"),
         ({"encoder": "conv1d:8", "input_dim": 5, "stride": 2},
-         r"modalities\['text'\]\['stride'\]: unknown option for encoder 'conv1d:8'; expected \['input_dim', 'kernel'\]"),
-        ({"encoder": "conv1d", "input_dim": 5}, r"unknown encoder 'conv1d'; expected 'timm:<model name>' or "
-                                                r"'conv1d:<model name>' or one of \['cnn', 'lstm', 'mlp', 'transformer'\]"),
+         r"modalities\['text'\]\['stride'\]: unknown option for encoder 'conv1d:8'; "
+         r"expected \['input_dim', 'kernel'\]"),
+        ({"encoder": "conv1d", "input_dim": 5},
+         r"unknown encoder 'conv1d'; expected 'timm:<model name>' or "
+         r"'conv1d:<model name>' or one of \['cnn', 'lstm', 'mlp', 'transformer'\]"),
     ]:
         with pytest.raises(ValueError, match=message):
             MultimodalConfig(modalities={"text": spec, "audio": mlp}, num_labels=2)
@@ -201,7 +203,8 @@ def test_register_encoder_takes_a_name_or_a_prefix(registry):
         with pytest.raises(ValueError, match="name: expected an encoder name"):
             register_encoder(bad)
     assert "timm" in ENCODERS and ENCODERS["timm"].encoder_prefix == "timm:"
-    with pytest.raises(ValueError, match=r"encoder family 'pics': input_kinds has unknown kind 'images'; expected kinds"):
+    with pytest.raises(ValueError,
+                       match=r"encoder family 'pics': input_kinds has unknown kind 'images'; expected kinds"):
         register_encoder("pics")(type("Pics", (), {"input_kinds": ("image", "images")}))
     with pytest.raises(ValueError, match=r"encoder family 'pics:': default_for has unknown kind 'video'"):
         register_encoder("pics:")(type("Pics", (), {"input_kinds": ("image",), "default_for": ("video",)}))
@@ -264,8 +267,8 @@ def test_integer_inputs_without_a_family_are_a_clear_error():
     with pytest.raises(ValueError, match=r"^text: encoder 'mlp' takes vector \(D,\) float inputs; the batch holds "
                                          r"tokens \(2, L\) int inputs of shape \(B, 2, 5\)$"):
         modality_specs(batch, ModelArguments(modality_encoders="text=mlp"))
-    with pytest.raises(ValueError, match=r"^text: unsupported input of shape \(2, 5\) and dtype int; expected \(B, \.\.\.\) "
-                                         r"inputs of a kind: frames"):
+    with pytest.raises(ValueError, match=r"^text: unsupported input of shape \(2, 5\) and dtype int; "
+                                         r"expected \(B, \.\.\.\) inputs of a kind: frames"):
         modality_specs({"text": torch.zeros(2, 5, dtype=torch.long)}, ModelArguments())
 
 

@@ -85,7 +85,8 @@ def test_swin_features_are_pooled_over_nhwc_spatial_axes():
 )
 def test_bad_encoder_specs_name_the_field(spec, field):
     with pytest.raises(ValueError, match=r"modalities\['text'\]" + field.replace("[", r"\[").replace("]", r"\]")):
-        MultimodalConfig(modalities={"text": spec, "audio": {"encoder": "mlp", "input_dim": 2, "hidden_dims": [2]}}, num_labels=2)
+        MultimodalConfig(modalities={"text": spec, "audio": {"encoder": "mlp", "input_dim": 2, "hidden_dims": [2]}},
+                         num_labels=2)
 
 
 def test_sequence_encoder_input_checks():
@@ -142,7 +143,8 @@ def test_swin_base_in22k_full_size_weights_load_offline_with_gated_fusion(tmp_pa
 
     load_backbone_weights(model, "audio", str(path))
     loaded = backbone.state_dict()
-    torch.testing.assert_close(loaded[stem], state[stem].sum(dim=1, keepdim=True), rtol=1e-6, atol=1e-6)  # 3 -> 1 channel
+    # 3 -> 1 channel
+    torch.testing.assert_close(loaded[stem], state[stem].sum(dim=1, keepdim=True), rtol=1e-6, atol=1e-6)
     for key in ("layers.2.blocks.9.mlp.fc1.weight", "layers.3.blocks.1.attn.qkv.bias", "norm.weight"):
         assert torch.equal(loaded[key], state[key]), key
     assert not any(k.startswith("head.fc") for k in loaded)
@@ -171,13 +173,15 @@ def _resnet_model(pretrained=False):
         audio["pretrained"] = pretrained
     torch.manual_seed(0)
     return MultimodalModel(
-        MultimodalConfig(modalities={"audio": audio, "visual": {"encoder": "mlp", "input_dim": 4, "hidden_dims": [4]}}, num_labels=2)
+        MultimodalConfig(modalities={"audio": audio, "visual": {"encoder": "mlp", "input_dim": 4, "hidden_dims": [4]}},
+                         num_labels=2)
     )
 
 
 def _timm_layout_state(model) -> dict:
     """A 3-channel, 1000-class checkpoint derived from the model's own (random) weights."""
-    sd = {k: v.clone() + 0.5 if v.is_floating_point() else v.clone() for k, v in model.encoders["audio"].backbone.state_dict().items()}
+    sd = {k: v.clone() + 0.5 if v.is_floating_point() else v.clone()
+          for k, v in model.encoders["audio"].backbone.state_dict().items()}
     sd["conv1.0.weight"] = torch.randn(sd["conv1.0.weight"].shape[0], 3, 3, 3)
     sd["fc.weight"], sd["fc.bias"] = torch.zeros(1000, 96), torch.zeros(1000)
     return sd
@@ -200,14 +204,16 @@ def test_weights_from_a_spec_path(tmp_path):
     save_file(state, str(path))
     model = _resnet_model(pretrained=str(path))
     load_pretrained_backbones(model)
-    assert torch.equal(model.encoders["audio"].backbone.state_dict()["layer4.0.bn1.running_var"], state["layer4.0.bn1.running_var"])
+    loaded = model.encoders["audio"].backbone.state_dict()
+    assert torch.equal(loaded["layer4.0.bn1.running_var"], state["layer4.0.bn1.running_var"])
 
 
 def test_missing_or_wrong_weights_give_clear_errors(tmp_path):
     model = _resnet_model()
     with pytest.raises(FileNotFoundError, match=r"audio: pretrained weights file '.*nope.safetensors' does not exist"):
         load_backbone_weights(model, "audio", str(tmp_path / "nope.safetensors"))
-    with pytest.raises(FileNotFoundError, match=r"no local weights for 'test_resnet.r160_in1k' \(offline\).*hf download timm/test_resnet.r160_in1k"):
+    with pytest.raises(FileNotFoundError, match=r"no local weights for 'test_resnet.r160_in1k' \(offline\)"
+                                                r".*hf download timm/test_resnet.r160_in1k"):
         load_backbone_weights(model, "audio", cache_dir=str(tmp_path / "empty_cache"))
     with pytest.raises(FileNotFoundError, match="swin_base_patch4_window7_224.ms_in22k"):
         resolve_pretrained_file("swin_base_patch4_window7_224.ms_in22k", cache_dir=str(tmp_path / "empty_cache"))
@@ -217,5 +223,6 @@ def test_missing_or_wrong_weights_give_clear_errors(tmp_path):
     other = {k: v for k, v in _timm_layout_state(model).items() if not k.startswith("layer4")}
     bad = tmp_path / "other.safetensors"
     save_file(other, str(bad))
-    with pytest.raises(ValueError, match=r"pretrained: weights file '.*other.safetensors' does not fit 'test_resnet.r160_in1k'.*missing \['layer4"):
+    with pytest.raises(ValueError, match=r"pretrained: weights file '.*other.safetensors' does not fit "
+                                         r"'test_resnet.r160_in1k'.*missing \['layer4"):
         load_backbone_weights(copy.deepcopy(model), "audio", str(bad))

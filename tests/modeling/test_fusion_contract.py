@@ -68,7 +68,8 @@ def test_shapes_and_fused_path(case_name, build_case, case_inputs):
     assert out.logits.shape == (6, 3)
     assert set(out.unimodal_logits) == set(model.modalities)
     assert all(v.shape == (6, 3) for v in out.unimodal_logits.values())
-    assert {m: tuple(v.shape) for m, v in out.features.items()} == {m: (6, model.encoders[m].out_dim) for m in model.modalities}
+    assert ({m: tuple(v.shape) for m, v in out.features.items()}
+            == {m: (6, model.encoders[m].out_dim) for m in model.modalities})
     assert out.loss.shape == () and torch.isfinite(out.loss)
     torch.testing.assert_close(out.logits, ref, rtol=1e-5, atol=1e-5)
     with torch.no_grad():

@@ -32,7 +32,8 @@ def test_two_modality_fusions_reject_three(fusion):
         ("sum", {"bias": False}, r"fusion_kwargs: unknown option\(s\) \['bias'\] for fusion 'sum'"),
         ("mmtm", {"ratio": 2}, r"fusion_kwargs\['ratio'\]: unknown option for fusion 'mmtm'"),
         ("mmtm", {"stages": [5]}, r"fusion_kwargs\['stages'\]: stage 5 out of range for 'audio'"),
-        ("mmtm", {"stages": [1, 0]}, r"fusion_kwargs\['stages'\]: fusion points of 'audio' must be strictly increasing"),
+        ("mmtm", {"stages": [1, 0]},
+         r"fusion_kwargs\['stages'\]: fusion points of 'audio' must be strictly increasing"),
         ("mmtm", {"head": "mmtm"}, r"fusion_kwargs\['head'\]: expected a late fusion"),
         ("cross_attention", {"dim": 6, "num_heads": 4}, r"fusion_kwargs\['num_heads'\]"),
     ],
@@ -44,7 +45,8 @@ def test_bad_fusion_options_name_the_field(fusion, kwargs, message):
 
 def test_sum_and_concat_work_for_three_modalities():
     for fusion in ("sum", "concat", "mmtm", "cross_attention"):
-        out = _model(fusion, n=3)(audio=torch.randn(2, 4), visual=torch.randn(2, 4), text=torch.randn(2, 4), return_unimodal_logits=True)
+        out = _model(fusion, n=3)(audio=torch.randn(2, 4), visual=torch.randn(2, 4), text=torch.randn(2, 4),
+                                  return_unimodal_logits=True)
         assert out.logits.shape == (2, 3) and len(out.unimodal_logits) == 3
 
 
@@ -54,7 +56,8 @@ def test_gated_gate_head_degenerates_when_the_other_bias_is_zero():
     a constant prediction (entropy of softmax(fc_out.bias), dependency = its class prior)."""
     torch.manual_seed(0)
     model = MultimodalModel(
-        MultimodalConfig(modalities={"audio": dict(MLP), "visual": dict(MLP)}, num_labels=3, fusion="gated", init="authors")
+        MultimodalConfig(modalities={"audio": dict(MLP), "visual": dict(MLP)}, num_labels=3, fusion="gated",
+                         init="authors")
     ).eval()
     head = model.fusion
     assert head.gate == "audio" and torch.count_nonzero(head.fc_other.bias) == 0
@@ -79,7 +82,8 @@ def test_gated_gate_head_degenerates_when_the_other_bias_is_zero():
 
 def test_film_target_head_degenerates_when_gamma_bias_is_zero():
     model = MultimodalModel(
-        MultimodalConfig(modalities={"audio": dict(MLP), "visual": dict(MLP)}, num_labels=3, fusion="film", init="authors")
+        MultimodalConfig(modalities={"audio": dict(MLP), "visual": dict(MLP)}, num_labels=3, fusion="film",
+                         init="authors")
     ).eval()
     with torch.no_grad():
         out = model(audio=torch.randn(8, 4), visual=torch.randn(8, 4), return_unimodal_logits=True)
@@ -98,7 +102,8 @@ def test_intermediate_fusion_points():
     ca = MultimodalModel(MultimodalConfig(modalities=mods, num_labels=2, fusion="cross_attention"))
     assert ca.fusion.points == [{"audio": 3, "visual": 1}]
     per = MultimodalModel(
-        MultimodalConfig(modalities=mods, num_labels=2, fusion="mmtm", fusion_kwargs={"stages": {"audio": [1, 3], "visual": [0, -1]}})
+        MultimodalConfig(modalities=mods, num_labels=2, fusion="mmtm",
+                         fusion_kwargs={"stages": {"audio": [1, 3], "visual": [0, -1]}})
     )
     assert per.fusion.points == [{"audio": 1, "visual": 0}, {"audio": 3, "visual": 1}]
     assert [b.channels for b in per.fusion.blocks] == [{"audio": 48, "visual": 8}, {"audio": 96, "visual": 8}]
@@ -107,10 +112,12 @@ def test_intermediate_fusion_points():
 
 def test_intermediate_fusion_rejects_unstaged_backbones_and_frames():
     vit = {"encoder": "timm:test_vit", "img_size": 32, "in_chans": 3}
-    with pytest.raises(ValueError, match=r"modalities\['visual'\]\['encoder'\]: fusion 'mmtm' runs the encoders stage by stage"):
+    with pytest.raises(ValueError,
+                       match=r"modalities\['visual'\]\['encoder'\]: fusion 'mmtm' runs the encoders stage by stage"):
         MultimodalModel(MultimodalConfig(modalities={"audio": dict(MLP), "visual": vit}, num_labels=2, fusion="mmtm"))
     model = MultimodalModel(
-        MultimodalConfig(modalities={"audio": dict(MLP), "visual": {"encoder": "timm:test_resnet"}}, num_labels=2, fusion="mmtm")
+        MultimodalConfig(modalities={"audio": dict(MLP), "visual": {"encoder": "timm:test_resnet"}}, num_labels=2,
+                         fusion="mmtm")
     )
     with pytest.raises(ValueError, match=r"visual: intermediate fusion 'mmtm' takes one frame per sample"):
         model(audio=torch.randn(2, 4), visual=torch.randn(2, 3, 3, 32, 32))
@@ -121,7 +128,8 @@ def test_unimodal_pass_runs_each_encoder_once_from_the_first_fusion_point():
     zeroed modality's encoder, and runs each encoder's later stages once on B samples."""
     res = {"encoder": "timm:test_resnet", "in_chans": 1}
     mods = {"audio": res, "visual": {"encoder": "mlp", "input_dim": 4, "hidden_dims": [8, 8, 8]}}
-    model = MultimodalModel(MultimodalConfig(modalities=mods, num_labels=2, fusion="mmtm", fusion_kwargs={"stages": [1, 2]})).train()
+    config = MultimodalConfig(modalities=mods, num_labels=2, fusion="mmtm", fusion_kwargs={"stages": [1, 2]})
+    model = MultimodalModel(config).train()
     calls = []
     for m, enc in model.encoders.items():
         original_stage, original_stem = enc.forward_stage, enc.forward_stem

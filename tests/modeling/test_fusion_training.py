@@ -68,7 +68,8 @@ FUSION_RUNS = {
 def test_arl_training_reaches_90_percent(fusion, tmp_path):
     torch.manual_seed(0)
     specs = {m: {"encoder": "mlp", "input_dim": 8, "hidden_dims": [16, 16]} for m in VECTORS}
-    model = MultimodalModel(MultimodalConfig(modalities=specs, num_labels=NUM_CLASSES, fusion=fusion, fusion_kwargs=FUSION_RUNS[fusion]))
+    model = MultimodalModel(MultimodalConfig(modalities=specs, num_labels=NUM_CLASSES, fusion=fusion,
+                                             fusion_kwargs=FUSION_RUNS[fusion]))
     strength = {"audio": 5.0, "visual": 3.0}  # imbalanced: audio is the stronger modality
     train = _separable(384, VECTORS, strength, seed=1)
     test = _separable(256, VECTORS, strength, seed=2)
@@ -88,8 +89,10 @@ def test_three_modalities_mosi_style_end_to_end(tmp_path):
     shapes = {"audio": (10, 5), "visual": (10, 6), "text": (10, 12)}
     specs = {
         "audio": {"encoder": "lstm", "input_dim": 5, "hidden_dim": 16},
-        "visual": {"encoder": "transformer", "input_dim": 6, "d_model": 16, "num_heads": 2, "num_layers": 1, "dropout": 0.0},
-        "text": {"encoder": "transformer", "input_dim": 12, "d_model": 16, "num_heads": 2, "num_layers": 1, "dropout": 0.0},
+        "visual": {"encoder": "transformer", "input_dim": 6, "d_model": 16, "num_heads": 2, "num_layers": 1,
+                   "dropout": 0.0},
+        "text": {"encoder": "transformer", "input_dim": 12, "d_model": 16, "num_heads": 2, "num_layers": 1,
+                 "dropout": 0.0},
     }
     torch.manual_seed(0)
     model = MultimodalModel(MultimodalConfig(modalities=specs, num_labels=NUM_CLASSES, fusion="concat"))

@@ -46,7 +46,8 @@ def test_extras_follow_the_lazy_imports_and_majors_are_bounded():
     assert "scikit-learn" not in core and "optuna" not in core  # evaluation and training need neither
     bounded = {_name(r): r for r in kw["install_requires"]}
     assert "<6" in bounded["transformers"] and "<6" in bounded["datasets"]
-    assert {_name(r) for r in extras["tune"]} == {"optuna"} and {_name(r) for r in extras["tensorboard"]} == {"tensorboard"}
+    assert {_name(r) for r in extras["tune"]} == {"optuna"}
+    assert {_name(r) for r in extras["tensorboard"]} == {"tensorboard"}
     everything = {_name(r) for r in extras["all"]}
     for name in ISSUE_EXTRAS[:-2]:
         assert {_name(r) for r in extras[name]} <= everything, name
@@ -87,10 +88,13 @@ def test_readme_commands_install_what_their_jobs_need_and_ci_runs_them():
     venv = next(i for i, line in enumerate(ci) if " -m venv " in line)
     activate = next(i for i, line in enumerate(ci) if line.startswith("source ") and line.endswith('/bin/activate"'))
     assert venv < activate < ci.index(commands[1])
-    # the test suite needs optuna and tensorboard: both come with [all]
+    # then the linter, from the same environment, over the paths pyproject.toml configures it for
+    lint = "python -m ruff check arl_hf examples tests benchmarks docs/generate_options.py || rc=$?"
+    assert ci.index(commands[1]) < ci.index(lint)
+    # the test suite needs optuna and tensorboard: both come with [all]; ruff comes with [dev]
     extras = setup_kwargs()["extras_require"]
     names = {_name(r) for e in ("all", "dev") for r in extras[e]}
-    assert {"optuna", "tensorboard", "pytest", "hypothesis"} <= names
+    assert {"optuna", "tensorboard", "pytest", "hypothesis", "ruff"} <= names
 
 
 def test_pyproject_declares_the_setup_py_metadata_dynamic():
@@ -101,7 +105,8 @@ def test_pyproject_declares_the_setup_py_metadata_dynamic():
     assert data["build-system"]["build-backend"] == "setuptools.build_meta"
     project = data["project"]
     assert project["name"] == "arl-hf"
-    assert {"version", "dependencies", "optional-dependencies", "scripts", "readme", "license"} <= set(project["dynamic"])
+    dynamic = {"version", "dependencies", "optional-dependencies", "scripts", "readme", "license"}
+    assert dynamic <= set(project["dynamic"])
     assert not set(project) - {"name", "dynamic"}  # nothing given twice
     assert open(os.path.join(REPO, "LICENSE"), encoding="utf-8").read().startswith("MIT License")
 

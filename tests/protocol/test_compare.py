@@ -9,9 +9,10 @@ import os
 import numpy as np
 import pytest
 
-from arl_hf.scripts.compare import main, parse_args as parse_compare_args
 from arl_hf.protocol.stats import paired, stat
 from arl_hf.protocol.table import build_results, to_markdown
+from arl_hf.scripts.compare import main
+from arl_hf.scripts.compare import parse_args as parse_compare_args
 
 pytest.importorskip("optuna")
 
@@ -176,7 +177,8 @@ def test_bound_collator_keeps_one_modality_of_a_multimodal_collator():
     base = MultimodalCollator({"audio": {"kind": "spectrogram"}, "visual": {"kind": "image"}})
     only = modality_collator(base, "audio")
     # the Trainer has already dropped the visual column of a one-modality model
-    batch = only([{"audio": np.ones((4, 5), "float32"), "labels": 1}, {"audio": np.zeros((4, 5), "float32"), "labels": 0}])
+    batch = only([{"audio": np.ones((4, 5), "float32"), "labels": 1},
+                  {"audio": np.zeros((4, 5), "float32"), "labels": 0}])
     assert set(batch) == {"audio", "labels"} and batch["audio"].shape == (2, 1, 4, 5)
     assert torch.equal(batch["labels"], torch.tensor([1, 0]))
     with pytest.raises(ValueError, match="bound:text"):

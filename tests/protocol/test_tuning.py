@@ -3,7 +3,7 @@ the selected checkpoint's accuracy as the objective, the arguments restored afte
 
 import pytest
 import torch
-from strategy_testutils import cfg, make_rows, mlp_model  # noqa: F401
+from strategy_testutils import cfg, make_rows, mlp_model
 
 from arl_hf import ARLTrainer
 from arl_hf.protocol.tuning import search_space, tune
@@ -21,7 +21,7 @@ def tuning_args(tmp_path, **kw):
 
 def test_two_arl_trials_both_train_with_fresh_strategy_state(tmp_path):
     rows = make_rows(32)
-    built, strategies, coeff_logs = [], [], []
+    built = []
 
     def model_init(trial=None):
         model = mlp_model(seed=len(built))
@@ -60,7 +60,8 @@ def test_two_arl_trials_both_train_with_fresh_strategy_state(tmp_path):
 
 def test_trial_objective_is_the_selected_checkpoint_accuracy(tmp_path):
     rows = make_rows(32)
-    trainer = ARLTrainer(model_init=lambda: mlp_model(), args=tuning_args(tmp_path, strategy="none", num_train_epochs=3),
+    trainer = ARLTrainer(model_init=lambda: mlp_model(),
+                         args=tuning_args(tmp_path, strategy="none", num_train_epochs=3),
                          train_dataset=rows, eval_dataset=rows)
     result = tune(trainer, search_space("none", 0.1), n_trials=1, sampler_seed=3)
     evals = [e["eval_accuracy"] for e in trainer.state.log_history if "eval_accuracy" in e]

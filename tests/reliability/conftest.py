@@ -10,7 +10,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 
-from reliability_helpers import run_flags, write_vector_dataset  # noqa: E402
+from reliability_helpers import run_flags, write_vector_dataset
 
 
 @pytest.fixture(autouse=True)

@@ -143,7 +143,8 @@ def test_non_finite_gradient_names_the_step_and_the_parameter(validate_inputs, l
     trainer = ARLTrainer(model=model, args=args, train_dataset=make_rows(20))
     poison.trainer = trainer
     if validate_inputs or logging_steps == 3:  # read right after step 3: the parameter it made NaN
-        match = rf"^training step 3: the gradient norm is NaN or infinite; the first parameter it made non-finite: {name};"
+        match = (r"^training step 3: the gradient norm is NaN or infinite; "
+                 rf"the first parameter it made non-finite: {name};")
     else:  # read at the logging step 4, after step 4 spread the NaN
         match = r"^training step 3: the gradient norm is NaN or infinite; the first non-finite parameter at step 4: "
     with pytest.raises(ValueError, match=match):
@@ -283,7 +284,8 @@ def test_input_check_refuses_values_whose_square_overflows_float32():
     for bad in (3e38, -2e18, 1e30):
         x = torch.zeros(2, 6)
         x[1, 3] = bad
-        with pytest.raises(ValueError, match=r"^audio: input values reach .* in absolute value; expected \|x\| <= 1e\+18"):
+        with pytest.raises(ValueError,
+                           match=r"^audio: input values reach .* in absolute value; expected \|x\| <= 1e\+18"):
             validate_batch(_batch(x), MODS, 3)
     # non-finite values keep their message, also in float16 (where the bound itself is infinite)
     for x in (torch.full((2, 6), NAN), torch.full((2, 6), INF, dtype=torch.float16)):

@@ -16,7 +16,7 @@ from arl_hf import ARLTrainer, MultimodalConfig, MultimodalModel
 from arl_hf.data import MultimodalCollator
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "strategies"))
-from strategy_testutils import cfg, make_rows, mlp_model  # noqa: E402
+from strategy_testutils import cfg, make_rows, mlp_model
 
 
 def bn_model(seed=0):

@@ -130,7 +130,8 @@ def test_gblending_measures_heads_on_the_validation_split(tmp_path):
     # loss = sum_k w_k L_k with the current weights
     s.weights = torch.tensor([0.5, 0.3, 0.2])
     res = s.compute_loss(model, b, TRAIN)
-    assert res.loss.item() == pytest.approx((torch.tensor([0.5, 0.3, 0.2]) * torch.stack(expected)).sum().item(), abs=1e-5)
+    want = (torch.tensor([0.5, 0.3, 0.2]) * torch.stack(expected)).sum().item()
+    assert res.loss.item() == pytest.approx(want, abs=1e-5)
 
 
 def test_gblending_without_validation_split_fails_naming_it(tmp_path):

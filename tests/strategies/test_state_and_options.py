@@ -206,7 +206,8 @@ class ScaledFused(Strategy):
 
 
 def test_a_strategy_added_as_one_file_gets_its_flags_and_trains(tmp_path):
-    from arl_hf.scripts.train import make_parser as build_parser, parse_args
+    from arl_hf.scripts.train import make_parser as build_parser
+    from arl_hf.scripts.train import parse_args
 
     path = tmp_path / "scaled_fused.py"
     path.write_text(textwrap.dedent(USER_STRATEGY))

@@ -115,7 +115,8 @@ def test_heads_restored_with_the_best_checkpoint(tmp_path):
                    metric_for_best_model="eval_loss", greater_is_better=False)
     best = t.state.best_model_checkpoint
     final = os.path.join(t.args.output_dir, "checkpoint-9")
-    saved, last = load_file(os.path.join(best, "model.safetensors")), load_file(os.path.join(final, "model.safetensors"))
+    saved = load_file(os.path.join(best, "model.safetensors"))
+    last = load_file(os.path.join(final, "model.safetensors"))
     assert best != final and not torch.equal(saved["strategy_state.head.weight"], last["strategy_state.head.weight"])
     assert torch.equal(t.strategy.head.weight.cpu(), saved["strategy_state.head.weight"])
     assert torch.equal(t.strategy.projector.cpu(), saved["strategy_state.projector"])  # state too, not only heads

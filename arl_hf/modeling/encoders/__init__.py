@@ -17,12 +17,27 @@ Every built-in encoder can also run *stage by stage* (``forward_stem``,
 between the encoders' intermediate feature maps.
 """
 
-from .base import (ENCODERS, EncoderFamily, build_encoder, default_encoder, encoder_spec_for_input, family_of,
-                   input_kinds_of, register_encoder, run_stage, supports_stages, validate_encoder_spec)
+from .base import (
+    ENCODERS,
+    EncoderFamily,
+    build_encoder,
+    default_encoder,
+    encoder_spec_for_input,
+    family_of,
+    input_kinds_of,
+    register_encoder,
+    run_stage,
+    supports_stages,
+    validate_encoder_spec,
+)
+
+# The families register in import order, which is the order default_encoder() searches: keep it.
+# isort: off
 from .timm import TIMM_OWN_KEYS, TimmEncoder
 from .mlp import MLPEncoder
 from .sequence import LSTMSequenceEncoder, TransformerSequenceEncoder
 from .cnn import CNNEncoder
+# isort: on
 
 __all__ = ["ENCODERS", "EncoderFamily", "register_encoder", "family_of", "validate_encoder_spec", "build_encoder",
            "input_kinds_of", "default_encoder", "encoder_spec_for_input", "run_stage", "supports_stages",

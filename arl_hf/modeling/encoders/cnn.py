@@ -58,7 +58,8 @@ class CNNEncoder(EncoderFamily, nn.Module):
     def check_input(self, x: torch.Tensor, field: str) -> None:
         if x.dim() not in (4, 5) or x.shape[-3] != self.in_chans:
             raise ValueError(
-                f"{field}: expected (B, {self.in_chans}, H, W) or (B, T, {self.in_chans}, H, W), got shape {tuple(x.shape)}"
+                f"{field}: expected (B, {self.in_chans}, H, W) or (B, T, {self.in_chans}, H, W), "
+                f"got shape {tuple(x.shape)}"
             )
 
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:

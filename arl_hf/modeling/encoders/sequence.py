@@ -29,7 +29,9 @@ class _SequenceEncoder(EncoderFamily, nn.Module):
 
     def check_input(self, x: torch.Tensor, field: str) -> None:
         if x.dim() != 3 or x.shape[-1] != self.input_dim or x.shape[1] < 1:
-            raise ValueError(f"{field}: expected a feature sequence (B, L, {self.input_dim}) with L >= 1, got {tuple(x.shape)}")
+            raise ValueError(
+                f"{field}: expected a feature sequence (B, L, {self.input_dim}) with L >= 1, got {tuple(x.shape)}"
+            )
 
     @property
     def num_stages(self) -> int:

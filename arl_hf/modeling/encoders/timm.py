@@ -108,7 +108,9 @@ class TimmEncoder(EncoderFamily, nn.Module):
             )
         channels = x.shape[-3]
         if channels != self.in_chans:
-            raise ValueError(f"{field}: expected {self.in_chans} channels (dim -3), got {channels} in shape {tuple(x.shape)}")
+            raise ValueError(
+                f"{field}: expected {self.in_chans} channels (dim -3), got {channels} in shape {tuple(x.shape)}"
+            )
 
     def _encode(self, x: torch.Tensor) -> torch.Tensor:
         return _pool_features(self.backbone(x), self.output_fmt)
