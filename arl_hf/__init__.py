@@ -9,12 +9,15 @@ from transformers import AutoConfig, AutoModel
 
 from .config import ARLConfig
 from .modeling import MultimodalConfig, MultimodalModel, MultimodalOutput, load_backbone_weights
+from .modeling.configuration import LegacyMultimodalConfig
 from .strategies import arl_coefficients, arl_statistics, coefficients_from_statistics
 from .trainer import ARLTrainer
 from .version import __version__
 
 AutoConfig.register(MultimodalConfig.model_type, MultimodalConfig, exist_ok=True)
 AutoModel.register(MultimodalConfig, MultimodalModel, exist_ok=True)
+# checkpoints saved with the legacy model type load as MultimodalConfig / MultimodalModel
+AutoConfig.register(LegacyMultimodalConfig.model_type, LegacyMultimodalConfig, exist_ok=True)
 
 __all__ = [
     "ARLConfig",

@@ -19,6 +19,7 @@ and :class:`~huggingface_hub.ModelCardData`:
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any, List, Mapping, Optional, Sequence
 
@@ -30,7 +31,8 @@ from .paper import ARL_PAPER
 logger = get_logger(__name__)
 
 __all__ = ["RunSummary", "eval_results", "build_model_card", "write_model_card", "template_path", "hub_task",
-           "dataset_label", "paper_url", "LIBRARY_NAME", "DEFAULT_LICENSE"]
+           "dataset_label", "paper_url", "card_install_command", "shareable_value", "shareable_command",
+           "LIBRARY_NAME", "DEFAULT_LICENSE"]
 
 #: ``library_name`` of the cards: loading needs ``import arl_hf`` (see :func:`arl_hf.env.install_command`)
 LIBRARY_NAME = "arl-hf"
@@ -231,8 +233,6 @@ def build_model_card(summary: RunSummary) -> "ModelCard":  # noqa: F821
     """Render the card (metadata + text) of a run."""
     from huggingface_hub import ModelCard, ModelCardData
 
-    from .env import install_command
-
     modalities = list(summary.modalities)
     if summary.base_tags is None:
         tags = ["arl-hf", "multimodal", "modality-imbalance", f"strategy-{summary.strategy}"]
@@ -265,7 +265,7 @@ def build_model_card(summary: RunSummary) -> "ModelCard":  # noqa: F821
         model_name=summary.model_name,
         modalities_text=", ".join(modalities),
         dataset_name=summary.dataset,
-        dataset_id=summary.dataset_arg or summary.dataset_id or summary.dataset,
+        dataset_id=shareable_value(summary.dataset_arg or summary.dataset_id or summary.dataset),
         strategy=summary.strategy,
         paper_title=summary.paper.get("title", ""),
         paper_venue=summary.paper.get("venue", ""),
@@ -279,10 +279,10 @@ def build_model_card(summary: RunSummary) -> "ModelCard":  # noqa: F821
         index_note=index_note,
         hyperparameters_table=_kv_table(summary.hyperparameters),
         plots=[{"path": p, "caption": c} for p, c in summary.plots],
-        load_path=summary.load_path,
+        load_path=shareable_value(summary.load_path),
         inputs_text=", ".join(f"{m}=..." for m in modalities),
-        reproduce_command=summary.reproduce_command,
-        install_command=install_command(),
+        reproduce_command=shareable_command(summary.reproduce_command),
+        install_command=card_install_command(),
         versions_text=_versions_text(),
         license=summary.license,
     )
@@ -311,6 +311,90 @@ def dataset_label(record: Optional[Mapping[str, Any]], default: str = "dataset")
     name = str(record.get("dataset") or default)
     if data.get("dataset"):
         return str(data["dataset"])
-    if os.path.isabs(name):
-        return os.path.basename(os.path.normpath(name))
-    return name
+    return shareable_value(name, note=True)
+
+
+# ------------------------------------------------------------------------- publishable text
+def _https_remote(remote: str) -> Optional[str]:
+    """A git remote as an ``https://`` URL (``git@host:o/r``, ``ssh://[user@]host/o/r``), or
+    ``None`` when it is no network URL (a local path, ``file://``)."""
+    from .env import _strip_credentials
+
+    remote = remote.strip()
+    match = re.match(r"^[\w.-]+@([\w.-]+):(?!//)(.+)$", remote)  # scp-like: git@host:owner/repo
+    if match:
+        return f"https://{match.group(1)}/{match.group(2)}"
+    match = re.match(r"^(?:git\+)?(ssh|git|https?)://(?:[^/@]+@)?([^/:]+)(?::\d+)?/(.+)$", remote)
+    if match:
+        scheme = match.group(1)
+        host_path = f"{match.group(2)}/{match.group(3)}"
+        return _strip_credentials(f"{'http' if scheme == 'http' else 'https'}://{host_path}")
+    return None
+
+
+def card_install_command(checkout: Optional[str] = "auto") -> str:
+    """The install line a card prints: always a valid pip requirement, never a local path.
+
+    ``pip install "arl-hf @ git+https://<host>/<owner>/<repo>@<commit>"`` when the source
+    checkout (``checkout``; ``"auto"``: the one holding the imported package) has a network
+    git remote (ssh remotes are written as https), or pip recorded a VCS / https source;
+    otherwise ``pip install "arl-hf==<version>"`` after a comment saying to install that
+    version from its source repository (arl-hf is not on the package index)."""
+    from .env import DISTRIBUTION, _direct_url, _git, _source_checkout, arl_hf_version
+
+    if checkout == "auto":
+        checkout = _source_checkout()
+    source = None
+    if checkout is not None:
+        remote = _git(checkout, "config", "--get", "remote.origin.url")
+        commit = _git(checkout, "rev-parse", "HEAD")
+        url = _https_remote(remote) if remote else None
+        if url:
+            source = f"git+{url}" + (f"@{commit}" if commit else "")
+    else:
+        direct = _direct_url() or {}
+        vcs = direct.get("vcs_info") or {}
+        url = _https_remote(str(direct.get("url") or ""))
+        if url and vcs.get("vcs") == "git":
+            source = f"git+{url}" + (f"@{vcs['commit_id']}" if vcs.get("commit_id") else "")
+        elif url and not vcs:
+            source = url
+    if source:
+        return f'pip install "{DISTRIBUTION} @ {source}"'
+    version = arl_hf_version()
+    return (f"# arl-hf {version} is not on the package index: install it from its source repository\n"
+            f"# (pip install \"{DISTRIBUTION} @ git+https://<host>/<owner>/arl-hf@v{version}\" or a clone's folder)\n"
+            f'pip install "{DISTRIBUTION}=={version}"')
+
+
+def _is_local_path(value: str) -> bool:
+    return os.path.isabs(value) or value.startswith(("~", "./", "../")) or (os.sep in value and os.path.exists(value))
+
+
+def shareable_value(value: Any, note: bool = False) -> Any:
+    """A value fit to publish: a local path becomes its base name (``/x/y/vectors`` ->
+    ``vectors``; with ``note``: ``vectors (local folder)``); other values are unchanged."""
+    if not isinstance(value, str) or not value or not _is_local_path(value):
+        return value
+    name = os.path.basename(os.path.normpath(os.path.expanduser(value))) or value
+    return f"{name} (local folder)" if note else name
+
+
+def shareable_command(command: Optional[str]) -> Optional[str]:
+    """A command line fit to publish: each local-path argument (also ``--flag=PATH``) becomes
+    its base name, and a comment line names those that are local folders."""
+    if not command:
+        return command
+    import shlex
+
+    words, local = [], []
+    for word in shlex.split(command):
+        flag, eq, value = word.partition("=") if word.startswith("--") else ("", "", word)
+        new = shareable_value(value)
+        if new != value:
+            local.append(new)
+        words.append(f"{flag}{eq}{new}")
+    text = " ".join(shlex.quote(w) for w in words)
+    if local:
+        text = "# " + ", ".join(dict.fromkeys(local)) + ": local folders of the run (not published)\n" + text
+    return text

@@ -17,7 +17,7 @@ import torch
 from transformers import Trainer, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from .cards import dataset_label
+from .cards import dataset_label, shareable_value
 from .run_dir import (
     claim_output_dir,
     finish_output_dir,
@@ -143,11 +143,11 @@ def save_run(trainer: Trainer, train_result: Any, metrics: Mapping[str, Mapping[
         return written
     results = {
         "metrics": {k: dict(v) for k, v in metrics.items()},
-        "dataset": record.dataset,
+        "dataset": shareable_value(record.dataset, note=True),  # no local path in a file meant to be shared
         "dataset_revision": record.dataset_revision,
         "preset": run_args.preset,
         "strategy": args.strategy,
-        "best_model_checkpoint": trainer.state.best_model_checkpoint,
+        "best_model_checkpoint": shareable_value(trainer.state.best_model_checkpoint),
         "metric_for_best_model": args.metric_for_best_model,
         "selection_split": "validation",
         "modalities": modalities,

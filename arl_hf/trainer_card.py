@@ -67,8 +67,10 @@ class ModelCardMixin:
         always). ``push_to_hub(license=..., tags=..., finetuned_from=..., language=...,
         tasks=..., dataset_tags=..., model_name=...)`` passes its arguments here; ``tags`` add
         to those of :meth:`configure_model_card`, the other arguments override them.
-        ``dataset_args`` is accepted for ``Trainer`` compatibility and unused.
+        ``dataset_args`` is accepted for ``Trainer`` compatibility and unused; ``output_dir``
+        (default ``args.output_dir``) is the folder the card is written into.
         """
+        target = details.pop("output_dir", None) or self.args.output_dir
         enabled, defaults = self.__dict__.get("_card_settings", (True, {}))
         if not enabled or not self.is_world_process_zero():
             return None
@@ -77,12 +79,21 @@ class ModelCardMixin:
         options = {**defaults, **{k: v for k, v in given.items() if v is not None}}
         options["tags"] = [str(t) for t in (defaults.get("tags") or [])] + (
             [tags] if isinstance(tags, str) else [str(t) for t in (tags or [])])
-        return write_model_card(trainer_summary(self, self.evaluated_metrics, **options), self.args.output_dir)
+        return write_model_card(trainer_summary(self, self.evaluated_metrics, output_dir=target, **options), target)
 
     def _write_model_card_on_save(self, output_dir: Optional[str] = None) -> None:
-        """The card goes with the model saved into ``output_dir`` (not with each checkpoint)."""
+        """The card goes beside the weights wherever the model is saved (``save_model(path)``
+        too), but not into each ``checkpoint-<step>`` folder of ``output_dir``."""
         if output_dir is None or os.path.abspath(output_dir) == os.path.abspath(self.args.output_dir):
             self.create_model_card()
+            return
+        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+        folder = os.path.abspath(output_dir)
+        in_run = os.path.dirname(folder) == os.path.abspath(self.args.output_dir)
+        if in_run and os.path.basename(folder).startswith(f"{PREFIX_CHECKPOINT_DIR}-"):
+            return
+        self.create_model_card(output_dir=output_dir)
 
 
 #: captions of the plots :func:`arl_hf.plots.make_run_plots` writes
@@ -147,6 +158,7 @@ def trainer_summary(
     plots: Sequence[str] = (),
     reproduce_command: Optional[str] = None,
     encoder_init: Optional[str] = None,
+    output_dir: Optional[str] = None,
 ) -> RunSummary:
     """What the card of an :class:`~arl_hf.ARLTrainer`'s model says: the model's config and
     recorded preprocessing, the trainer's arguments, state and class metadata (``_tag_names``,
@@ -154,7 +166,8 @@ def trainer_summary(
 
     ``license`` ``None`` or ``"none"`` omits it; ``finetuned_from`` defaults to the Hub id the
     model was loaded from; ``dataset`` names the data when the model records none; ``plots``
-    are paths relative to ``output_dir``; ``preset`` defaults to the recorded one.
+    are paths relative to ``output_dir`` (the folder the card goes into; default
+    ``args.output_dir``); ``preset`` defaults to the recorded one.
     """
     from .data import available_datasets
     from .data.sharing import is_hub_id
@@ -163,7 +176,7 @@ def trainer_summary(
     config = getattr(model, "config", None)
     modalities = getattr(config, "modalities", None) or {  # a model of the contract that is no MultimodalModel
         m: {"encoder": type(model.encoders[m]).__name__} for m in trainer.modalities}
-    out = args.output_dir
+    out = output_dir or args.output_dir
     record = dict(getattr(config, "preprocessing", None) or {})
     named = _as_list(dataset)
     label = dataset_label(record, named[0] if named else "custom data")

@@ -8,6 +8,8 @@ from typing import Any, Dict, List, Optional
 from transformers import PreTrainedConfig
 
 INIT_SCHEMES = ("timm", "authors")
+#: the ``model_type`` checkpoints saved before it named the package; they still load
+LEGACY_MODEL_TYPE = "arl_multimodal"
 
 
 class MultimodalConfig(PreTrainedConfig):
@@ -40,7 +42,9 @@ class MultimodalConfig(PreTrainedConfig):
             num_labels=6, fusion="concat")
     """
 
-    model_type = "arl_multimodal"
+    #: names the package, so that transformers' "model type not recognized" error (loading
+    #: without ``import arl_hf``) says what to install
+    model_type = "arl_hf_multimodal"
 
     modalities: Optional[Dict[str, Dict[str, Any]]] = None
     fusion: str = "concat"
@@ -83,3 +87,25 @@ class MultimodalConfig(PreTrainedConfig):
         super().__post_init__(**kwargs)
         if self.num_labels is None or self.num_labels < 2:
             raise ValueError(f"num_labels: expected an integer >= 2, got {self.num_labels!r}")
+
+    @classmethod
+    def get_config_dict(cls, *args: Any, **kwargs: Any):
+        """``PreTrainedConfig.get_config_dict``; a checkpoint of the legacy model type
+        (:data:`LEGACY_MODEL_TYPE`) reads as this one."""
+        config_dict, unused = super().get_config_dict(*args, **kwargs)
+        if config_dict.get("model_type") == LEGACY_MODEL_TYPE:
+            config_dict = {**config_dict, "model_type": cls.model_type}
+        return config_dict, unused
+
+
+class LegacyMultimodalConfig(MultimodalConfig):
+    """``AutoConfig``'s entry for checkpoints saved with the legacy model type
+    (:data:`LEGACY_MODEL_TYPE`): what it loads is a :class:`MultimodalConfig`, saved with the
+    current model type."""
+
+    model_type = LEGACY_MODEL_TYPE
+
+    @classmethod
+    def from_dict(cls, config_dict: Dict[str, Any], **kwargs: Any):
+        """The :class:`MultimodalConfig` of a legacy ``config.json``."""
+        return MultimodalConfig.from_dict({**config_dict, "model_type": MultimodalConfig.model_type}, **kwargs)

@@ -215,7 +215,10 @@ def run(own: argparse.Namespace, rest: List[str]) -> int:
         pool.close()
     order = {m: i for i, m in enumerate(own.strategies + bounds)}
     records.sort(key=lambda r: (order.get(r["method"], len(order)), r["seed"]))
-    meta = {"dataset": data_args.dataset, "dataset_config": data_args.dataset_config, "preset": run_args.preset}
+    from ..cards import shareable_value
+
+    meta = {"dataset": shareable_value(data_args.dataset, note=True), "dataset_config": data_args.dataset_config,
+            "preset": run_args.preset}
     results = build_results(records, own.seeds, own.split, hps, meta)
     results["wall_time_s"] = time.perf_counter() - start
     results["workers"] = own.workers

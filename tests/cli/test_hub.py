@@ -156,7 +156,7 @@ def test_arl_trainer_push_to_hub_card_says_how_to_load(stand_in_hub, tmp_path):
     from transformers import AutoModel
 
     from arl_hf import ARLConfig, ARLTrainer, MultimodalConfig, MultimodalModel
-    from arl_hf.env import install_command
+    from arl_hf.cards import card_install_command as install_command
 
     torch.manual_seed(0)
     model = MultimodalModel(MultimodalConfig(modalities={

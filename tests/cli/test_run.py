@@ -35,7 +35,7 @@ def test_outputs_written(trained_run):
         assert os.path.isfile(os.path.join(out, name)), name
     with open(os.path.join(out, "config.json")) as f:
         config = json.load(f)
-    assert config["model_type"] == "arl_multimodal"
+    assert config["model_type"] == "arl_hf_multimodal"
     assert list(config["modalities"]) == MODALITIES
     assert config["modalities"]["audio"]["in_chans"] == 1 and config["modalities"]["visual"]["in_chans"] == 3
     # the record stores the real path (not the folder's name), so evaluation works from anywhere
@@ -94,7 +94,8 @@ def test_checkpoint_loads_with_automodel_and_reproduces_test_metrics(trained_run
 def test_model_card_metadata_and_text(trained_run):
     from huggingface_hub import ModelCard
 
-    from arl_hf.env import framework_versions, install_command
+    from arl_hf.cards import card_install_command as install_command
+    from arl_hf.env import framework_versions
 
     out, metrics = trained_run["output_dir"], trained_run["metrics"]
     assert template_path() is not None
@@ -117,7 +118,9 @@ def test_model_card_metadata_and_text(trained_run):
     assert install_command() in text and "pip install arl-hf\n" not in text
     # the reproduce / evaluate commands name the console script a wheel installs
     assert "arl-hf train " in text and "--arl_temperature 2" in text and "examples/run_arl.py" not in text
-    assert f"arl-hf evaluate --model_name_or_path {out} --dataset {os.path.abspath(trained_run['argv'][1])}" in text
+    # local folders by their base names (no absolute path of this machine in a card)
+    local_data = os.path.basename(os.path.abspath(trained_run['argv'][1]))
+    assert f"arl-hf evaluate --model_name_or_path {os.path.basename(out)} --dataset {local_data}" in text
     for name, version in framework_versions().items():
         assert f"- {name} {version}" in text
     assert f"{100 * metrics['test']['accuracy']:.2f}" in text

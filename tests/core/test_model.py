@@ -166,7 +166,7 @@ def test_bad_inputs_name_the_field():
 
 
 def test_registered_with_auto_classes():
-    cfg = AutoConfig.for_model("arl_multimodal", modalities=mlp_config().modalities, num_labels=3)
+    cfg = AutoConfig.for_model("arl_hf_multimodal", modalities=mlp_config().modalities, num_labels=3)
     assert isinstance(cfg, MultimodalConfig)
     assert isinstance(AutoModel.from_config(cfg), MultimodalModel)
     assert arl_hf.MultimodalModel is MultimodalModel
