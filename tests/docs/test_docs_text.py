@@ -195,6 +195,7 @@ def test_strategy_option_names_in_the_docs_are_options():
     others = {
         "arl_hf",  # the package
         "arl_hf_preprocessing", "arl_hf_build",  # keys of a prepared dataset's card
+        "arl_hf_multimodal", "arl_multimodal",  # the model type of the checkpoints, and its legacy name
         "arl_gradient_modulation",  # the model attribute that selects parameter-mode modulation
         "dr_times",  # a logged metric
     }
