@@ -47,7 +47,8 @@ def node_split_train_dataloader(trainer: Any):
     collator = trainer._get_collator_with_removed_columns(trainer.data_collator, description="training")
     loader = DataLoader(
         dataset, batch_size=trainer.train_batch_size, collate_fn=collator,
-        num_workers=trainer.args.dataloader_num_workers, pin_memory=trainer.args.dataloader_pin_memory,
+        num_workers=trainer.args.dataloader_num_workers,
+        pin_memory=trainer.args.dataloader_pin_memory and trainer.args.device.type == "cuda",  # pinned only for CUDA
         persistent_workers=trainer.args.dataloader_persistent_workers,
         prefetch_factor=trainer.args.dataloader_prefetch_factor,
         multiprocessing_context=trainer.args.dataloader_multiprocessing_context)

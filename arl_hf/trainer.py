@@ -27,6 +27,7 @@ from .log import get_logger
 from .node_split import node_split, node_split_train_dataloader
 from .numerics import FiniteTrainingMixin, batch_size_of
 from .paper import ARL_PAPER
+from .quiet import QuietMixin
 from .schedule import ScheduleMixin
 from .strategies import STRATEGIES, StepContext, Strategy, build_strategy
 from .trainer_card import ModelCardMixin
@@ -65,8 +66,14 @@ class _EarlyStopping(EarlyStoppingCallback):
         self.early_stopping_patience_counter = 0
         return super().on_train_begin(args, state, control, **kwargs)
 
+    def on_evaluate(self, args, state, control, metrics, **kwargs):
+        # an evaluation under another prefix (the splits evaluated after training) is none to watch
+        if not any(str(k).startswith("eval_") for k in metrics):
+            return None
+        return super().on_evaluate(args, state, control, metrics, **kwargs)
 
-class ARLTrainer(ModelCardMixin, ScheduleMixin, DataChecksMixin, FiniteTrainingMixin, Trainer):
+
+class ARLTrainer(QuietMixin, ModelCardMixin, ScheduleMixin, DataChecksMixin, FiniteTrainingMixin, Trainer):
     """``transformers.Trainer`` for multimodal models, training with ARL or another strategy.
 
     Args:

@@ -98,10 +98,10 @@ def _tiny_model():
 
 def _trainer(tmp_path, **kwargs):
     rows = [{"audio": torch.randn(4), "visual": torch.randn(3), "labels": i % 2} for i in range(8)]
-    options = {"save_strategy": "no", **kwargs}
-    args = ARLConfig(output_dir=str(tmp_path / "x"), max_steps=1, per_device_train_batch_size=8, use_cpu=True,
-                     report_to="none", disable_tqdm=True, dataloader_num_workers=0, **options)
-    return ARLTrainer(model=_tiny_model(), args=args, train_dataset=rows)
+    options = {"save_strategy": "no", "use_cpu": True, "disable_tqdm": True, **kwargs}
+    args = ARLConfig(output_dir=str(tmp_path / "x"), max_steps=1, per_device_train_batch_size=8,
+                     report_to="none", dataloader_num_workers=0, **options)
+    return ARLTrainer(model=_tiny_model(), args=args, train_dataset=rows, eval_dataset=rows)
 
 
 def test_save_model_elsewhere_writes_the_card_beside_the_weights(tmp_path):
@@ -159,3 +159,60 @@ def test_loading_without_import_arl_hf_names_the_package(tmp_path):
                           timeout=120)
     assert done.returncode == 0, done.stderr
     assert "arl_hf_multimodal" in done.stdout
+
+
+# ---------------------------------------------------------------------------------- noise
+def test_no_pinned_memory_warning_on_cpu(tmp_path):
+    import warnings
+
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("pinned memory is wanted with CUDA")
+    trainer = _trainer(tmp_path, use_cpu=False)  # no use_cpu (which turns pinning off): CPU as the only device
+    assert trainer.args.device.type == "cpu"
+    assert trainer.args.dataloader_pin_memory  # TrainingArguments' default, kept for CUDA
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loader = trainer.get_train_dataloader()
+        batch = next(iter(loader))
+        next(iter(trainer.get_eval_dataloader(trainer.train_dataset)))
+    assert batch["audio"].shape == (8, 4)
+    assert not [w for w in caught if "pin_memory" in str(w.message)], [str(w.message) for w in caught]
+    assert trainer.args.dataloader_pin_memory  # the arguments are left as given
+
+
+@pytest.mark.parametrize("disable_tqdm", [True, False])
+def test_disable_tqdm_silences_the_saving_bars(tmp_path, capfd, disable_tqdm):
+    from transformers.utils import logging as hf_logging
+
+    trainer = _trainer(tmp_path, disable_tqdm=disable_tqdm, save_strategy="steps", save_steps=1)
+    capfd.readouterr()
+    trainer.train()
+    trainer.save_model()
+    err = capfd.readouterr().err
+    assert ("Writing model shards" in err) is not disable_tqdm, err
+    assert (tmp_path / "x" / "model.safetensors").is_file()
+    assert hf_logging.is_progress_bar_enabled()  # restored after
+
+
+def test_final_evaluation_under_another_prefix_gives_no_early_stopping_warning(tmp_path):
+    from transformers.utils import logging as hf_logging
+
+    from arl_hf.trainer import _EarlyStopping
+
+    trainer = _trainer(tmp_path, eval_strategy="steps", eval_steps=1, save_strategy="steps", save_steps=1,
+                       load_best_model_at_end=True, metric_for_best_model="accuracy", early_stopping_patience=2)
+    stopper = next(c for c in trainer.callback_handler.callbacks if isinstance(c, _EarlyStopping))
+    seen = []
+    logger = hf_logging.get_logger("transformers.trainer_callback")
+    original = logger.warning
+    logger.warning = lambda msg, *a, **k: seen.append(str(msg))
+    try:
+        control = trainer.control
+        stopper.on_evaluate(trainer.args, trainer.state, control, {"validation_accuracy": 0.5, "validation_loss": 1.0})
+        assert seen == []
+        stopper.on_evaluate(trainer.args, trainer.state, control, {"eval_loss": 1.0})  # misconfigured: still said
+        assert len(seen) == 1 and "eval_accuracy" in seen[0]
+    finally:
+        logger.warning = original
