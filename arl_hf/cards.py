@@ -32,7 +32,7 @@ logger = get_logger(__name__)
 
 __all__ = ["RunSummary", "eval_results", "build_model_card", "write_model_card", "template_path", "hub_task",
            "dataset_label", "paper_url", "card_install_command", "shareable_value", "shareable_command",
-           "LIBRARY_NAME", "DEFAULT_LICENSE"]
+           "shareable_tree", "LIBRARY_NAME", "DEFAULT_LICENSE"]
 
 #: ``library_name`` of the cards: loading needs ``import arl_hf`` (see :func:`arl_hf.env.install_command`)
 LIBRARY_NAME = "arl-hf"
@@ -398,3 +398,15 @@ def shareable_command(command: Optional[str]) -> Optional[str]:
     if local:
         text = "# " + ", ".join(dict.fromkeys(local)) + ": local folders of the run (not published)\n" + text
     return text
+
+
+def shareable_tree(value: Any) -> Any:
+    """A JSON-like value (dicts, lists, strings...) with every absolute local path replaced by
+    its base name (:func:`shareable_value`), for a results file meant to be shared."""
+    if isinstance(value, Mapping):
+        return {k: shareable_tree(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [shareable_tree(v) for v in value]
+    if isinstance(value, str) and os.path.isabs(value):
+        return shareable_value(value)
+    return value

@@ -215,13 +215,15 @@ def run(own: argparse.Namespace, rest: List[str]) -> int:
         pool.close()
     order = {m: i for i, m in enumerate(own.strategies + bounds)}
     records.sort(key=lambda r: (order.get(r["method"], len(order)), r["seed"]))
-    from ..cards import shareable_value
+    from ..cards import shareable_tree, shareable_value
 
     meta = {"dataset": shareable_value(data_args.dataset, note=True), "dataset_config": data_args.dataset_config,
             "preset": run_args.preset}
     results = build_results(records, own.seeds, own.split, hps, meta)
     results["wall_time_s"] = time.perf_counter() - start
     results["workers"] = own.workers
+    # a results file meant to be shared: no absolute local path (the tuning records keep theirs)
+    results = shareable_tree(results)
     write_outputs(records, results, own.compare_dir, make_plots=not own.no_plots)
     with open(os.path.join(own.compare_dir, "results.md"), encoding="utf-8") as f:
         print(f.read())

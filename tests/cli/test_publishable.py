@@ -68,6 +68,13 @@ def test_shareable_values_and_commands(tmp_path):
     assert "vectors" in cmd.splitlines()[0] and cmd.startswith("#")
 
 
+def test_shareable_tree_scrubs_nested_absolute_paths(tmp_path):
+    from arl_hf.cards import shareable_tree
+
+    tree = {"a": [str(tmp_path / "toy"), {"b": str(tmp_path / "out" / "logs")}], "c": "owner/name", "d": 3}
+    assert shareable_tree(tree) == {"a": ["toy", {"b": "logs"}], "c": "owner/name", "d": 3}
+
+
 def test_run_on_a_local_folder_publishes_no_absolute_path(tmp_path):
     from arl_hf.scripts.train import main
 

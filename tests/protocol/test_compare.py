@@ -114,6 +114,10 @@ def test_tiny_protocol_writes_the_results_schema_and_resumes(tmp_path):
     assert {"dataset", "dataset_config", "preset", "split", "seeds", "methods", "unimodal_bounds",
             "suppression_gap", "suppression_gap_head"} <= set(res)
     assert res["split"] == "test" and res["seeds"] == [0, 1]
+    # the files meant to be shared name the local dataset folder by its base name only
+    assert res["dataset"] == "toy (local folder)"
+    for name in ("results.json", "results.md", "results.csv", "runs.csv"):
+        assert str(tmp_path) not in (out / name).read_text(), name
     assert list(res["methods"]) == ["none", "arl", "fixed"]
     stat_keys = {"mean", "std", "ci95", "values"}
     for name, e in res["methods"].items():
