@@ -43,3 +43,14 @@ def caplog(caplog):
     library.propagate = True
     yield caplog
     library.propagate = before
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models on a shared 2-core runner: one intra-op thread avoids OpenMP contention (100x here)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -14,14 +14,9 @@ from cli_helpers import make_tiny_dataset, tiny_flags
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models on a shared 2-core runner: one intra-op thread avoids OpenMP contention (100x here)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_torch_thread):
+    """Every test of this folder runs with one intra-op thread."""
     yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

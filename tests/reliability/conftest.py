@@ -14,13 +14,9 @@ from reliability_helpers import run_flags, write_vector_dataset
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_torch_thread):
+    """Every test of this folder runs with one intra-op thread."""
     yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")
