@@ -8,6 +8,7 @@ import os
 
 import numpy as np
 import pytest
+from strategy_testutils import write_vector_dataset
 
 from arl_hf.protocol.stats import paired, stat
 from arl_hf.protocol.table import build_results, to_markdown
@@ -15,24 +16,6 @@ from arl_hf.scripts.compare import main
 from arl_hf.scripts.compare import parse_args as parse_compare_args
 
 pytest.importorskip("optuna")
-
-
-def tiny_vector_dataset(path):
-    import datasets
-
-    feats = datasets.Features({
-        "audio": datasets.Sequence(datasets.Value("float32"), length=6),
-        "visual": datasets.Sequence(datasets.Value("float32"), length=4),
-        "labels": datasets.ClassLabel(names=["a", "b", "c"]),
-    })
-    splits = {}
-    for i, (split, n) in enumerate((("train", 36), ("validation", 18), ("test", 18))):
-        rng = np.random.default_rng(i)
-        y = np.arange(n) % 3
-        a = rng.normal(size=(n, 6)).astype("float32") + y[:, None]
-        v = rng.normal(size=(n, 4)).astype("float32") * 2 + 0.3 * y[:, None]
-        splits[split] = datasets.Dataset.from_dict({"audio": a, "visual": v, "labels": y}, features=feats)
-    datasets.DatasetDict(splits).save_to_disk(str(path))
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -105,7 +88,7 @@ RUN = ["--preset", "none", "--mlp_hidden_dims", "8", "--num_train_epochs", "2", 
 
 def test_tiny_protocol_writes_the_results_schema_and_resumes(tmp_path):
     data = tmp_path / "toy"
-    tiny_vector_dataset(data)
+    write_vector_dataset(data)
     out = tmp_path / "cmp"
     argv = ["--strategies", "none", "arl", "fixed", "--seeds", "0", "1", "--compare_dir", str(out),
             "--unimodal_bounds", "--tune_trials", "2", "--tuning_seed", "99", "--dataset", str(data)] + RUN

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from typing import Dict
 
 import pytest
@@ -10,7 +11,12 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 
-from reliability_helpers import run_flags, write_vector_dataset
+STRATEGY_TESTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "strategies")
+if STRATEGY_TESTS not in sys.path:
+    sys.path.insert(0, STRATEGY_TESTS)  # the tiny models and datasets of the strategy tests
+
+from reliability_helpers import run_flags  # noqa: E402
+from strategy_testutils import write_vector_dataset  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

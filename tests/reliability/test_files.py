@@ -16,7 +16,8 @@ import time
 
 import numpy as np
 import pytest
-from reliability_helpers import RUN_FLAGS, write_vector_dataset
+from reliability_helpers import RUN_FLAGS
+from strategy_testutils import write_vector_dataset
 
 from arl_hf.outputs import prepare_output_dir
 from arl_hf.scripts.train import parse_args, train_and_evaluate

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from strategy_testutils import mlp_model
 from transformers import TrainerCallback
 
-from arl_hf import ARLConfig, ARLTrainer, MultimodalConfig, MultimodalModel
+from arl_hf import ARLConfig, ARLTrainer
 from arl_hf.metrics import classification_metrics, multimodal_metrics
 from arl_hf.numerics import FLOAT32_MAX, StepGuard, check_finite_fields
 from arl_hf.strategies.options import StrategyOptions
@@ -19,18 +20,6 @@ from arl_hf.validation import MAX_INPUT_MAGNITUDE, validate_batch
 
 MODS = ("audio", "visual")
 NAN, INF = float("nan"), float("inf")
-
-
-def mlp_model(seed=0):
-    torch.manual_seed(seed)
-    cfg = MultimodalConfig(
-        modalities={
-            "audio": {"encoder": "mlp", "input_dim": 6, "hidden_dims": [8]},
-            "visual": {"encoder": "mlp", "input_dim": 4, "hidden_dims": [8]},
-        },
-        num_labels=3,
-    )
-    return MultimodalModel(cfg)
 
 
 def make_rows(n=16, seed=0):

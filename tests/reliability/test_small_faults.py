@@ -6,17 +6,13 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import sys
 
 import pytest
 import torch
+from strategy_testutils import cfg, make_rows, mlp_model
 
 from arl_hf import ARLTrainer, MultimodalConfig, MultimodalModel
 from arl_hf.data import MultimodalCollator
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "strategies"))
-from strategy_testutils import cfg, make_rows, mlp_model
 
 
 def bn_model(seed=0):

@@ -1,5 +1,6 @@
 """Tiny models, synthetic rows and trainer arguments shared by the strategy tests."""
 
+import numpy as np
 import torch
 
 from arl_hf import ARLConfig, MultimodalConfig, MultimodalModel
@@ -62,3 +63,25 @@ def grads_of(module):
 def assert_params_close(m1, m2, atol=1e-6):
     for (n, a), b in zip(m1.named_parameters(), m2.parameters()):
         assert torch.allclose(a, b, atol=atol), (n, (a - b).abs().max().item())
+
+
+def write_vector_dataset(path, columns=("audio", "visual")) -> str:
+    """A 3-class ``DatasetDict`` saved at ``path``: a 6-d modality carrying the label clearly and a
+    4-d one faintly (36 / 18 / 18 examples); ``columns`` names the two modality columns."""
+    import datasets
+
+    a_name, v_name = columns
+    feats = datasets.Features({
+        a_name: datasets.Sequence(datasets.Value("float32"), length=6),
+        v_name: datasets.Sequence(datasets.Value("float32"), length=4),
+        "labels": datasets.ClassLabel(names=["a", "b", "c"]),
+    })
+    splits = {}
+    for i, (split, n) in enumerate((("train", 36), ("validation", 18), ("test", 18))):
+        rng = np.random.default_rng(i)
+        y = np.arange(n) % 3
+        a = rng.normal(size=(n, 6)).astype("float32") + y[:, None]
+        v = rng.normal(size=(n, 4)).astype("float32") * 2 + 0.3 * y[:, None]
+        splits[split] = datasets.Dataset.from_dict({a_name: a, v_name: v, "labels": y}, features=feats)
+    datasets.DatasetDict(splits).save_to_disk(str(path))
+    return str(path)
