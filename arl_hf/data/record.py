@@ -17,6 +17,7 @@ import json
 from typing import Any, Dict, List, Mapping, Optional
 
 from ..kinds import STORED_KINDS
+from .processors import PROCESSOR_KINDS
 
 __all__ = ["RECORD_FORMAT", "MODALITY_KINDS", "ModalitySpec", "PreprocessingRecord", "preprocessing_text",
            "format_value"]
@@ -61,6 +62,12 @@ class ModalitySpec:
         kind = spec.get("kind")
         if kind not in MODALITY_KINDS:
             raise ValueError(f"modalities[{name!r}]['kind']: expected one of {MODALITY_KINDS}, got {kind!r}")
+        processor = spec.get("processor")
+        if processor is not None and (not isinstance(processor, Mapping)
+                                      or processor.get("kind") not in PROCESSOR_KINDS or not processor.get("files")):
+            raise ValueError(f"modalities[{name!r}]['processor']: expected a processor entry with 'kind' in "
+                             f"{sorted(PROCESSOR_KINDS)} and 'files' (arl_hf.data.processors.processor_spec), "
+                             f"got {processor!r}")
         return cls(name=str(name), kind=str(kind), fields=json.loads(json.dumps(dict(spec))))
 
     @property
@@ -73,6 +80,13 @@ class ModalitySpec:
         """The stored per-example shape, if recorded."""
         shape = self.fields.get("shape")
         return list(shape) if shape is not None else None
+
+    @property
+    def processor(self) -> Optional[Dict[str, Any]]:
+        """The processor entry (tokenizer, image processor or feature extractor of an ``hf:`` checkpoint:
+        see :func:`arl_hf.data.processors.processor_spec`), if the modality has one."""
+        processor = self.fields.get("processor")
+        return json.loads(json.dumps(dict(processor))) if processor is not None else None
 
     def encoder_spec(self) -> Dict[str, Any]:
         """The encoder suggestion: the recorded ``encoder``, ``in_chans``, ``input_dim``, ``hidden_dims``."""
@@ -219,6 +233,10 @@ class PreprocessingRecord:
     def kinds(self) -> Dict[str, str]:
         """Modality name -> storage kind."""
         return {k: v.kind for k, v in self.modalities.items()}
+
+    def processors(self) -> Dict[str, Dict[str, Any]]:
+        """Modality -> processor entry, for the modalities that have one (in modality order)."""
+        return {k: v.processor for k, v in self.modalities.items() if v.processor is not None}
 
     def suggested_encoders(self) -> Dict[str, Dict[str, Any]]:
         """Encoder suggestion per modality, ready for ``MultimodalConfig(modalities=...)``."""

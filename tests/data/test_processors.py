@@ -1,0 +1,181 @@
+"""Processors of hf checkpoints: loaded, applied to raw values, recorded, saved with the model and
+rebuilt from the saved model folder alone (source checkpoint deleted) with identical tensors."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from hf_checkpoints import ast_extractor, tiny_bert, tiny_vit, wav2vec2_extractor
+
+from arl_hf.data.processors import (apply_processor, load_processor, load_processors, processor_spec,
+                                    recorded_processors, save_processors)
+from arl_hf.data.record import PreprocessingRecord
+
+TEXTS = ["the cat sat", "a big red dog ran fast on the mat", "bird"]
+
+
+def _images(n=3, seed=0):
+    from PIL import Image
+
+    rng = np.random.RandomState(seed)
+    return [Image.fromarray(rng.randint(0, 256, (40 + i, 50, 3), dtype=np.uint8)) for i in range(n)]
+
+
+def _record(specs):
+    return {"format": "arl_hf.data/1", "dataset": "raw",
+            "modalities": {m: {"kind": "image" if p["kind"] == "image" else "sequence", "processor": p}
+                           for m, p in specs.items()}}
+
+
+def test_tokenizer_pads_to_the_batch_and_truncates_to_the_model_positions(tmp_path):
+    bert = tiny_bert(str(tmp_path / "bert"), max_positions=8)
+    tok = load_processor(f"hf:{bert}", "text")
+    spec = processor_spec(f"hf:{bert}", "text", "text")
+    assert spec["max_length"] == 8  # the tokenizer has no limit of its own: the model's 8 positions
+    out = apply_processor(spec, "text", TEXTS)
+    assert sorted(out) == ["attention_mask", "input_ids", "token_type_ids"]
+    assert out["input_ids"].dtype == torch.long and out["input_ids"].shape == (3, 8)
+    # [CLS] the cat sat [SEP] + padding; the long text is cut at 8 tokens ending in [SEP]
+    assert out["input_ids"][0].tolist() == [2, 5, 6, 8, 3, 0, 0, 0]
+    assert out["attention_mask"].sum(1).tolist() == [5, 8, 3]
+    assert out["input_ids"][1, -1].item() == 3
+    short = apply_processor(tok, "text", ["bird", "cat"])
+    assert short["input_ids"].shape == (2, 3)  # padded to the longest of this batch only
+
+
+def test_image_processor_resizes_normalises_and_takes_arrays_and_grey(tmp_path):
+    vit = tiny_vit(str(tmp_path / "vit"))
+    proc = load_processor(vit, "image")
+    images = _images()
+    out = apply_processor(proc, "image", images)["pixel_values"]
+    assert out.shape == (3, 3, 32, 32) and out.dtype == torch.float32
+    solid = np.full((40, 50, 3), 51, dtype=np.uint8)
+    solid_out = apply_processor(proc, "image", [solid])["pixel_values"]
+    assert torch.allclose(solid_out, torch.full((1, 3, 32, 32), -0.6), atol=1e-6)  # ViT: (51/255 - 0.5) / 0.5
+    arrays = [np.asarray(im).copy() for im in images]
+    assert torch.equal(apply_processor(proc, "image", arrays)["pixel_values"], out)
+    chw = [a.transpose(2, 0, 1) for a in arrays]
+    assert torch.equal(apply_processor(proc, "image", chw)["pixel_values"], out)
+    grey = np.full((20, 20), 255, dtype=np.uint8)  # one channel: converted to the 3 the processor normalises
+    assert apply_processor(proc, "image", [grey])["pixel_values"].shape == (1, 3, 32, 32)
+    with pytest.raises(ValueError, match=r"values\[0\]: expected a uint8 image array .* got dtype float32"):
+        apply_processor(proc, "image", [arrays[0].astype(np.float32) / 255])
+
+
+def test_feature_extractors_resample_pad_and_mix_down(tmp_path):
+    w2v = load_processor(wav2vec2_extractor(str(tmp_path / "w2v")), "audio")
+    rng = np.random.RandomState(0)
+    a, b = rng.randn(1600).astype(np.float32), rng.randn(800).astype(np.float32)
+    out = apply_processor(w2v, "audio", [{"array": a, "sampling_rate": 16000}, (b, 16000)])
+    assert out["input_values"].shape == (2, 1600) and out["attention_mask"].sum(1).tolist() == [1600, 800]
+    assert abs(float(out["input_values"][0].mean())) < 1e-5 and abs(float(out["input_values"][0].std()) - 1) < 1e-2
+    at8k = apply_processor(w2v, "audio", [a[::2]], sampling_rate=8000)["input_values"]
+    assert at8k.shape == (1, 1600)  # resampled to the extractor's 16 kHz
+    stereo = apply_processor(w2v, "audio", [np.stack([a, a])], sampling_rate=16000)["input_values"]
+    assert torch.allclose(stereo, out["input_values"][:1], atol=1e-6)
+    with pytest.raises(ValueError, match=r"values\[0\]: a waveform without a sampling rate"):
+        apply_processor(w2v, "audio", [a])
+    ast = load_processor(ast_extractor(str(tmp_path / "ast")), "audio")
+    feats = apply_processor(ast, "audio", [(a, 16000), (b, 16000)])["input_values"]
+    assert feats.shape == (2, 64, 16) and torch.isfinite(feats).all()
+
+
+def test_wrong_kinds_and_checkpoints_are_named(tmp_path):
+    bert = tiny_bert(str(tmp_path / "bert"))
+    tok = load_processor(bert, "text")
+    with pytest.raises(ValueError, match=r"a BertTokenizer cannot process image values"):
+        apply_processor(tok, "image", _images(1))
+    with pytest.raises(ValueError, match=r"values\[1\]: expected a string \(text\), got int"):
+        apply_processor(tok, "text", ["cat", 3])
+    with pytest.raises(ValueError, match=r"no image processor .* found \[.*'vocab.txt'\]"):
+        load_processor(bert, "image")
+    with pytest.raises(FileNotFoundError, match=r"the folder '\./no/such/bert' does not exist"):
+        load_processor("hf:./no/such/bert", "text")
+    with pytest.raises(ValueError, match=r"kind: expected one of .* got 'video'"):
+        load_processor(bert, "video")
+
+
+def test_record_carries_the_processor_and_rejects_a_malformed_entry(tmp_path):
+    bert = tiny_bert(str(tmp_path / "bert"))
+    spec = processor_spec(bert, "text", "caption")
+    record = PreprocessingRecord.from_dict(_record({"caption": spec}))
+    assert record.processors() == {"caption": spec}
+    assert spec["files"] == "processors/caption" and spec["class"] == "BertTokenizer"
+    assert PreprocessingRecord.from_json(record.to_json()).to_dict() == record.to_dict()
+    bad = _record({"caption": spec})
+    bad["modalities"]["caption"]["processor"] = {"kind": "smell"}
+    with pytest.raises(ValueError, match=r"modalities\['caption'\]\['processor'\]: expected a processor entry"):
+        PreprocessingRecord.from_dict(bad)
+
+
+def _model_with_processors(tmp_path, specs):
+    from arl_hf import MultimodalConfig, MultimodalModel
+
+    config = MultimodalConfig(modalities={m: {"encoder": "mlp", "input_dim": 4, "hidden_dims": [8]} for m in specs},
+                              num_labels=2, preprocessing={"dataset": "raw", "data": _record(specs)})
+    return MultimodalModel(config)
+
+
+def test_saved_model_folder_alone_rebuilds_identical_tensors(tmp_path):
+    bert = tiny_bert(str(tmp_path / "src" / "bert"))
+    vit = tiny_vit(str(tmp_path / "src" / "vit"))
+    w2v = wav2vec2_extractor(str(tmp_path / "src" / "w2v"))
+    specs = {"text": processor_spec(bert, "text", "text"), "image": processor_spec(vit, "image", "image"),
+             "audio": processor_spec(w2v, "audio", "audio")}
+    rng = np.random.RandomState(1)
+    raw = {"text": TEXTS, "image": _images(), "audio": [(rng.randn(n).astype(np.float32), 16000) for n in (900, 400)]}
+    before = {m: apply_processor(specs[m], m, raw[m]) for m in specs}
+    model = _model_with_processors(tmp_path, specs)
+    out = str(tmp_path / "saved")
+    assert len(save_processors(model, out)) == 3
+    model.save_pretrained(out)
+    assert sorted(os.listdir(os.path.join(out, "processors"))) == ["audio", "image", "text"]
+    assert os.path.isfile(os.path.join(out, "processors", "text", "tokenizer_config.json"))
+    assert recorded_processors(json.load(open(os.path.join(out, "config.json")))) == specs
+    shutil.rmtree(tmp_path / "src")  # the source checkpoints are gone
+    from arl_hf.data import processors as mod
+
+    mod._LOADED.clear(), mod._BY_FINGERPRINT.clear()  # as in a fresh process
+    rebuilt = load_processors(out)
+    for m in specs:
+        after = apply_processor(rebuilt[m], m, raw[m], max_length=specs[m].get("max_length"))
+        assert sorted(after) == sorted(before[m])
+        for key in before[m]:
+            assert torch.equal(after[key], before[m][key]), (m, key)
+    # a model loaded from the folder saves them again from its own folder
+    from transformers import AutoModel
+
+    again = str(tmp_path / "again")
+    reloaded = AutoModel.from_pretrained(out)
+    save_processors(reloaded, again)
+    reloaded.save_pretrained(again)
+    assert load_processors(again)["text"].get_vocab() == rebuilt["text"].get_vocab()
+
+
+def test_a_replaced_processor_is_refused_not_silently_used(tmp_path):
+    bert = tiny_bert(str(tmp_path / "bert"))
+    specs = {"text": processor_spec(bert, "text", "text")}
+    out = str(tmp_path / "saved")
+    save_processors(_model_with_processors(tmp_path, specs), out)
+    with open(os.path.join(out, "processors", "text", "vocab.txt"), "a", encoding="utf-8") as fh:
+        fh.write("zebra\n")
+    os.remove(os.path.join(out, "processors", "text", "tokenizer.json"))
+    from arl_hf.data import processors as mod
+
+    mod._LOADED.clear(), mod._BY_FINGERPRINT.clear()
+    with open(os.path.join(out, "config.json"), "w") as fh:
+        json.dump({"preprocessing": {"data": _record(specs)}}, fh)
+    with pytest.raises(ValueError, match=r"differs from the one the model was trained with"):
+        load_processors(out)
+    shutil.rmtree(os.path.join(out, "processors"))
+    assert load_processors(out)["text"].get_vocab() == load_processor(bert, "text").get_vocab()  # the same source
+    shutil.rmtree(bert)
+    mod._LOADED.clear(), mod._BY_FINGERPRINT.clear()
+    with pytest.raises(FileNotFoundError, match=r"has no folder 'processors/text' and its source"):
+        load_processors(out)
