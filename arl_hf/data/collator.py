@@ -154,6 +154,58 @@ class MultimodalCollator:
         collator.record = record
         return collator
 
+    #: whether every batch must hold labels (not so for a collator of predictions, :meth:`from_pretrained`)
+    require_labels = True
+
+    @classmethod
+    def from_pretrained(cls, model_or_folder: Any, *, label_key: str = "labels") -> "MultimodalCollator":
+        """The collator that applies a model's recorded preprocessing to raw examples (dicts of
+        modality name or column -> raw value; labels optional): the same collator class, transform
+        and tensors as :meth:`from_dataset` gave in training and evaluation.
+
+        ``model_or_folder``: a model (its ``config``), a folder written by ``save_pretrained`` /
+        ``trainer.save_model``, or a Hub model id (from the local cache offline).
+
+        * Trained on a plain dataset (``config.preprocessing["data"]`` is a raw record,
+          :mod:`arl_hf.data.features`): its :class:`~arl_hf.data.raw.RawTransform`, with the processors
+          of ``hf:`` encoders (tokenizers, image processors, feature extractors) read from the saved
+          folder's ``processors/<modality>/`` (:func:`arl_hf.data.processors.load_processors`, each
+          checked against its recorded fingerprint), so the folder alone rebuilds them.
+        * Trained on a dataset prepared by :func:`arl_hf.data.load`: a collator of its recorded
+          modality kinds; the examples hold the prepared columns' model-ready values.
+        * No record: a collator that stacks the model's modalities.
+
+        Raises:
+            FileNotFoundError: a folder without ``config.json``, or a recorded processor missing.
+            ValueError: a config that is no arl-hf model's, or a processor that differs from the one
+                recorded.
+        """
+        from .features import is_raw_record
+        from .processors import load_processors
+
+        source, config = _model_config(model_or_folder)
+        modalities = config.get("modality_order") or list(config.get("modalities") or {})
+        if not modalities:
+            raise ValueError(f"model_or_folder: {model_or_folder!r} is not an arl-hf model (its config names no "
+                             "modalities)")
+        data = (config.get("preprocessing") or {}).get("data")
+        if is_raw_record(data):
+            from .raw import RawTransform
+
+            load_processors(source)  # from the saved folder first, checked, and kept for the transform
+            collator = cls({m: {"kind": s.get("kind")} for m, s in data["modalities"].items()}, label_key=label_key,
+                           transform=RawTransform(data))
+            collator.record = dict(data)
+        elif isinstance(data, Mapping) and str(data.get("format", "")).startswith("arl_hf.data"):
+            from .record import PreprocessingRecord
+
+            kinds = PreprocessingRecord.from_dict(data).kinds()
+            collator = cls({m: {"kind": kinds.get(m)} for m in modalities}, label_key=label_key)
+        else:
+            collator = cls(list(modalities), label_key=label_key)
+        collator.require_labels = False
+        return collator
+
     def deterministic(self) -> "MultimodalCollator":
         """This collator with its transform's training-time augmentation switched off (itself when it
         has no training transform)."""
@@ -235,6 +287,9 @@ class MultimodalCollator:
                     if name not in ex:
                         raise ValueError(f"features[{i}]: modality {name!r} missing; got keys {sorted(ex)}")
             out[name] = self._stack(name, [self._tensor(name, v) for v in values])
+        if not self.require_labels and (columns.get(self.label_key) is None if columns is not None
+                                        else all(self.label_key not in ex for ex in features)):
+            return out  # examples to predict on
         if columns is not None:
             labels = columns[self.label_key]
         else:
@@ -270,6 +325,30 @@ class MultimodalCollator:
             return _stack([torch.nn.functional.pad(t, (0, 0, 0, longest - t.shape[0])) for t in tensors])
         raise ValueError(f"{name}: examples have different shapes {sorted(shapes)}; expected one shape "
                          "(or (L, D) sequences differing only in L)")
+
+
+def _model_config(model_or_folder: Any):
+    """``(what load_processors takes, the config as a dict)`` of a model, a saved folder or a Hub id."""
+    import json
+    import os
+
+    if hasattr(model_or_folder, "config") or hasattr(model_or_folder, "to_dict"):
+        config = getattr(model_or_folder, "config", model_or_folder)
+        return model_or_folder, config.to_dict()
+    if not isinstance(model_or_folder, (str, os.PathLike)):
+        raise ValueError(f"model_or_folder: expected a model, a saved model folder or a Hub id, got "
+                         f"{type(model_or_folder).__name__}")
+    folder = os.fspath(model_or_folder)
+    if not os.path.isdir(folder) and folder.count("/") == 1 and not folder.startswith((".", "/", "~")):
+        from huggingface_hub import snapshot_download
+
+        folder = snapshot_download(folder)
+    path = os.path.join(folder, "config.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"model_or_folder: {folder!r} has no config.json; expected a folder written by "
+                                "save_pretrained / trainer.save_model")
+    with open(path, encoding="utf-8") as fh:
+        return folder, json.load(fh)
 
 
 def _stack(tensors: List[Any]):

@@ -265,8 +265,9 @@ def infer_record(dataset: Any, *, label_column: Optional[str] = None, modality_c
                     ignored[column] = "a string column named like an identifier"
                     continue
                 raise ValueError(TEXT_NEEDS_PROCESSOR.format(name=name))
-            spec["processor"] = processors[name] if isinstance(processors[name], str) else \
-                getattr(processors[name], "name_or_path", type(processors[name]).__name__)
+            from .processors import processor_entry
+
+            spec["processor"] = processor_entry(processors[name], kind, name)
         elif kind == "image" and spec["feature"] == "Image":
             shape, mode = _image_shape(first, column)
             spec.update(shape=shape, mode=mode, dtype="uint8", normalisation={"divide": 255.0},
@@ -283,6 +284,10 @@ def infer_record(dataset: Any, *, label_column: Optional[str] = None, modality_c
         elif kind == "frames" and spec["feature"] == "Video":
             nf, size = int(num_frames or DEFAULT_VIDEO_FRAMES), int(image_size or DEFAULT_VIDEO_SIZE)
             spec.update(shape=[nf, 3, size, size], normalisation={"divide": 255.0})
+        if kind != "text" and name in processors:  # raw images / audio through an hf: checkpoint's processor
+            from .processors import processor_entry
+
+            spec["processor"] = processor_entry(processors[name], kind, name)
         modalities[name] = spec
     if not modalities:
         raise ValueError(f"dataset: no column can be a modality (ignored: {ignored}); expected Image, Audio, Video, "

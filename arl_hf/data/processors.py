@@ -31,6 +31,7 @@ from ..log import get_logger
 logger = get_logger(__name__)
 
 __all__ = ["PROCESSOR_KINDS", "PROCESSORS_DIR", "processor_kind", "load_processor", "processor_spec",
+           "processor_entry", "processors_from_encoders",
            "apply_processor", "resolve_processor", "save_processors", "load_processors", "recorded_processors",
            "checkpoint_of"]
 
@@ -41,7 +42,7 @@ PROCESSOR_KINDS: Dict[str, str] = {"text": "AutoTokenizer", "image": "AutoImageP
 PROCESSORS_DIR = "processors"
 #: modality kinds (data records, :mod:`arl_hf.kinds`) -> processor kind
 _KIND_ALIASES = {"text": "text", "tokens": "text", "string": "text", "image": "image", "audio": "audio",
-                 "waveform": "audio"}
+                 "waveform": "audio", "spectrogram": "audio"}
 #: the attribute of an ``AutoProcessor`` that holds the part of each kind
 _PROCESSOR_PARTS = {"text": "tokenizer", "image": "image_processor", "audio": "feature_extractor"}
 #: model types whose position ids start after the padding index (``max_position_embeddings`` counts it)
@@ -212,6 +213,35 @@ def processor_spec(checkpoint: str, kind: str, modality: str, *, max_length: Opt
     return spec
 
 
+def processor_entry(value: Any, kind: str, modality: str) -> Dict[str, Any]:
+    """The record entry of ``value``: an entry (:func:`processor_spec`) as it is, a checkpoint
+    (``hf:<folder or Hub id>`` or the bare folder / id) or a loaded processor (recorded with the
+    ``name_or_path`` it was loaded from).
+
+    Raises:
+        ValueError: ``value`` is none of those (or see :func:`processor_spec`).
+    """
+    if isinstance(value, Mapping):
+        if value.get("kind") not in PROCESSOR_KINDS or not value.get("files"):
+            raise ValueError(f"{modality}: processor: expected a processor entry with 'kind' and 'files' "
+                             f"(arl_hf.data.processors.processor_spec), got {dict(value)!r}")
+        return dict(value)
+    if isinstance(value, (str, os.PathLike)):
+        return processor_spec(os.fspath(value), kind, modality)
+    source = getattr(value, "name_or_path", None) or type(value).__name__
+    return processor_spec(str(source), processor_kind(value), modality, processor=value)
+
+
+def processors_from_encoders(encoders: Any) -> Dict[str, str]:
+    """Modality -> checkpoint of each ``hf:<checkpoint>`` encoder of ``encoders`` (the text of
+    ``--modality_encoders``, ``"text=hf:./bert,image=timm:resnet18"``, or a mapping modality -> encoder
+    or spec): the modalities whose raw values the checkpoint's processor turns into its inputs."""
+    if isinstance(encoders, str):
+        pairs = [part.split("=", 1) for part in encoders.split(",") if "=" in part]
+        encoders = {k.strip(): v.strip() for k, v in pairs}
+    return {str(m): ckpt for m, enc in dict(encoders or {}).items() if (ckpt := checkpoint_of(enc))}
+
+
 def _channels(processor: Any) -> int:
     mean = getattr(processor, "image_mean", None)
     return len(mean) if isinstance(mean, (list, tuple)) else 3
@@ -319,8 +349,9 @@ def apply_processor(processor: Any, kind: str, values: Sequence[Any], *,
     for strings, ``{"pixel_values"}`` for images, ``{"input_values", ...}`` for waveforms.
 
     Args:
-        processor: a tokenizer / image processor / feature extractor, or its record entry
-            (:func:`processor_spec`, resolved with :func:`resolve_processor`; its ``max_length`` applies).
+        processor: a tokenizer / image processor / feature extractor, its record entry
+            (:func:`processor_spec`, resolved with :func:`resolve_processor`; its ``max_length`` applies)
+            or a checkpoint (:func:`load_processor`).
         kind: the values' kind (``text``, ``image``, ``audio`` or a modality kind of those).
         values: strings; PIL images, ``uint8`` arrays ``(H, W[, C])`` or ``{"bytes", "path"}`` dicts;
             waveforms as ``{"array", "sampling_rate"}`` dicts, ``(array, rate)`` pairs, or arrays with
@@ -335,6 +366,8 @@ def apply_processor(processor: Any, kind: str, values: Sequence[Any], *,
     if isinstance(processor, Mapping):
         max_length = max_length or processor.get("max_length")
         processor = resolve_processor(processor)
+    elif isinstance(processor, (str, os.PathLike)):
+        processor = load_processor(os.fspath(processor), kind)
     kind = processor_kind(kind)
     if processor_kind(processor) != kind:
         raise ValueError(f"processor: a {type(processor).__name__} cannot process {kind} values; expected a "
@@ -365,10 +398,17 @@ def _as_image(value: Any, i: int, channels: int):
     import numpy as np
     from PIL import Image
 
+    if isinstance(value, (bytes, bytearray)):
+        value = {"bytes": bytes(value)}
+    elif isinstance(value, (str, os.PathLike)):
+        value = {"path": os.fspath(value)}
     if isinstance(value, Mapping) and ("bytes" in value or "path" in value):
         import io
 
-        value = Image.open(io.BytesIO(value["bytes"])) if value.get("bytes") else Image.open(value["path"])
+        try:
+            value = Image.open(io.BytesIO(value["bytes"])) if value.get("bytes") else Image.open(value["path"])
+        except (OSError, ValueError, TypeError) as err:
+            raise ValueError(f"values[{i}]: unreadable image ({type(err).__name__}: {err})") from None
     if isinstance(value, Image.Image):
         value.load()
         mode = "RGB" if channels == 3 else ("L" if channels == 1 else value.mode)
@@ -401,9 +441,21 @@ def _images(processor: Any, values: List[Any]) -> Dict[str, Any]:
 def _waveform(value: Any, i: int, rate: Optional[int], target: int):
     import numpy as np
 
-    if isinstance(value, Mapping):
-        if "array" not in value:
-            raise ValueError(f"values[{i}]: expected a waveform {{'array', 'sampling_rate'}}, got keys {sorted(value)}")
+    if isinstance(value, Mapping) and value.get("array") is None and (value.get("bytes") or value.get("path")):
+        import io
+
+        import soundfile
+
+        try:  # an undecoded Audio() value: {"bytes", "path"}
+            value, rate = soundfile.read(io.BytesIO(value["bytes"]) if value.get("bytes") else value["path"],
+                                         dtype="float32", always_2d=True)
+        except Exception as err:  # soundfile raises LibsndfileError / RuntimeError / TypeError
+            raise ValueError(f"values[{i}]: unreadable audio ({type(err).__name__}: {err})") from None
+        value = value.T
+    elif isinstance(value, Mapping):
+        if value.get("array") is None:
+            raise ValueError(f"values[{i}]: expected a waveform {{'array', 'sampling_rate'}} or an audio record "
+                             f"{{'bytes', 'path'}}, got keys {sorted(value)}")
         value, rate = value["array"], value.get("sampling_rate", rate)
     elif isinstance(value, tuple) and len(value) == 2 and np.isscalar(value[1]):
         value, rate = value

@@ -116,7 +116,7 @@ class RawTransform:
     # ------------------------------------------------------------------ per kind
     def _convert(self, name: str, spec: Mapping[str, Any], values: Any):
         kind, feature = spec["kind"], spec["feature"]
-        if kind == "text":
+        if kind == "text" or spec.get("processor"):  # an hf: checkpoint's processor, for any kind
             return _processed(name, spec, values)
         if feature == "Image":
             return _images(name, spec, values)
