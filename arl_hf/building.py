@@ -33,6 +33,9 @@ __all__ = [
     "truncate",
     "sample_batch",
     "modality_specs",
+    "modality_summary",
+    "normalise_labels",
+    "hold_out_validation",
     "build_model",
 ]
 
@@ -63,6 +66,8 @@ class RunRecord:
         dataset_config, preprocessing, audio_duration, num_frames, image_size: the data options
             given (``None``: the dataset's own).
         dataset_revision: the commit a Hub dataset repo resolved to.
+        label_column, modality_columns, validation_split_percentage: the options given for a plain
+            dataset (its label column, the columns used as modalities, the validation part held out).
         data: the preprocessing record the prepared dataset carries, if any.
         preset: the preset the run started from.
     """
@@ -76,6 +81,9 @@ class RunRecord:
     dataset_revision: Optional[str] = None
     data: Optional[Dict[str, Any]] = None
     preset: Optional[str] = None
+    label_column: Optional[str] = None
+    modality_columns: Optional[str] = None
+    validation_split_percentage: Optional[int] = None
 
     def to_dict(self) -> Dict[str, Any]:
         """The record as ``config.preprocessing`` stores it (the fields that are set)."""
@@ -109,8 +117,11 @@ def load_data(data_args: DataArguments, seed: int = 0) -> Tuple[Any, Callable, R
       works from the cache; ``dataset_revision`` picks a branch, tag or commit), e.g. one
       written by :func:`arl_hf.data.push_prepared`.
 
-    Datasets prepared by ``arl_hf.data`` get their transforms and collator back; others are
-    collated with ``transformers.default_data_collator`` after ``set_format("torch")``. The
+    Datasets prepared by ``arl_hf.data`` get their transforms and collator back; for others each
+    modality's kind comes from its feature (:mod:`arl_hf.data.features`: ``Image``, ``Audio``,
+    ``Video``, ``ArrayND``, number lists), the labels from ``labels`` / ``label`` /
+    ``--label_column`` (:func:`normalise_labels`), and the collator applies the raw-data transform
+    (:mod:`arl_hf.data.raw`) whose record is ``record.data``. The
     record stores what ``--dataset`` takes to find the data again: the registry name, the
     folder's absolute path, or the repo id and the commit it resolved to.
     """
@@ -121,7 +132,8 @@ def load_data(data_args: DataArguments, seed: int = 0) -> Tuple[Any, Callable, R
 def _load(data_args: DataArguments, seed: int) -> Tuple[Any, Callable, Dict[str, Any]]:
     name = data_args.dataset
     record: Dict[str, Any] = {"dataset": name}
-    for key in ("dataset_config", "preprocessing", "audio_duration", "num_frames", "image_size"):
+    for key in ("dataset_config", "preprocessing", "audio_duration", "num_frames", "image_size", "label_column",
+                "modality_columns", "validation_split_percentage"):
         value = getattr(data_args, key)
         if value is not None:
             record[key] = value
@@ -169,7 +181,6 @@ def _load_folder(folder: str, data_args: DataArguments, record: Dict[str, Any], 
                  ) -> Tuple[Any, Callable, Dict[str, Any]]:
     """A local folder (or a downloaded Hub repo): save_to_disk, arl_hf export, or data files."""
     import datasets
-    from transformers import default_data_collator
 
     from .data.sharing import read_record
 
@@ -207,8 +218,106 @@ def _load_folder(folder: str, data_args: DataArguments, record: Dict[str, Any], 
         record["data"] = info
         ds = attach_transforms(ds, num_frames=data_args.num_frames, image_size=data_args.image_size, seed=seed)
         return ds, MultimodalCollator.from_dataset(ds), record
-    ds.set_format("torch")
-    return ds, default_data_collator, record
+    return _load_plain(ds, data_args, record)
+
+
+def _load_plain(ds: Any, data_args: DataArguments, record: Dict[str, Any]) -> Tuple[Any, Callable, Dict[str, Any]]:
+    """A plain ``DatasetDict`` (not prepared by arl_hf.data): labels into ``labels`` (class ids), a
+    validation split held out of train when asked, and the raw-data collator
+    (:meth:`~arl_hf.data.MultimodalCollator.from_dataset`) whose record becomes ``record["data"]``."""
+    from .data import MultimodalCollator
+
+    ds = normalise_labels(ds, data_args.label_column)
+    ds = hold_out_validation(ds, data_args.validation_split_percentage)
+    collator = MultimodalCollator.from_dataset(
+        ds, label_column="labels", modality_columns=data_args.modality_columns, audio_preset=data_args.preprocessing,
+        audio_duration=data_args.audio_duration, num_frames=data_args.num_frames, image_size=data_args.image_size)
+    data = dict(collator.record)
+    source = getattr(ds, _LABEL_SOURCE, None)
+    if source:
+        data["label"] = {**data["label"], "source": source}
+    record["data"] = data
+    return ds, collator, record
+
+
+#: attribute of a DatasetDict whose labels :func:`normalise_labels` moved or mapped: where they came from
+_LABEL_SOURCE = "arl_hf_label_source"
+#: the seed of the validation part held out of train (:func:`hold_out_validation`)
+VALIDATION_SPLIT_SEED = 0
+
+
+def normalise_labels(ds: Any, label_column: Optional[str] = None) -> Any:
+    """``ds`` (a ``DatasetDict``) with its labels in a ``labels`` column of class ids: the label column
+    (``label_column``, else ``labels``, else ``label``) renamed; string labels mapped to ids in sorted
+    order (a ``ClassLabel`` of those names, the same for every split). Nothing is written to disk.
+
+    Raises:
+        ValueError: no label column, or labels that are no class ids (names the column and the flag).
+    """
+    import datasets
+
+    from .data.features import label_column_of, label_record
+
+    first = ds["train"] if "train" in ds else next(iter(ds.values()))
+    column = label_column_of(first.features, label_column)
+    info = label_record(ds, column)
+    if column == "labels" and info["type"] != "string":
+        return ds
+    out = datasets.DatasetDict()
+    for split, part in ds.items():
+        if column not in part.column_names:
+            raise ValueError(f"dataset[{split!r}]: no label column {column!r} (columns: {part.column_names})")
+        if column != "labels" and "labels" in part.column_names:
+            part = part.remove_columns("labels")
+        if info["type"] == "string":
+            feature = datasets.ClassLabel(names=info["names"])
+            ids = [feature.str2int(str(v)) for v in part.with_format(None)[column]]
+            part = part.remove_columns(column).add_column("labels", ids, feature=feature)
+        else:
+            part = part.rename_column(column, "labels")
+        out[split] = part
+    setattr(out, _LABEL_SOURCE, {"column": column, "type": info["type"]})
+    if column != "labels":
+        logger.info("labels: column %r used as the labels", column)
+    return out
+
+
+def hold_out_validation(ds: Any, percentage: Optional[int], seed: int = VALIDATION_SPLIT_SEED) -> Any:
+    """``ds`` with a ``validation`` split of ``percentage`` percent of ``train`` (seeded; stratified by
+    label when every class has two examples), when it has none and ``percentage`` is given
+    (``--validation_split_percentage``, the transformers example scripts' convention).
+
+    Raises:
+        ValueError: ``percentage`` outside 1..99, no ``train`` split, or too few examples.
+    """
+    import datasets
+
+    if percentage is None:
+        return ds
+    if isinstance(percentage, bool) or not isinstance(percentage, int) or not 0 < percentage < 100:
+        raise ValueError(f"validation_split_percentage: expected a whole percentage in 1..99, got {percentage!r}")
+    if "validation" in ds:
+        logger.info("validation_split_percentage: the dataset has a validation split; nothing held out")
+        return ds
+    if "train" not in ds:
+        raise ValueError(f"validation_split_percentage: the dataset has no 'train' split to hold out from "
+                         f"(splits: {sorted(ds)})")
+    train = ds["train"]
+    if len(train) < 2:
+        raise ValueError(f"validation_split_percentage: 'train' has {len(train)} example(s); need at least 2")
+    size = max(1, int(round(len(train) * percentage / 100)))
+    stratify = "labels" if type(train.features.get("labels")).__name__ == "ClassLabel" else None
+    try:
+        parts = train.train_test_split(test_size=size, seed=seed, stratify_by_column=stratify, keep_in_memory=True)
+    except ValueError:  # a class too small to stratify: a plain seeded shuffle
+        parts = train.train_test_split(test_size=size, seed=seed, keep_in_memory=True)
+    out = datasets.DatasetDict({**{k: v for k, v in ds.items() if k != "train"}, "train": parts["train"],
+                                "validation": parts["test"]})
+    if hasattr(ds, _LABEL_SOURCE):
+        setattr(out, _LABEL_SOURCE, getattr(ds, _LABEL_SOURCE))
+    logger.info("validation: %d%% of train held out (seed %d): %d train, %d validation examples", percentage, seed,
+                len(out["train"]), len(out["validation"]))
+    return out
 
 
 def dataset_record(ds: Any) -> Optional[Dict[str, Any]]:
@@ -252,7 +361,7 @@ def check_splits(ds: Any) -> None:
     if "validation" not in ds:
         raise ValueError(
             f"dataset: no 'validation' split (splits: {sorted(ds)}); model selection uses the validation split "
-            "only, never the test split"
+            "only, never the test split: hold one out of train with --validation_split_percentage N"
         )
     for split in ds:
         if "labels" not in ds[split].column_names:
@@ -347,6 +456,35 @@ def modality_specs(batch: Mapping[str, Any], model_args: ModelArguments,
     return specs
 
 
+def modality_summary(batch: Mapping[str, Any], config: Any,
+                     preprocessing: Optional[Union[RunRecord, Mapping[str, Any]]] = None) -> List[str]:
+    """One line per modality of a built model (its input: column and feature of a plain dataset, kind,
+    per-example shape; its encoder), then one per column of a plain dataset that was renamed or ignored."""
+    from .kinds import kind_of_input
+
+    if isinstance(preprocessing, RunRecord):
+        preprocessing = preprocessing.to_dict()
+    data = (preprocessing or {}).get("data") or {}
+    raw = (data.get("modalities") or {}) if str(data.get("format", "")).startswith("arl_hf.raw") else {}
+    recorded = _recorded_kinds(preprocessing)
+    lines = []
+    for m, spec in config.modalities.items():
+        x = batch.get(m)
+        kind = kind_of_input(x, recorded.get(m)) if isinstance(x, torch.Tensor) else recorded.get(m, "?")
+        dims = [str(d) for d in x.shape[1:]] if isinstance(x, torch.Tensor) else []
+        if kind == "sequence" and dims:  # the length varies from batch to batch
+            dims[0] = "L"
+        shape = f" ({', '.join(dims)})" if dims else ""
+        source = f"column {raw[m]['column']!r} {raw[m]['feature']} -> " if m in raw else ""
+        lines.append(f"modality {m}: {source}{kind}{shape}, encoder {spec.get('encoder')} "
+                     f"(--modality_encoders {m}=<encoder> to change)")
+    for column, name in (data.get("renamed") or {}).items():
+        lines.append(f"column {column!r}: renamed {name!r} (a modality name cannot hold '.')")
+    for column, why in (data.get("ignored") or {}).items():
+        lines.append(f"column {column!r}: ignored ({why})")
+    return lines
+
+
 def build_model(
     batch: Mapping[str, Any],
     num_labels: int,
@@ -408,7 +546,11 @@ def _suggested_encoders(record: Optional[Mapping[str, Any]]) -> Dict[str, Dict[s
     data = (record or {}).get("data")
     if not data:
         return {}
+    from .data.features import is_raw_record
     from .data.record import PreprocessingRecord
+
+    if is_raw_record(data):  # a plain dataset: the kinds' default encoders
+        return {}
 
     try:
         return PreprocessingRecord.from_dict(data).suggested_encoders()

@@ -25,7 +25,7 @@ from ..log import get_logger
 logger = get_logger(__name__)
 
 __all__ = ["RAW_FORMAT", "DEFAULT_AUDIO_PRESET", "DEFAULT_VIDEO_FRAMES", "DEFAULT_VIDEO_SIZE", "LABEL_COLUMNS",
-           "infer_record", "is_raw_record", "parse_columns", "label_column_of", "describe_record",
+           "infer_record", "label_record", "is_raw_record", "parse_columns", "label_column_of", "describe_record",
            "TEXT_NEEDS_PROCESSOR"]
 
 #: the format tag of a raw preprocessing record
@@ -136,7 +136,13 @@ def label_column_of(features: Mapping[str, Any], label_column: Optional[str] = N
                      f"(columns: {columns})")
 
 
-def _label_record(dataset: Mapping[str, Any], column: str) -> Dict[str, Any]:
+def label_record(dataset: Mapping[str, Any], column: str) -> Dict[str, Any]:
+    """``{"column", "type", "names"}`` of the label column of a ``DatasetDict``: a ``ClassLabel``'s names,
+    the sorted distinct strings of every split, or ``None`` for integer ids.
+
+    Raises:
+        ValueError: the column holds no class labels (floats, lists...).
+    """
     first = next(iter(dataset.values()))
     feature = first.features[column]
     t = type(feature).__name__
@@ -293,7 +299,7 @@ def infer_record(dataset: Any, *, label_column: Optional[str] = None, modality_c
         raise ValueError(f"dataset: no column can be a modality (ignored: {ignored}); expected Image, Audio, Video, "
                          "ArrayND or fixed-length number lists")
     record: Dict[str, Any] = {"format": RAW_FORMAT, "modalities": modalities,
-                              "label": _label_record(splits, label)}
+                              "label": label_record(splits, label)}
     if dataset_name:
         record["dataset"] = str(dataset_name)
     if record["label"]["names"]:

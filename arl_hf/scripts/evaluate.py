@@ -122,7 +122,8 @@ def evaluate_checkpoint(eval_args: EvalArguments) -> Dict[str, float]:
         data_dir=eval_args.data_dir,
         cache_dir=eval_args.cache_dir,
         **{k: recorded.get(k) if same else None
-           for k in ("preprocessing", "audio_duration", "num_frames", "image_size")},
+           for k in ("preprocessing", "audio_duration", "num_frames", "image_size", "label_column", "modality_columns",
+                     "validation_split_percentage")},
     )
     ds, collator, _ = load_data(data_args)
     if eval_args.split not in ds:
