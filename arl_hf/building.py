@@ -104,7 +104,8 @@ class RunRecord:
         return cls(dataset=name, data=dataset_record(ds) or None)
 
 
-def load_data(data_args: DataArguments, seed: int = 0) -> Tuple[Any, Callable, RunRecord]:
+def load_data(data_args: DataArguments, seed: int = 0, processors: Optional[Mapping[str, Any]] = None
+              ) -> Tuple[Any, Callable, RunRecord]:
     """Load the dataset: ``(DatasetDict, collator, run record)`` (:class:`RunRecord`).
 
     ``data_args.dataset`` is one of:
@@ -121,15 +122,18 @@ def load_data(data_args: DataArguments, seed: int = 0) -> Tuple[Any, Callable, R
     modality's kind comes from its feature (:mod:`arl_hf.data.features`: ``Image``, ``Audio``,
     ``Video``, ``ArrayND``, number lists), the labels from ``labels`` / ``label`` /
     ``--label_column`` (:func:`normalise_labels`), and the collator applies the raw-data transform
-    (:mod:`arl_hf.data.raw`) whose record is ``record.data``. The
+    (:mod:`arl_hf.data.raw`) whose record is ``record.data``; ``processors`` (modality -> the
+    checkpoint of its ``hf:`` encoder, :func:`arl_hf.data.processors.processors_from_encoders`) turn
+    such a dataset's raw strings, images or waveforms into that checkpoint's inputs. The
     record stores what ``--dataset`` takes to find the data again: the registry name, the
     folder's absolute path, or the repo id and the commit it resolved to.
     """
-    ds, collator, record = _load(data_args, seed)
+    ds, collator, record = _load(data_args, seed, processors)
     return ds, collator, RunRecord.from_dict(record)
 
 
-def _load(data_args: DataArguments, seed: int) -> Tuple[Any, Callable, Dict[str, Any]]:
+def _load(data_args: DataArguments, seed: int, processors: Optional[Mapping[str, Any]] = None
+          ) -> Tuple[Any, Callable, Dict[str, Any]]:
     name = data_args.dataset
     record: Dict[str, Any] = {"dataset": name}
     for key in ("dataset_config", "preprocessing", "audio_duration", "num_frames", "image_size", "label_column",
@@ -140,7 +144,7 @@ def _load(data_args: DataArguments, seed: int) -> Tuple[Any, Callable, Dict[str,
     local = os.path.expanduser(str(name))
     if os.path.isdir(local):
         record["dataset"] = os.path.abspath(local)
-        return _load_folder(record["dataset"], data_args, record, seed)
+        return _load_folder(record["dataset"], data_args, record, seed, processors)
     from .data.sharing import is_hub_id
 
     registry = _registry_names()
@@ -151,7 +155,7 @@ def _load(data_args: DataArguments, seed: int) -> Tuple[Any, Callable, Dict[str,
         if revision:
             record["dataset_revision"] = revision
         logger.info("dataset %s: Hub dataset repo at revision %s (%s)", name, revision, folder)
-        return _load_folder(folder, data_args, record, seed)
+        return _load_folder(folder, data_args, record, seed, processors)
     from .data import MultimodalCollator, load
 
     available = _registry_names()
@@ -177,8 +181,8 @@ def _registry_names() -> List[str]:
     return list(available_datasets())
 
 
-def _load_folder(folder: str, data_args: DataArguments, record: Dict[str, Any], seed: int
-                 ) -> Tuple[Any, Callable, Dict[str, Any]]:
+def _load_folder(folder: str, data_args: DataArguments, record: Dict[str, Any], seed: int,
+                 processors: Optional[Mapping[str, Any]] = None) -> Tuple[Any, Callable, Dict[str, Any]]:
     """A local folder (or a downloaded Hub repo): save_to_disk, arl_hf export, or data files."""
     import datasets
 
@@ -218,10 +222,11 @@ def _load_folder(folder: str, data_args: DataArguments, record: Dict[str, Any], 
         record["data"] = info
         ds = attach_transforms(ds, num_frames=data_args.num_frames, image_size=data_args.image_size, seed=seed)
         return ds, MultimodalCollator.from_dataset(ds), record
-    return _load_plain(ds, data_args, record)
+    return _load_plain(ds, data_args, record, processors)
 
 
-def _load_plain(ds: Any, data_args: DataArguments, record: Dict[str, Any]) -> Tuple[Any, Callable, Dict[str, Any]]:
+def _load_plain(ds: Any, data_args: DataArguments, record: Dict[str, Any],
+                processors: Optional[Mapping[str, Any]] = None) -> Tuple[Any, Callable, Dict[str, Any]]:
     """A plain ``DatasetDict`` (not prepared by arl_hf.data): labels into ``labels`` (class ids), a
     validation split held out of train when asked, and the raw-data collator
     (:meth:`~arl_hf.data.MultimodalCollator.from_dataset`) whose record becomes ``record["data"]``."""
@@ -231,7 +236,8 @@ def _load_plain(ds: Any, data_args: DataArguments, record: Dict[str, Any]) -> Tu
     ds = hold_out_validation(ds, data_args.validation_split_percentage)
     collator = MultimodalCollator.from_dataset(
         ds, label_column="labels", modality_columns=data_args.modality_columns, audio_preset=data_args.preprocessing,
-        audio_duration=data_args.audio_duration, num_frames=data_args.num_frames, image_size=data_args.image_size)
+        audio_duration=data_args.audio_duration, num_frames=data_args.num_frames, image_size=data_args.image_size,
+        processors=processors)
     data = dict(collator.record)
     source = getattr(ds, _LABEL_SOURCE, None)
     if source:
@@ -434,8 +440,9 @@ def modality_specs(batch: Mapping[str, Any], model_args: ModelArguments,
     specs: Dict[str, Dict[str, Any]] = {}
     for m in modalities:
         x = batch[m]
-        if not isinstance(x, torch.Tensor):
-            raise ValueError(f"{m}: the collator returned {type(x).__name__}, expected a tensor")
+        if not isinstance(x, (torch.Tensor, Mapping)):
+            raise ValueError(f"{m}: the collator returned {type(x).__name__}, expected a tensor or a dict of named "
+                             "inputs (input_ids, attention_mask, pixel_values...)")
         kind = kind_of_input(x, (kinds or {}).get(m))
         if kind is None:
             inferred = [k for k, v in KINDS.items() if v.inferred]
@@ -450,7 +457,8 @@ def modality_specs(batch: Mapping[str, Any], model_args: ModelArguments,
         if not enc:
             raise ValueError(f"{m}: no registered encoder family takes {describe_kinds([kind])} inputs by default; "
                              f"name one with --modality_encoders {m}=<encoder>")
-        specs[m] = encoder_spec_for_input(m, str(enc), kind, tuple(x.shape[1:]), model_args)
+        shape = tuple(x.shape[1:]) if isinstance(x, torch.Tensor) else ()  # named inputs: the encoder's own
+        specs[m] = encoder_spec_for_input(m, str(enc), kind, shape, model_args)
     if not specs:
         raise ValueError(f"dataset: the collated batch has no modality columns (keys: {sorted(batch)})")
     return specs

@@ -31,7 +31,7 @@ from ..log import get_logger
 logger = get_logger(__name__)
 
 __all__ = ["PROCESSOR_KINDS", "PROCESSORS_DIR", "processor_kind", "load_processor", "processor_spec",
-           "processor_entry", "processors_from_encoders",
+           "processor_entry", "processors_from_encoders", "example_rows",
            "apply_processor", "resolve_processor", "save_processors", "load_processors", "recorded_processors",
            "checkpoint_of"]
 
@@ -380,6 +380,17 @@ def apply_processor(processor: Any, kind: str, values: Sequence[Any], *,
     if kind == "image":
         return _images(processor, values)
     return _audio(processor, values, sampling_rate)
+
+
+def example_rows(batch: Mapping[str, Any]) -> List[Dict[str, Any]]:
+    """A processed batch (``{"input_ids": (B, L), ...}``) as one dict per example (views of the batch's
+    rows): what a ``datasets`` transform returns for a modality of named inputs, since ``datasets``
+    splits a transformed batch into rows by indexing each column; the collator stacks them back
+    (all rows of one batch share its padding, so the stacked tensors are the batch's)."""
+    sizes = {int(v.shape[0]) for v in batch.values()}
+    if len(sizes) != 1:
+        raise ValueError(f"batch: expected inputs with one batch size, got {sorted(sizes)}")
+    return [{k: v[i] for k, v in batch.items()} for i in range(sizes.pop())]
 
 
 def _text(tokenizer: Any, values: List[Any], max_length: Optional[int]) -> Dict[str, Any]:

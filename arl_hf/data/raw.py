@@ -288,7 +288,9 @@ def _processed(name: str, spec: Mapping[str, Any], values: Sequence[Any]):
         from .processors import apply_processor
     except ImportError:
         raise ValueError(TEXT_NEEDS_PROCESSOR.format(name=name)) from None
-    return apply_processor(processor, spec["kind"], list(values))
+    from .processors import example_rows
+
+    return example_rows(apply_processor(processor, spec["kind"], list(values)))
 
 
 # ---------------------------------------------------------------------------------- datasets
