@@ -193,8 +193,8 @@ def test_a_family_validates_its_own_spec_naming_modality_and_option(tmp_path, re
             MultimodalConfig(modalities={"text": spec, "audio": mlp}, num_labels=2)
     # the family does not take vectors: a one-line error at building, naming what it takes
     with pytest.raises(ValueError, match=r"^audio: encoder 'conv1d:8' takes sequence \(L, D\) float inputs; the "
-                                         r"batch holds vector \(D,\) float inputs of shape \(B, 6\); choose an encoder for "
-                                         r"vector inputs with --modality_encoders audio=<encoder> \(one of mlp"):
+                                         r"batch holds vector \(D,\) float inputs of shape \(B, 6\); choose an encoder "
+                                         r"for vector inputs with --modality_encoders audio=<encoder> \(one of mlp"):
         modality_specs({"audio": torch.zeros(2, 6), "labels": torch.zeros(2).long()},
                        ModelArguments(modality_encoders="audio=conv1d:8"))
 
