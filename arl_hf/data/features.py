@@ -226,6 +226,7 @@ def infer_record(dataset: Any, *, label_column: Optional[str] = None, modality_c
     first = splits.get("train") or next(iter(splits.values()))
     features = first.features
     label = label_column_of(features, label_column)
+    label_info = label_record(splits, label)
     chosen = parse_columns(modality_columns) if isinstance(modality_columns, (str, type(None))) \
         else {str(k): str(v) for k, v in dict(modality_columns).items()}
     processors = dict(processors or {})
@@ -295,7 +296,7 @@ def infer_record(dataset: Any, *, label_column: Optional[str] = None, modality_c
         raise ValueError(f"dataset: no column can be a modality (ignored: {ignored}); expected Image, Audio, Video, "
                          "ArrayND or fixed-length number lists")
     record: Dict[str, Any] = {"format": RAW_FORMAT, "modalities": modalities,
-                              "label": label_record(splits, label)}
+                              "label": label_info}
     if dataset_name:
         record["dataset"] = str(dataset_name)
     if record["label"]["names"]:
