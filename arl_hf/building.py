@@ -34,8 +34,6 @@ __all__ = [
     "sample_batch",
     "modality_specs",
     "modality_summary",
-    "normalise_labels",
-    "hold_out_validation",
     "build_model",
 ]
 
@@ -231,6 +229,7 @@ def _load_plain(ds: Any, data_args: DataArguments, record: Dict[str, Any],
     validation split held out of train when asked, and the raw-data collator
     (:meth:`~arl_hf.data.MultimodalCollator.from_dataset`) whose record becomes ``record["data"]``."""
     from .data import MultimodalCollator
+    from .data.features import LABEL_SOURCE, hold_out_validation, normalise_labels
 
     ds = normalise_labels(ds, data_args.label_column)
     ds = hold_out_validation(ds, data_args.validation_split_percentage)
@@ -239,91 +238,11 @@ def _load_plain(ds: Any, data_args: DataArguments, record: Dict[str, Any],
         audio_duration=data_args.audio_duration, num_frames=data_args.num_frames, image_size=data_args.image_size,
         processors=processors)
     data = dict(collator.record)
-    source = getattr(ds, _LABEL_SOURCE, None)
+    source = getattr(ds, LABEL_SOURCE, None)
     if source:
         data["label"] = {**data["label"], "source": source}
     record["data"] = data
     return ds, collator, record
-
-
-#: attribute of a DatasetDict whose labels :func:`normalise_labels` moved or mapped: where they came from
-_LABEL_SOURCE = "arl_hf_label_source"
-#: the seed of the validation part held out of train (:func:`hold_out_validation`)
-VALIDATION_SPLIT_SEED = 0
-
-
-def normalise_labels(ds: Any, label_column: Optional[str] = None) -> Any:
-    """``ds`` (a ``DatasetDict``) with its labels in a ``labels`` column of class ids: the label column
-    (``label_column``, else ``labels``, else ``label``) renamed; string labels mapped to ids in sorted
-    order (a ``ClassLabel`` of those names, the same for every split). Nothing is written to disk.
-
-    Raises:
-        ValueError: no label column, or labels that are no class ids (names the column and the flag).
-    """
-    import datasets
-
-    from .data.features import label_column_of, label_record
-
-    first = ds["train"] if "train" in ds else next(iter(ds.values()))
-    column = label_column_of(first.features, label_column)
-    info = label_record(ds, column)
-    if column == "labels" and info["type"] != "string":
-        return ds
-    out = datasets.DatasetDict()
-    for split, part in ds.items():
-        if column not in part.column_names:
-            raise ValueError(f"dataset[{split!r}]: no label column {column!r} (columns: {part.column_names})")
-        if column != "labels" and "labels" in part.column_names:
-            part = part.remove_columns("labels")
-        if info["type"] == "string":
-            feature = datasets.ClassLabel(names=info["names"])
-            ids = [feature.str2int(str(v)) for v in part.with_format(None)[column]]
-            part = part.remove_columns(column).add_column("labels", ids, feature=feature)
-        else:
-            part = part.rename_column(column, "labels")
-        out[split] = part
-    setattr(out, _LABEL_SOURCE, {"column": column, "type": info["type"]})
-    if column != "labels":
-        logger.info("labels: column %r used as the labels", column)
-    return out
-
-
-def hold_out_validation(ds: Any, percentage: Optional[int], seed: int = VALIDATION_SPLIT_SEED) -> Any:
-    """``ds`` with a ``validation`` split of ``percentage`` percent of ``train`` (seeded; stratified by
-    label when every class has two examples), when it has none and ``percentage`` is given
-    (``--validation_split_percentage``, the transformers example scripts' convention).
-
-    Raises:
-        ValueError: ``percentage`` outside 1..99, no ``train`` split, or too few examples.
-    """
-    import datasets
-
-    if percentage is None:
-        return ds
-    if isinstance(percentage, bool) or not isinstance(percentage, int) or not 0 < percentage < 100:
-        raise ValueError(f"validation_split_percentage: expected a whole percentage in 1..99, got {percentage!r}")
-    if "validation" in ds:
-        logger.info("validation_split_percentage: the dataset has a validation split; nothing held out")
-        return ds
-    if "train" not in ds:
-        raise ValueError(f"validation_split_percentage: the dataset has no 'train' split to hold out from "
-                         f"(splits: {sorted(ds)})")
-    train = ds["train"]
-    if len(train) < 2:
-        raise ValueError(f"validation_split_percentage: 'train' has {len(train)} example(s); need at least 2")
-    size = max(1, int(round(len(train) * percentage / 100)))
-    stratify = "labels" if type(train.features.get("labels")).__name__ == "ClassLabel" else None
-    try:
-        parts = train.train_test_split(test_size=size, seed=seed, stratify_by_column=stratify, keep_in_memory=True)
-    except ValueError:  # a class too small to stratify: a plain seeded shuffle
-        parts = train.train_test_split(test_size=size, seed=seed, keep_in_memory=True)
-    out = datasets.DatasetDict({**{k: v for k, v in ds.items() if k != "train"}, "train": parts["train"],
-                                "validation": parts["test"]})
-    if hasattr(ds, _LABEL_SOURCE):
-        setattr(out, _LABEL_SOURCE, getattr(ds, _LABEL_SOURCE))
-    logger.info("validation: %d%% of train held out (seed %d): %d train, %d validation examples", percentage, seed,
-                len(out["train"]), len(out["validation"]))
-    return out
 
 
 def dataset_record(ds: Any) -> Optional[Dict[str, Any]]:

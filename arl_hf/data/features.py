@@ -26,7 +26,8 @@ logger = get_logger(__name__)
 
 __all__ = ["RAW_FORMAT", "DEFAULT_AUDIO_PRESET", "DEFAULT_VIDEO_FRAMES", "DEFAULT_VIDEO_SIZE", "LABEL_COLUMNS",
            "infer_record", "label_record", "is_raw_record", "parse_columns", "label_column_of", "describe_record",
-           "TEXT_NEEDS_PROCESSOR"]
+           "TEXT_NEEDS_PROCESSOR", "LABEL_SOURCE", "VALIDATION_SPLIT_SEED", "normalise_labels",
+           "hold_out_validation"]
 
 #: the format tag of a raw preprocessing record
 RAW_FORMAT = "arl_hf.raw/1"
@@ -225,6 +226,7 @@ def infer_record(dataset: Any, *, label_column: Optional[str] = None, modality_c
     first = splits.get("train") or next(iter(splits.values()))
     features = first.features
     label = label_column_of(features, label_column)
+    label_info = label_record(splits, label)
     chosen = parse_columns(modality_columns) if isinstance(modality_columns, (str, type(None))) \
         else {str(k): str(v) for k, v in dict(modality_columns).items()}
     processors = dict(processors or {})
@@ -299,7 +301,7 @@ def infer_record(dataset: Any, *, label_column: Optional[str] = None, modality_c
         raise ValueError(f"dataset: no column can be a modality (ignored: {ignored}); expected Image, Audio, Video, "
                          "ArrayND or fixed-length number lists")
     record: Dict[str, Any] = {"format": RAW_FORMAT, "modalities": modalities,
-                              "label": label_record(splits, label)}
+                              "label": label_info}
     if dataset_name:
         record["dataset"] = str(dataset_name)
     if record["label"]["names"]:
@@ -341,3 +343,81 @@ def describe_record(record: Mapping[str, Any]) -> List[str]:
     shown = f"{len(names)} classes" if names else "integer class ids"
     lines.append(f"labels <- column {label.get('column')!r} ({label.get('type')}, {shown})")
     return lines
+
+
+#: attribute of a DatasetDict whose labels :func:`normalise_labels` moved or mapped: where they came from
+LABEL_SOURCE = "arl_hf_label_source"
+#: the seed of the validation part held out of train (:func:`hold_out_validation`)
+VALIDATION_SPLIT_SEED = 0
+
+
+def normalise_labels(ds: Any, label_column: Optional[str] = None) -> Any:
+    """``ds`` (a ``DatasetDict``) with its labels in a ``labels`` column of class ids: the label column
+    (``label_column``, else ``labels``, else ``label``) renamed; string labels mapped to ids in sorted
+    order (a ``ClassLabel`` of those names, the same for every split). Nothing is written to disk.
+
+    Raises:
+        ValueError: no label column, or labels that are no class ids (names the column and the flag).
+    """
+    import datasets
+
+    first = ds["train"] if "train" in ds else next(iter(ds.values()))
+    column = label_column_of(first.features, label_column)
+    info = label_record(ds, column)
+    if column == "labels" and info["type"] != "string":
+        return ds
+    out = datasets.DatasetDict()
+    for split, part in ds.items():
+        if column not in part.column_names:
+            raise ValueError(f"dataset[{split!r}]: no label column {column!r} (columns: {part.column_names})")
+        if column != "labels" and "labels" in part.column_names:
+            part = part.remove_columns("labels")
+        if info["type"] == "string":
+            feature = datasets.ClassLabel(names=info["names"])
+            ids = [feature.str2int(str(v)) for v in part.with_format(None)[column]]
+            part = part.remove_columns(column).add_column("labels", ids, feature=feature)
+        else:
+            part = part.rename_column(column, "labels")
+        out[split] = part
+    setattr(out, LABEL_SOURCE, {"column": column, "type": info["type"]})
+    if column != "labels":
+        logger.info("labels: column %r used as the labels", column)
+    return out
+
+
+def hold_out_validation(ds: Any, percentage: Optional[int], seed: int = VALIDATION_SPLIT_SEED) -> Any:
+    """``ds`` with a ``validation`` split of ``percentage`` percent of ``train`` (seeded; stratified by
+    label when every class has two examples), when it has none and ``percentage`` is given
+    (``--validation_split_percentage``, the transformers example scripts' convention).
+
+    Raises:
+        ValueError: ``percentage`` outside 1..99, no ``train`` split, or too few examples.
+    """
+    import datasets
+
+    if percentage is None:
+        return ds
+    if isinstance(percentage, bool) or not isinstance(percentage, int) or not 0 < percentage < 100:
+        raise ValueError(f"validation_split_percentage: expected a whole percentage in 1..99, got {percentage!r}")
+    if "validation" in ds:
+        logger.info("validation_split_percentage: the dataset has a validation split; nothing held out")
+        return ds
+    if "train" not in ds:
+        raise ValueError(f"validation_split_percentage: the dataset has no 'train' split to hold out from "
+                         f"(splits: {sorted(ds)})")
+    train = ds["train"]
+    if len(train) < 2:
+        raise ValueError(f"validation_split_percentage: 'train' has {len(train)} example(s); need at least 2")
+    size = max(1, int(round(len(train) * percentage / 100)))
+    stratify = "labels" if type(train.features.get("labels")).__name__ == "ClassLabel" else None
+    try:
+        parts = train.train_test_split(test_size=size, seed=seed, stratify_by_column=stratify, keep_in_memory=True)
+    except ValueError:  # a class too small to stratify: a plain seeded shuffle
+        parts = train.train_test_split(test_size=size, seed=seed, keep_in_memory=True)
+    out = datasets.DatasetDict({**{k: v for k, v in ds.items() if k != "train"}, "train": parts["train"],
+                                "validation": parts["test"]})
+    if hasattr(ds, LABEL_SOURCE):
+        setattr(out, LABEL_SOURCE, getattr(ds, LABEL_SOURCE))
+    logger.info("validation: %d%% of train held out (seed %d): %d train, %d validation examples", percentage, seed,
+                len(out["train"]), len(out["validation"]))
+    return out

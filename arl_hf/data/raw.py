@@ -305,8 +305,6 @@ def bound_record(split: Any) -> Optional[Dict[str, Any]]:
 def undecoded(split: Any, record: Mapping[str, Any]) -> Any:
     """``split`` with its ``Audio`` / ``Video`` modality columns read undecoded (``decode=False``: arl-hf
     decodes them, without torchcodec)."""
-    import datasets
-
     for spec in record["modalities"].values():
         feature = split.features[spec["column"]]
         if spec["feature"] in ("Audio", "Video") and getattr(feature, "decode", False):

@@ -18,8 +18,8 @@ from ...kinds import FLOAT_KINDS, IMAGE_KINDS, KINDS, describe_kinds
 from ...registry import Registry
 
 __all__ = ["ENCODERS", "EncoderFamily", "register_encoder", "family_of", "validate_encoder_spec", "build_encoder",
-           "input_kinds_of", "default_encoder", "encoder_spec_for_input", "encoders_for_kind", "run_stage", "supports_stages",
-           "positive_int", "no_unknown_keys"]
+           "input_kinds_of", "default_encoder", "encoder_spec_for_input", "encoders_for_kind", "run_stage",
+           "supports_stages", "positive_int", "no_unknown_keys"]
 
 #: encoder family name (a prefix family: its prefix without the colon) -> builder ``builder(modality, spec)``
 ENCODERS: Registry = Registry("encoder")
