@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from .cards import DEFAULT_LICENSE, RunSummary, dataset_label, write_model_card
 
-__all__ = ["ModelCardMixin", "save_model_processors", "trainer_summary", "training_hyperparameters", "PLOT_CAPTIONS"]
+__all__ = ["ModelCardMixin", "trainer_summary", "training_hyperparameters", "PLOT_CAPTIONS"]
 
 
 class ModelCardMixin:
@@ -83,9 +83,7 @@ class ModelCardMixin:
 
     def _write_model_card_on_save(self, output_dir: Optional[str] = None) -> None:
         """The card goes beside the weights wherever the model is saved (``save_model(path)``
-        too), but not into each ``checkpoint-<step>`` folder of ``output_dir``. The recorded
-        processors go everywhere the weights go (:func:`save_model_processors`)."""
-        save_model_processors(self, output_dir)
+        too), but not into each ``checkpoint-<step>`` folder of ``output_dir``."""
         if output_dir is None or os.path.abspath(output_dir) == os.path.abspath(self.args.output_dir):
             self.create_model_card()
             return
@@ -96,17 +94,6 @@ class ModelCardMixin:
         if in_run and os.path.basename(folder).startswith(f"{PREFIX_CHECKPOINT_DIR}-"):
             return
         self.create_model_card(output_dir=output_dir)
-
-
-def save_model_processors(trainer: Any, output_dir: Optional[str] = None) -> List[str]:
-    """The processors recorded in the trainer's model (tokenizers, image processors, feature extractors
-    of ``hf:`` encoders) written beside its weights, into ``<output_dir>/processors/<modality>/``
-    (main process; :func:`arl_hf.data.processors.save_processors`); returns the folders written."""
-    if not trainer.is_world_process_zero():
-        return []
-    from .data.processors import save_processors
-
-    return save_processors(trainer.model, output_dir or trainer.args.output_dir)
 
 
 #: captions of the plots :func:`arl_hf.plots.make_run_plots` writes

@@ -211,6 +211,16 @@ class MultimodalPreTrainedModel(PreTrainedModel):
                 tensor._is_hf_initialized = True
                 logger.info("%s: not in the checkpoint, initialised as in a newly built model", field)
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """``PreTrainedModel.save_pretrained``; the processors recorded in ``config.preprocessing`` (those
+        of ``hf:`` encoders) are written first into ``<save_directory>/processors/<modality>/``
+        (:func:`arl_hf.processor_store.save_processors`), so that the folder alone rebuilds them."""
+        if kwargs.get("is_main_process", True):
+            from ..processor_store import save_processors
+
+            save_processors(self, str(save_directory))
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
 
 class MultimodalModel(MultimodalPreTrainedModel):
     """Encoders per modality + fusion head. See :class:`MultimodalConfig`.

@@ -14,7 +14,6 @@ import sys
 import numpy as np
 import pytest
 import torch
-
 from hf_checkpoints import tiny_bert, tiny_vit
 
 CLASSES = ["cat", "dog", "bird"]
@@ -52,7 +51,8 @@ def text_image_run(tmp_path_factory):
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("hftext")
     data = str(root / "captions")
-    datasets.DatasetDict({"train": _split(48, 0), "validation": _split(12, 1), "test": _split(12, 2)}).save_to_disk(data)
+    splits = {"train": _split(48, 0), "validation": _split(12, 1), "test": _split(12, 2)}
+    datasets.DatasetDict(splits).save_to_disk(data)
     bert, vit = tiny_bert(str(root / "src" / "bert")), tiny_vit(str(root / "src" / "vit"))
     out = str(root / "run")
     argv = ["--dataset", data, "--output_dir", out, "--modality_encoders", f"caption=hf:{bert},image=hf:{vit}",

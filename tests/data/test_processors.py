@@ -10,12 +10,18 @@ import shutil
 import numpy as np
 import pytest
 import torch
-
 from hf_checkpoints import ast_extractor, tiny_bert, tiny_vit, wav2vec2_extractor
 
-from arl_hf.data.processors import (apply_processor, load_processor, load_processors, processor_spec,
-                                    recorded_processors, save_processors)
+from arl_hf.data.processors import (
+    apply_processor,
+    load_processor,
+    load_processors,
+    processor_spec,
+    recorded_processors,
+    save_processors,
+)
 from arl_hf.data.record import PreprocessingRecord
+from arl_hf.processor_store import clear_loaded
 
 TEXTS = ["the cat sat", "a big red dog ran fast on the mat", "bird"]
 
@@ -133,15 +139,12 @@ def test_saved_model_folder_alone_rebuilds_identical_tensors(tmp_path):
     before = {m: apply_processor(specs[m], m, raw[m]) for m in specs}
     model = _model_with_processors(tmp_path, specs)
     out = str(tmp_path / "saved")
-    assert len(save_processors(model, out)) == 3
-    model.save_pretrained(out)
+    model.save_pretrained(out)  # writes the processors beside the weights
     assert sorted(os.listdir(os.path.join(out, "processors"))) == ["audio", "image", "text"]
     assert os.path.isfile(os.path.join(out, "processors", "text", "tokenizer_config.json"))
     assert recorded_processors(json.load(open(os.path.join(out, "config.json")))) == specs
     shutil.rmtree(tmp_path / "src")  # the source checkpoints are gone
-    from arl_hf.data import processors as mod
-
-    mod._LOADED.clear(), mod._BY_FINGERPRINT.clear()  # as in a fresh process
+    clear_loaded()  # as in a fresh process
     rebuilt = load_processors(out)
     for m in specs:
         after = apply_processor(rebuilt[m], m, raw[m], max_length=specs[m].get("max_length"))
@@ -152,9 +155,7 @@ def test_saved_model_folder_alone_rebuilds_identical_tensors(tmp_path):
     from transformers import AutoModel
 
     again = str(tmp_path / "again")
-    reloaded = AutoModel.from_pretrained(out)
-    save_processors(reloaded, again)
-    reloaded.save_pretrained(again)
+    AutoModel.from_pretrained(out).save_pretrained(again)
     assert load_processors(again)["text"].get_vocab() == rebuilt["text"].get_vocab()
 
 
@@ -166,9 +167,7 @@ def test_a_replaced_processor_is_refused_not_silently_used(tmp_path):
     with open(os.path.join(out, "processors", "text", "vocab.txt"), "a", encoding="utf-8") as fh:
         fh.write("zebra\n")
     os.remove(os.path.join(out, "processors", "text", "tokenizer.json"))
-    from arl_hf.data import processors as mod
-
-    mod._LOADED.clear(), mod._BY_FINGERPRINT.clear()
+    clear_loaded()
     with open(os.path.join(out, "config.json"), "w") as fh:
         json.dump({"preprocessing": {"data": _record(specs)}}, fh)
     with pytest.raises(ValueError, match=r"differs from the one the model was trained with"):
@@ -176,6 +175,6 @@ def test_a_replaced_processor_is_refused_not_silently_used(tmp_path):
     shutil.rmtree(os.path.join(out, "processors"))
     assert load_processors(out)["text"].get_vocab() == load_processor(bert, "text").get_vocab()  # the same source
     shutil.rmtree(bert)
-    mod._LOADED.clear(), mod._BY_FINGERPRINT.clear()
+    clear_loaded()
     with pytest.raises(FileNotFoundError, match=r"has no folder 'processors/text' and its source"):
         load_processors(out)
