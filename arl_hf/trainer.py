@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import os
 from collections import defaultdict
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional
 
 import torch
 import torch.nn.functional as F
@@ -317,6 +317,18 @@ class ARLTrainer(QuietMixin, ModelCardMixin, ScheduleMixin, DataChecksMixin, Fin
 
             inputs = decode_frames_on_device(inputs, self.args.device)
         return inputs
+
+    def floating_point_ops(self, inputs: Dict[str, Any]) -> int:
+        """``Trainer``'s estimate (6 x input elements x parameters); a modality given as a dict of named
+        inputs (``hf:`` encoders) counts the elements of its first tensor (``input_ids``, ``pixel_values``)."""
+        main = getattr(self.model, "main_input_name", None)
+        value = inputs.get(main) if isinstance(inputs, Mapping) else None
+        if isinstance(value, Mapping):
+            first = next((v for v in value.values() if isinstance(v, torch.Tensor)), None)
+            if first is None or not hasattr(self.model, "num_parameters"):
+                return 0
+            return 6 * first.numel() * self.model.num_parameters(exclude_embeddings=True)
+        return super().floating_point_ops(inputs)
 
     # ---- the step -------------------------------------------------------------------------
     def _context(self, training: bool) -> StepContext:
