@@ -76,6 +76,16 @@ class ARLConfig(*_OPTION_BASES, StrategyChoice, TrainingArguments):
                   "torch.optim.SGD(weight_decay=...) in the authors' code (Trainer's default exempts biases "
                   "and LayerNorm)."},
     )
+    freeze_encoders: Optional[List[str]] = field(
+        default=None,
+        metadata={"help": "Freeze encoders (no gradient, no update): 'all' (or True in Python) or modality names "
+                  "(--freeze_encoders text image). Applied when the optimizer is created."},
+    )
+    encoder_learning_rate: Optional[float] = field(
+        default=None,
+        metadata={"help": "Learning rate of the pretrained encoders (hf: encoders, timm encoders with pretrained "
+                  "weights); the other parameters keep learning_rate. Default: learning_rate for all."},
+    )
     max_grad_norm: float = field(
         default=0.0,
         metadata={
@@ -110,6 +120,11 @@ class ARLConfig(*_OPTION_BASES, StrategyChoice, TrainingArguments):
             raise ValueError(f"lr_decay_epochs: expected epochs (ints) >= 1, got {list(self.lr_decay_epochs)!r}")
         if not (0 < self.lr_decay_factor < float("inf")):
             raise ValueError(f"lr_decay_factor: expected a finite number > 0, got {self.lr_decay_factor!r}")
+        self.freeze_encoders = _freeze_list(self.freeze_encoders)
+        enc_lr = self.encoder_learning_rate
+        if enc_lr is not None and (isinstance(enc_lr, bool) or not isinstance(enc_lr, (int, float))
+                                   or not 0 <= enc_lr < float("inf")):
+            raise ValueError(f"encoder_learning_rate: expected a finite number >= 0, got {enc_lr!r}")
         check_finite_fields(self)  # after the fields' own checks (their messages say more)
         object.__setattr__(self, "_checked_options", self._option_values())
 
@@ -121,6 +136,21 @@ class ARLConfig(*_OPTION_BASES, StrategyChoice, TrainingArguments):
         was built (a hyper-parameter search trial writes new values into it: those are checked
         where the strategy reads them)."""
         return self.__dict__.get("_checked_options") == self._option_values()
+
+
+def _freeze_list(value: Any) -> Optional[List[str]]:
+    """``freeze_encoders`` normalised: ``None`` (nothing frozen), ``["all"]`` or modality names."""
+    if value is None or value is False or (isinstance(value, (list, tuple)) and not value):
+        return None
+    if value is True or value == "all":
+        return ["all"]
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
+        raise ValueError(f"freeze_encoders: expected True, 'all' or a list of modality names, got {value!r}")
+    if "all" in value and len(value) > 1:
+        raise ValueError(f"freeze_encoders: 'all' stands alone; got {list(value)!r}")
+    return list(value)
 
 
 #: the names of the built-in strategies' options

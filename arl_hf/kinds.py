@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Dict, Mapping, Optional, Tuple
 
-__all__ = ["ModalityKind", "KINDS", "STORED_KINDS", "IMAGE_KINDS", "FLOAT_KINDS", "describe_kinds",
+__all__ = ["ModalityKind", "KINDS", "INPUT_FIELDS", "STORED_KINDS", "IMAGE_KINDS", "FLOAT_KINDS", "describe_kinds",
            "dtype_class", "kind_of_input", "accepted_kinds"]
 
 
@@ -42,7 +42,9 @@ class ModalityKind:
 
     @property
     def dims(self) -> int:
-        """Number of per-example axes (the input has one more, the batch)."""
+        """Number of per-example axes (the input has one more, the batch); -1 for a dict of inputs."""
+        if self.layout.startswith("{"):
+            return -1
         return len([a for a in self.layout.strip("()").split(",") if a.strip()])
 
     def __str__(self) -> str:
@@ -68,7 +70,18 @@ KINDS: Dict[str, ModalityKind] = _table(
     ModalityKind("waveform", "(C, S)", "float", description="raw audio: C channels of S samples"),
     ModalityKind("tokens", "(2, L)", "int", inferred=True,
                  description="token ids (row 0) and their attention mask (row 1: 1 for a token, 0 for padding)"),
+    ModalityKind("fields", "{name: (...)}", "mixed",
+                 description="a dict of named model inputs (input_ids, attention_mask, pixel_values...), each a "
+                 "(B, ...) tensor of the dtype INPUT_FIELDS gives for its name"),
 )
+
+#: the dtype class of the named inputs of a ``fields`` input (transformers' keyword inputs); a name not
+#: listed takes a floating-point or an integer tensor
+INPUT_FIELDS: Dict[str, str] = {
+    "input_ids": "int", "attention_mask": "int", "token_type_ids": "int", "position_ids": "int",
+    "pixel_mask": "int", "pixel_values": "float", "input_values": "float", "input_features": "float",
+    "inputs_embeds": "float", "bool_masked_pos": "bool",
+}
 
 #: the kinds a dataset column may be recorded with (``arl_hf.data`` records and transforms)
 STORED_KINDS: Tuple[str, ...] = tuple(k for k, v in KINDS.items() if v.stored)
@@ -103,6 +116,8 @@ def dtype_class(x: Any) -> str:
 def kind_of_input(x: Any, recorded: Optional[str] = None) -> Optional[str]:
     """The kind of a collated batch tensor ``x`` (``(B, ...)``): ``recorded`` (the kind the data records)
     when its rank and dtype fit, else the inferred kind of that rank and dtype, else ``None``."""
+    if isinstance(x, Mapping):
+        return "fields"
     cls, dims = dtype_class(x), x.dim() - 1
     if recorded in KINDS and KINDS[recorded].dtype == cls and KINDS[recorded].dims == dims:
         return recorded

@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import os
 from collections import defaultdict
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional
 
 import torch
 import torch.nn.functional as F
@@ -317,6 +317,43 @@ class ARLTrainer(QuietMixin, ModelCardMixin, ScheduleMixin, DataChecksMixin, Fin
 
             inputs = decode_frames_on_device(inputs, self.args.device)
         return inputs
+
+    def create_optimizer(self, model=None):
+        """``Trainer``'s optimizer after ``args.freeze_encoders`` took effect (the frozen encoders'
+        parameters stop requiring gradients, so no optimizer, weight decay or DDP bucket holds them);
+        with ``args.encoder_learning_rate``, the parameters of the pretrained encoders
+        (:func:`arl_hf.modeling.pretrained.pretrained_encoder_parameters`) move to groups of that learning rate."""
+        from .modeling.pretrained import freeze_encoders, pretrained_encoder_parameters
+
+        target = self.model if model is None else model
+        if self.optimizer is None:
+            freeze_encoders(target, self.args.freeze_encoders)
+        fresh = self.optimizer is None
+        optimizer = super().create_optimizer(model)
+        if fresh and self.args.encoder_learning_rate is not None:
+            chosen = {id(p) for p in pretrained_encoder_parameters(target)}
+            extra = []
+            for group in optimizer.param_groups:
+                moved = [p for p in group["params"] if id(p) in chosen]
+                if moved:
+                    group["params"] = [p for p in group["params"] if id(p) not in chosen]
+                    extra.append({**{k: v for k, v in group.items() if k != "params"}, "params": moved,
+                                  "lr": float(self.args.encoder_learning_rate)})
+            for group in extra:
+                optimizer.add_param_group(group)
+        return optimizer
+
+    def floating_point_ops(self, inputs: Dict[str, Any]) -> int:
+        """``Trainer``'s estimate (6 x input elements x parameters); a modality given as a dict of named
+        inputs (``hf:`` encoders) counts the elements of its first tensor (``input_ids``, ``pixel_values``)."""
+        main = getattr(self.model, "main_input_name", None)
+        value = inputs.get(main) if isinstance(inputs, Mapping) else None
+        if isinstance(value, Mapping):
+            first = next((v for v in value.values() if isinstance(v, torch.Tensor)), None)
+            if first is None or not hasattr(self.model, "num_parameters"):
+                return 0
+            return 6 * first.numel() * self.model.num_parameters(exclude_embeddings=True)
+        return super().floating_point_ops(inputs)
 
     # ---- the step -------------------------------------------------------------------------
     def _context(self, training: bool) -> StepContext:

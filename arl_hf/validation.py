@@ -9,12 +9,12 @@ labels in range).
 
 from __future__ import annotations
 
-from typing import Any, Callable, List, Mapping, Optional, Sequence
+from typing import Any, Callable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
-from .kinds import FLOAT_KINDS, KINDS, describe_kinds, dtype_class
+from .kinds import FLOAT_KINDS, INPUT_FIELDS, KINDS, describe_kinds, dtype_class
 
 __all__ = ["class_indices", "check_inputs", "validate_batch", "MAX_INPUT_MAGNITUDE"]
 
@@ -50,8 +50,10 @@ def check_inputs(inputs: Mapping[str, Any], modalities: Sequence[str], labels: A
     """Check the structure of one batch of model inputs; returns the batch size.
 
     Every name of ``modalities`` must be in ``inputs`` as a tensor of a dtype its encoder takes
-    (``kinds``; floating point by default) with a non-empty batch axis, all with the same batch
-    size; ``labels``, when given, a ``(B,)`` tensor. Reads no values (no host sync).
+    (``kinds``; floating point by default) with a non-empty batch axis, or, for an encoder that takes
+    the ``fields`` kind, a dict of such named tensors (each name's dtype:
+    :data:`arl_hf.kinds.INPUT_FIELDS`), all with the same batch size; ``labels``, when given, a
+    ``(B,)`` tensor. Reads no values (no host sync).
 
     Args:
         inputs: modality name -> tensor (other keys: see ``unknown``).
@@ -81,21 +83,51 @@ def check_inputs(inputs: Mapping[str, Any], modalities: Sequence[str], labels: A
     batch = None
     for m in modalities:
         x = inputs[m]
-        if not isinstance(x, torch.Tensor):
+        if isinstance(x, Mapping):
+            parts = _check_fields(m, x, (kinds or {}).get(m))
+        elif not isinstance(x, torch.Tensor):
             raise ValueError(f"{m}: expected a torch.Tensor, got {type(x).__name__}")
-        _check_dtype(m, x, (kinds or {}).get(m))
+        else:
+            _check_dtype(m, x, (kinds or {}).get(m))
+            parts = [(m, x)]
         if check_input is not None:
             check_input(m, x)
-        if x.dim() == 0 or x.shape[0] == 0:
-            raise ValueError(f"{m}: the batch is empty (shape {tuple(x.shape)})")
-        if batch is None:
-            batch = int(x.shape[0])
-        elif x.shape[0] != batch:
-            raise ValueError(f"{m}: batch size {x.shape[0]} differs from {modalities[0]}'s {batch}")
+        for name, t in parts:
+            if t.dim() == 0 or t.shape[0] == 0:
+                raise ValueError(f"{name}: the batch is empty (shape {tuple(t.shape)})")
+            if batch is None:
+                batch = int(t.shape[0])
+            elif t.shape[0] != batch:
+                raise ValueError(f"{name}: batch size {t.shape[0]} differs from {modalities[0]}'s {batch}")
     if labels is not None and (not isinstance(labels, torch.Tensor) or tuple(labels.shape) != (batch,)):
         got = tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__
         raise ValueError(f"labels: expected shape ({batch},), got {got}")
     return batch
+
+
+def _check_fields(name: str, x: Mapping[str, Any],
+                  accepted: Optional[Sequence[str]]) -> List[Tuple[str, torch.Tensor]]:
+    """The ``(field, tensor)`` pairs of a ``fields`` input (a dict of named model inputs); ``ValueError``
+    when its encoder takes no such input, for an empty dict, a value that is no tensor, or a known input
+    name (:data:`arl_hf.kinds.INPUT_FIELDS`) of another dtype."""
+    accepted = tuple(accepted or FLOAT_KINDS)
+    if "fields" not in accepted:
+        raise ValueError(f"{name}: expected a torch.Tensor, got a dict of {sorted(x)}; its encoder takes "
+                         f"{describe_kinds(accepted)} inputs")
+    if not x:
+        raise ValueError(f"{name}: expected a dict of named input tensors, got an empty dict")
+    parts = []
+    for key, t in x.items():
+        field = f"{name}[{key!r}]"
+        if not isinstance(t, torch.Tensor):
+            raise ValueError(f"{field}: expected a torch.Tensor, got {type(t).__name__}")
+        want, got = INPUT_FIELDS.get(str(key)), dtype_class(t)
+        if (want is not None and got != want) or (want is None and got not in ("float", "int")):
+            expected = {"int": "an integer", "float": "a floating-point", "bool": "a bool"}.get(want or "",
+                                                                                          "a floating-point or integer")
+            raise ValueError(f"{field}: expected {expected} tensor, got dtype {t.dtype}")
+        parts.append((field, t))
+    return parts
 
 
 def _check_dtype(name: str, x: torch.Tensor, accepted: Optional[Sequence[str]]) -> None:
@@ -154,8 +186,7 @@ def validate_batch(batch: Mapping[str, Any], modalities: Sequence[str], num_labe
         raise ValueError(f"labels: expected a non-empty (B,) tensor, got shape {tuple(labels.shape)}")
     # one fused reduction per modality (min and max: NaN propagates, inf exceeds the bound) -> one host sync
     flags = []
-    for m in _value_modalities(batch, modalities):
-        x = batch[m]
+    for _, x in _value_tensors(batch, modalities):
         if x.numel():
             lo, hi = torch.aminmax(x)  # compared in float32: the bound is infinite in float16
             flags.append((lo.float() >= -MAX_INPUT_MAGNITUDE) & (hi.float() <= MAX_INPUT_MAGNITUDE))
@@ -174,16 +205,21 @@ def validate_batch(batch: Mapping[str, Any], modalities: Sequence[str], num_labe
     return checks[3:] if pending is not None else None
 
 
-def _value_modalities(batch: Mapping[str, Any], modalities: Sequence[str]) -> List[str]:
-    """The modalities of ``batch`` whose values can be checked: real-valued tensors."""
-    return [m for m in modalities if isinstance(batch.get(m), torch.Tensor) and not batch[m].is_complex()
-            and batch[m].dtype != torch.bool]
+def _value_tensors(batch: Mapping[str, Any], modalities: Sequence[str]) -> List[Tuple[str, torch.Tensor]]:
+    """``(field, tensor)`` of the inputs of ``batch`` whose values can be checked: real-valued tensors
+    (a ``fields`` input: each of its tensors)."""
+    out = []
+    for m in modalities:
+        x = batch.get(m)
+        pairs = [(f"{m}[{k!r}]", v) for k, v in x.items()] if isinstance(x, Mapping) else [(m, x)]
+        out.extend((n, t) for n, t in pairs if isinstance(t, torch.Tensor) and not t.is_complex()
+                   and t.dtype != torch.bool)
+    return out
 
 
 def _raise_for_values(batch: Mapping[str, Any], modalities: Sequence[str]) -> None:
     """The error of the first modality with a non-finite value or one beyond the bound."""
-    for m in _value_modalities(batch, modalities):
-        x = batch[m]
+    for m, x in _value_tensors(batch, modalities):
         if not x.numel():
             continue
         if not bool(torch.isfinite(x).all()):

@@ -10,7 +10,9 @@ as the batch (:func:`arl_hf.data.batches.rows_as_batch`) instead of stacking its
 Shapes: audio spectrograms ``(B, 1, F, T)``; frames ``(B, T_frames, 3, H, W)``; optical
 flow ``(B, T_frames, 2, H, W)``; feature vectors ``(B, D)``; feature sequences
 ``(B, L, D)`` (zero-padded at the end to the longest ``L``); ``labels`` LongTensor ``(B,)``.
-Keys are the modality names. Nothing else is emitted (no ids, no masks).
+A modality whose examples hold dicts of named inputs (``{"input_ids", "attention_mask"}``, for
+``hf:`` encoders) becomes a dict of ``(B, ...)`` tensors (:func:`stack_fields`).
+Keys are the modality names.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import numpy as np
 from ..validation import class_indices
 from .batches import rows_as_batch
 
-__all__ = ["MultimodalCollator", "string_labels_error"]
+__all__ = ["MultimodalCollator", "string_labels_error", "stack_fields"]
 
 
 def string_labels_error(field: str, values: Sequence[Any]) -> ValueError:
@@ -270,6 +272,9 @@ class MultimodalCollator:
             if torch.is_tensor(column) and column.shape[0] == len(features):  # the batch, already stacked
                 out[name] = _batch_tensor(column.float(), self.kinds.get(name) == "spectrogram")
                 continue
+            if isinstance(column, Mapping):  # named inputs the transform already batched
+                out[name] = dict(column)
+                continue
             values = column if column is not None else [ex.get(name) for ex in features]
             batch = rows_as_batch(values) if column is None else None
             if batch is not None:  # rows cut from one transformed batch: that batch, not a copy
@@ -286,6 +291,9 @@ class MultimodalCollator:
                 for i, ex in enumerate(features):
                     if name not in ex:
                         raise ValueError(f"features[{i}]: modality {name!r} missing; got keys {sorted(ex)}")
+            if isinstance(values[0], Mapping):  # named model inputs (input_ids, attention_mask...)
+                out[name] = stack_fields(name, values)
+                continue
             out[name] = self._stack(name, [self._tensor(name, v) for v in values])
         if not self.require_labels and (columns.get(self.label_key) is None if columns is not None
                                         else all(self.label_key not in ex for ex in features)):
@@ -349,6 +357,46 @@ def _model_config(model_or_folder: Any):
                                 "save_pretrained / trainer.save_model")
     with open(path, encoding="utf-8") as fh:
         return folder, json.load(fh)
+
+
+def stack_fields(name: str, values: Sequence[Any]) -> Dict[str, Any]:
+    """Per-example dicts of named inputs (``{"input_ids": [...], "attention_mask": [...]}``) -> one
+    dict of ``(B, ...)`` tensors: integer values stay int64, the others become float32; values whose
+    lengths differ along their last axis are padded at the end with 0, and when that happens without an
+    ``attention_mask`` one is added (1 for a value, 0 for padding). Pad ids other than 0 must be padded
+    before (a tokenizer's ``padding``): the padded ids are masked.
+
+    Raises:
+        ValueError: the examples name different inputs, or shapes differ beyond the last axis
+            (names ``name[key]``).
+    """
+    import torch
+
+    keys = list(values[0])
+    for i, v in enumerate(values):
+        if not isinstance(v, Mapping) or sorted(v) != sorted(keys):
+            got = sorted(v) if isinstance(v, Mapping) else type(v).__name__
+            raise ValueError(f"{name}: example {i} holds {got}, example 0 holds {sorted(keys)}; expected the same "
+                             "named inputs in every example")
+    out: Dict[str, Any] = {}
+    lengths = None
+    for key in keys:
+        rows = [v[key] if torch.is_tensor(v[key]) else torch.as_tensor(np.asarray(v[key])) for v in values]
+        rows = [r.long() if not (r.is_floating_point() or r.dtype == torch.bool) else
+                (r if r.dtype == torch.bool else r.float()) for r in rows]
+        shapes = {tuple(r.shape) for r in rows}
+        if len(shapes) > 1:
+            if len({(r.dim(),) + tuple(r.shape[:-1]) for r in rows}) != 1 or rows[0].dim() == 0:
+                raise ValueError(f"{name}[{key!r}]: examples have shapes {sorted(shapes)}; expected one shape or "
+                                 "shapes differing only in the last axis")
+            longest = max(r.shape[-1] for r in rows)
+            lengths = lengths or [int(r.shape[-1]) for r in rows]
+            rows = [torch.nn.functional.pad(r, (0, longest - r.shape[-1])) for r in rows]
+        out[key] = _stack(rows)
+    if lengths is not None and "attention_mask" not in out:
+        longest = max(lengths)
+        out["attention_mask"] = (torch.arange(longest).unsqueeze(0) < torch.tensor(lengths).unsqueeze(1)).long()
+    return out
 
 
 def _stack(tensors: List[Any]):

@@ -19,7 +19,9 @@ class MultimodalConfig(PreTrainedConfig):
         modalities: ordered mapping modality name -> encoder spec. The order is the
             modality order everywhere (``m_0`` is the first; see ARL's Eq. 18). Specs:
             ``{"encoder": "timm:<model name>", "in_chans": 3, ...timm kwargs}`` or
-            ``{"encoder": "mlp", "input_dim": 76, "hidden_dims": [64, 64]}``.
+            ``{"encoder": "mlp", "input_dim": 76, "hidden_dims": [64, 64]}`` or
+            ``{"encoder": "hf:<Hub id or folder>", "pooling": "auto"}`` (the checkpoint's config is
+            recorded in the spec as ``hf_config`` when the config is built).
         num_labels: number of classes.
         fusion: fusion module name (``"concat"`` and the others registered in
             :mod:`arl_hf.modeling.fusion`).
@@ -55,7 +57,7 @@ class MultimodalConfig(PreTrainedConfig):
     modality_order: Optional[List[str]] = None
 
     def __post_init__(self, **kwargs):
-        from .encoders import validate_encoder_spec
+        from .encoders import complete_encoder_spec, stageless_reason, validate_encoder_spec
         from .fusion import FUSIONS
 
         if self.modalities is None:
@@ -78,8 +80,14 @@ class MultimodalConfig(PreTrainedConfig):
         self.modality_order = list(self.modalities)
         for name, spec in self.modalities.items():
             validate_encoder_spec(name, spec)
+            self.modalities[name] = complete_encoder_spec(name, spec)
         if self.fusion not in FUSIONS:
             raise ValueError(f"fusion: unknown fusion {self.fusion!r}; expected one of {sorted(FUSIONS)}")
+        for name, spec in self.modalities.items():
+            reason = stageless_reason(spec) if FUSIONS[self.fusion].intermediate else None
+            if reason:
+                raise ValueError(
+                    f"modalities[{name!r}]['encoder']: fusion {self.fusion!r} needs stage outputs: {reason}")
         if self.fusion_kwargs is None:
             self.fusion_kwargs = {}
         if self.init not in INIT_SCHEMES:

@@ -24,7 +24,7 @@ from ..kinds import KIND_TO_INPUT_MODALITY, NAME_TO_INPUT_MODALITY, accepted_kin
 from ..log import get_logger
 from ..validation import check_inputs
 from .configuration import MultimodalConfig
-from .encoders import build_encoder
+from .encoders import build_encoder, no_pretrained_weights
 from .fusion import build_fusion
 from .state import state_from_spec
 
@@ -93,7 +93,7 @@ class MultimodalPreTrainedModel(PreTrainedModel):
         alias ``gradient_checkpointing_enable()``, ``--activation_checkpointing`` /
         ``--gradient_checkpointing``).
 
-        timm backbones checkpoint their own stages (``set_grad_checkpointing``); the other
+        timm backbones and hf encoders checkpoint their own layers (``set_grad_checkpointing``); the other
         encoders are recomputed whole in backward, and with intermediate fusion every stage
         is. Gradients are unchanged (tested). BatchNorm layers run forward twice, so their
         running statistics take two momentum updates per step (as with any recomputation).
@@ -112,7 +112,8 @@ class MultimodalPreTrainedModel(PreTrainedModel):
         for enc in encoders.values():
             enc.gradient_checkpointing = bool(enable)
             enc._gradient_checkpointing_func = gradient_checkpointing_func
-            own = getattr(getattr(enc, "backbone", None), "set_grad_checkpointing", None)
+            own = getattr(enc, "set_grad_checkpointing", None) or getattr(
+                getattr(enc, "backbone", None), "set_grad_checkpointing", None)
             enc._checkpoints_itself = False
             if own is not None:
                 try:
@@ -189,7 +190,7 @@ class MultimodalPreTrainedModel(PreTrainedModel):
             return
         source = getattr(self, "_fill_source", None)
         if source is None:
-            with torch.device("cpu"):
+            with torch.device("cpu"), no_pretrained_weights():
                 twin = type(self)(copy.deepcopy(self.config))
             names = {id(m): n for n, m in self.named_modules(remove_duplicate=False)}
             source = self._fill_source = (twin, names)

@@ -1,17 +1,62 @@
-"""Pretrained timm weights, offline: find the local weights file of a timm model and load it
-into a :class:`~arl_hf.modeling.encoders.timm.TimmEncoder` with timm's own loader."""
+"""Pretrained weights: find the local weights file of a timm model and load it into a
+:class:`~arl_hf.modeling.encoders.timm.TimmEncoder` with timm's own loader (offline); which encoders
+hold pretrained weights, and freezing encoders (``ARLConfig.freeze_encoders`` /
+``encoder_learning_rate``)."""
 
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import Dict, List, Optional, Sequence
+
+from torch import nn
 
 from ..log import get_logger
 from .encoders.timm import TimmEncoder
 
 logger = get_logger(__name__)
 
-__all__ = ["resolve_pretrained_file", "load_timm_weights"]
+__all__ = ["resolve_pretrained_file", "load_timm_weights", "freeze_encoders", "pretrained_encoder_parameters"]
+
+
+def _encoders(model: nn.Module) -> Dict[str, nn.Module]:
+    encoders = getattr(getattr(model, "module", model), "encoders", None)
+    if not isinstance(encoders, nn.ModuleDict):
+        raise ValueError(f"model: {type(model).__name__} has no `encoders` ModuleDict (one encoder per modality)")
+    return dict(encoders.items())
+
+
+def freeze_encoders(model: nn.Module, which: Optional[Sequence[str]]) -> List[str]:
+    """Stop the encoders named in ``which`` (``["all"]``: every one; ``None``: none) from training:
+    their parameters no longer require gradients. Returns the modalities frozen.
+
+    Raises:
+        ValueError: a name that is not a modality of the model (names ``freeze_encoders``).
+    """
+    if not which:
+        return []
+    encoders = _encoders(model)
+    names = list(encoders) if list(which) == ["all"] else list(which)
+    unknown = [m for m in names if m not in encoders]
+    if unknown:
+        raise ValueError(f"freeze_encoders: {unknown[0]!r} is not a modality of the model; expected 'all' or names "
+                         f"of {list(encoders)}")
+    for m in names:
+        encoders[m].requires_grad_(False)
+    logger.info("frozen encoders: %s", ", ".join(names))
+    return names
+
+
+def pretrained_encoder_parameters(model: nn.Module) -> List[nn.Parameter]:
+    """The trainable parameters of the encoders built from pretrained weights: ``hf:`` encoders (unless
+    their spec says ``"pretrained": False``) and timm encoders whose spec names ``"pretrained"`` weights."""
+    specs = getattr(getattr(getattr(model, "module", model), "config", None), "modalities", None) or {}
+    out = []
+    for m, enc in _encoders(model).items():
+        spec = specs.get(m, {})
+        hf = str(spec.get("encoder", "")).startswith("hf:")
+        if (hf and spec.get("pretrained", True)) or (not hf and spec.get("pretrained")):
+            out.extend(p for p in enc.parameters() if p.requires_grad)
+    return out
 
 
 def resolve_pretrained_file(model_name: str, path: Optional[str] = None, cache_dir: Optional[str] = None) -> str:

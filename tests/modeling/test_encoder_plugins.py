@@ -186,7 +186,7 @@ def test_a_family_validates_its_own_spec_naming_modality_and_option(tmp_path, re
          r"modalities\['text'\]\['stride'\]: unknown option for encoder 'conv1d:8'; "
          r"expected \['input_dim', 'kernel'\]"),
         ({"encoder": "conv1d", "input_dim": 5},
-         r"unknown encoder 'conv1d'; expected 'timm:<model name>' or "
+         r"unknown encoder 'conv1d'; expected 'timm:<model name>' or 'hf:<Hub id or local folder>' or "
          r"'conv1d:<model name>' or one of \['cnn', 'lstm', 'mlp', 'transformer'\]"),
     ]:
         with pytest.raises(ValueError, match=message):
@@ -335,7 +335,8 @@ def test_the_modality_kinds_are_defined_once():
 
     assert MODALITY_KINDS is STORED_KINDS == ("spectrogram", "frames", "flow", "sequence", "image")
     assert {k: (v.layout, v.dtype) for k, v in KINDS.items() if k not in STORED_KINDS} == {
-        "vector": ("(D,)", "float"), "waveform": ("(C, S)", "float"), "tokens": ("(2, L)", "int")}
+        "vector": ("(D,)", "float"), "waveform": ("(C, S)", "float"), "tokens": ("(2, L)", "int"),
+        "fields": ("{name: (...)}", "mixed")}
     assert "tokens" not in FLOAT_KINDS and "vector" in FLOAT_KINDS
     with pytest.raises(ValueError, match=r"modalities\['x'\]\['kind'\]: unknown kind 'tokens'"):
         MultimodalTransform({"x": {"kind": "tokens"}}, train=False)

@@ -19,7 +19,7 @@ from ...registry import Registry
 
 __all__ = ["ENCODERS", "EncoderFamily", "register_encoder", "family_of", "validate_encoder_spec", "build_encoder",
            "input_kinds_of", "default_encoder", "encoder_spec_for_input", "encoders_for_kind", "run_stage",
-           "supports_stages", "positive_int", "no_unknown_keys"]
+           "supports_stages", "positive_int", "no_unknown_keys", "complete_encoder_spec", "stageless_reason"]
 
 #: encoder family name (a prefix family: its prefix without the colon) -> builder ``builder(modality, spec)``
 ENCODERS: Registry = Registry("encoder")
@@ -43,6 +43,8 @@ class EncoderFamily:
     default_for: ClassVar[Tuple[str, ...]] = ()
     #: the encoder name used as that default (a prefix family names one model: ``"timm:resnet18"``)
     default_encoder: ClassVar[Optional[str]] = None
+    #: what follows the prefix of a prefix family, for messages (``"timm:<model name>"``)
+    name_hint: ClassVar[str] = "<model name>"
     #: the spec keys the family takes besides ``"encoder"`` (``None``: not checked here)
     OPTIONS: ClassVar[Optional[Tuple[str, ...]]] = None
 
@@ -94,7 +96,7 @@ def register_encoder(name: str):
 
 
 def _choices() -> str:
-    prefixes = [f"'{k}:<model name>'" for k, v in ENCODERS.items() if _is_prefix(k, v)]
+    prefixes = [f"'{k}:{_declared(v, 'name_hint')}'" for k, v in ENCODERS.items() if _is_prefix(k, v)]
     names = sorted(k for k, v in ENCODERS.items() if not _is_prefix(k, v))
     return " or ".join(prefixes + [f"one of {names}"])
 
@@ -120,6 +122,23 @@ def validate_encoder_spec(modality: str, spec: Dict[str, Any]) -> None:
     validate = getattr(family, "validate_spec", None)
     if validate is not None:
         validate(spec, field)
+
+
+def complete_encoder_spec(modality: str, spec: Dict[str, Any]) -> Dict[str, Any]:
+    """``spec`` with what its family records when a config is built (the ``hf:`` family: the
+    checkpoint's config), through the family's ``complete_spec(spec, field)``; as is without one."""
+    field = f"modalities[{modality!r}]"
+    complete = getattr(family_of(spec["encoder"], f"{field}['encoder']")[1], "complete_spec", None)
+    return complete(spec, field) if complete is not None else spec
+
+
+def stageless_reason(spec: Dict[str, Any]) -> Optional[str]:
+    """Why the encoder of ``spec`` cannot run stage by stage, when its family says so up front
+    (``has_stages = False`` and a ``stage_error``); ``None`` otherwise (the built module decides)."""
+    family = family_of(spec["encoder"], "encoder")[1]
+    if getattr(family, "has_stages", True) is False:
+        return str(getattr(family, "stage_error", None) or f"encoder {spec['encoder']!r} exposes no stages")
+    return None
 
 
 def build_encoder(modality: str, spec: Dict[str, Any]) -> nn.Module:
@@ -158,7 +177,7 @@ def encoder_spec_for_input(modality: str, encoder: str, kind: str, shape: Sequen
         raise ValueError(
             f"{modality}: encoder {encoder!r} takes {describe_kinds(accepted)} inputs; the batch holds "
             f"{describe_kinds([kind])} inputs of shape {shown}; {_choose(modality, kind)}")
-    if kind in KINDS and len(shape) != KINDS[kind].dims:
+    if kind in KINDS and KINDS[kind].dims >= 0 and len(shape) != KINDS[kind].dims:  # dims -1: named inputs
         raise ValueError(f"{modality}: {kind} inputs are {KINDS[kind].layout} per example, got shape {shown}; "
                          f"{_choose(modality, kind)}")
     make = getattr(family, "spec_for_input", None) or EncoderFamily.spec_for_input
