@@ -214,16 +214,23 @@ def test_modality_columns_choose_and_rename_and_dotted_names_are_renamed(user_da
     assert record["renamed"] == {"feat.vec": "feat_vec"} and record["modalities"]["feat_vec"]["column"] == "feat.vec"
 
 
-def test_text_columns_need_a_processor_and_unusable_columns_are_ignored(user_dataset):
+def test_text_columns_need_a_processor_and_unusable_columns_are_ignored(user_dataset, tmp_path):
     ds = make_user_dataset(audio=False)
     texts = type(ds)({k: v.add_column("caption", ["a photo"] * len(v)).add_column("score", [1.0] * len(v))
                       for k, v in ds.items()})
     with pytest.raises(ValueError, match=r"^caption: a string column needs an hf: encoder with a tokenizer "
                                          r"\(--modality_encoders caption=hf:<checkpoint>\)"):
         infer_record(texts)
-    record = infer_record(texts, processors={"caption": "some/tokenizer"})
-    assert record["modalities"]["caption"] == {"column": "caption", "feature": "Value(string)", "kind": "text",
-                                               "processor": "some/tokenizer"}
+    from hf_checkpoints import tiny_bert
+
+    bert = tiny_bert(str(tmp_path / "bert"))
+    record = infer_record(texts, processors={"caption": bert})
+    caption = record["modalities"]["caption"]
+    assert {k: caption[k] for k in ("column", "feature", "kind")} == {"column": "caption", "feature": "Value(string)",
+                                                                      "kind": "text"}
+    assert caption["processor"]["class"] == "BertTokenizer" and caption["processor"]["source"] == bert
+    with pytest.raises(FileNotFoundError, match=r"the folder '\./no/tokenizer' does not exist"):
+        infer_record(texts, processors={"caption": "./no/tokenizer"})
     assert "score" in record["ignored"]
     try:
         import arl_hf.data.processors  # noqa: F401
