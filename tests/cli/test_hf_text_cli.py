@@ -127,3 +127,17 @@ def test_the_saved_folder_alone_predicts_identically_in_a_fresh_process(text_ima
     assert torch.equal(got["input_ids"], batch["caption"]["input_ids"])
     assert torch.allclose(got["logits"], expected, atol=1e-6), (got["logits"] - expected).abs().max()
     assert len(datasets.load_from_disk(data)["test"]) == expected.shape[0]
+
+
+def test_evaluating_the_saved_folder_applies_its_saved_processors(text_image_run, tmp_path):
+    from arl_hf.processor_store import clear_loaded
+    from arl_hf.scripts.evaluate import main as evaluate_main
+
+    shutil.rmtree(text_image_run["root"] / "src", ignore_errors=True)  # the sources are gone
+    clear_loaded()
+    target = tmp_path / "m.json"
+    assert evaluate_main(["--model_name_or_path", text_image_run["out"], "--dataset", text_image_run["data"],
+                          "--split", "test", "--use_cpu", "--output_json", str(target)]) == 0
+    got = json.loads(target.read_text())["metrics"]
+    for key in ("accuracy", "accuracy_caption", "accuracy_image"):
+        assert got[key] == pytest.approx(text_image_run["metrics"]["test"][key]), key
