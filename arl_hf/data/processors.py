@@ -92,6 +92,10 @@ def processor_spec(checkpoint: str, kind: str, modality: str, *, max_length: Opt
                             "source": source, "files": f"{PROCESSORS_DIR}/{modality}",
                             "fingerprint": fingerprint(processor)}
     if kind == "text":
+        if processor.pad_token is None:
+            raise ValueError(f"{modality}: the tokenizer of {source!r} ({type(processor).__name__}) has no padding "
+                             "token, so a batch of texts of different lengths cannot be padded; give it one (e.g. "
+                             "tokenizer.pad_token = tokenizer.eos_token; tokenizer.save_pretrained(<checkpoint>))")
         spec.update(max_length=max_length or _max_text_length(processor, source), padding="longest",
                     truncation=True, input_names=list(processor.model_input_names))
     else:

@@ -105,6 +105,13 @@ def test_wrong_kinds_and_checkpoints_are_named(tmp_path):
         load_processor("hf:./no/such/bert", "text")
     with pytest.raises(ValueError, match=r"kind: expected one of .* got 'video'"):
         load_processor(bert, "video")
+    from transformers import BertTokenizer  # a tokenizer without a padding token (GPT-2 style)
+
+    nopad = str(tmp_path / "nopad")
+    BertTokenizer(vocab=os.path.join(bert, "vocab.txt"), pad_token=None).save_pretrained(nopad)
+    assert load_processor(nopad, "text").pad_token is None
+    with pytest.raises(ValueError, match=r"caption: the tokenizer of .*nopad' \(BertTokenizer\) has no padding token"):
+        processor_spec(nopad, "text", "caption")
 
 
 def test_record_carries_the_processor_and_rejects_a_malformed_entry(tmp_path):
@@ -178,3 +185,23 @@ def test_a_replaced_processor_is_refused_not_silently_used(tmp_path):
     clear_loaded()
     with pytest.raises(FileNotFoundError, match=r"has no folder 'processors/text' and its source"):
         load_processors(out)
+
+
+def test_collator_from_pretrained_without_a_raw_record_and_bad_folders(tmp_path):
+    from arl_hf import MultimodalConfig, MultimodalModel
+    from arl_hf.data import MultimodalCollator
+
+    model = MultimodalModel(MultimodalConfig(modalities={"a": {"encoder": "mlp", "input_dim": 3, "hidden_dims": [4]},
+                                                         "b": {"encoder": "mlp", "input_dim": 2, "hidden_dims": [4]}},
+                                             num_labels=2))
+    collator = MultimodalCollator.from_pretrained(model)
+    batch = collator([{"a": [1.0, 2.0, 3.0], "b": [0.5, 0.5]}, {"a": [0.0, 0.0, 1.0], "b": [1.0, 0.0]}])
+    assert sorted(batch) == ["a", "b"] and batch["a"].shape == (2, 3)  # examples to predict on: no labels
+    with_labels = collator([{"a": [1.0, 2.0, 3.0], "b": [0.5, 0.5], "labels": 1}])
+    assert with_labels["labels"].tolist() == [1]
+    model.save_pretrained(str(tmp_path / "saved"))
+    assert MultimodalCollator.from_pretrained(str(tmp_path / "saved")).modalities == ["a", "b"]
+    with pytest.raises(FileNotFoundError, match=r"has no config.json; expected a folder written by save_pretrained"):
+        MultimodalCollator.from_pretrained(str(tmp_path))
+    with pytest.raises(ValueError, match=r"model_or_folder: expected a model, a saved model folder or a Hub id"):
+        MultimodalCollator.from_pretrained(3)
