@@ -3,7 +3,7 @@
 # transformers, timm, accelerate; no datasets / librosa / soundfile / scikit-learn, no
 # network, the repository not pip-installed (so PYTHONPATH is set to its root here).
 #
-#   bash benchmarks/gpu_check.sh                # on the GPU machine; < 5 minutes
+#   bash benchmarks/gpu_check.sh                # on the GPU machine; < 5 minutes, + 100 s for the hf entry
 #   bash benchmarks/gpu_check.sh --device cpu --tiny --no-compile   # CPU smoke test
 #
 # Writes gpu_bench.json / gpu_bench.md (and env.txt) to $OUT when it is set.
@@ -40,3 +40,17 @@ PYEOF
 
 echo "== benchmark"
 timeout --signal=INT --kill-after=10 "$LIMIT_S" "$PY" "$ROOT/benchmarks/gpu_bench.py" "$@"
+
+# hf: encoders, ViT-base (224x224) + BERT-base (128 tokens) from the transformers default configs, random
+# weights, no Hub: ARL / plain Trainer step time. Same --device as the benchmark; --tiny: a small config.
+echo "== hf encoders: ViT-base + BERT-base"
+HF_DEVICE=cuda
+prev=""
+for a in "$@"; do [ "$prev" = "--device" ] && HF_DEVICE="$a"; prev="$a"; done
+HF_ARGS=(--hf-base --batch-size 32 --hf-text-length 128 --precision bf16 --pairs 3 --steps 5)
+case " $* " in *" --tiny "*) HF_ARGS=(--hf --hf-hidden 32 --hf-layers 1 --hf-image-size 32 --hf-text-length 16
+                                         --batch-size 4 --pairs 1 --steps 1) ;; esac
+HF_JSON=()
+if [ -n "${OUT:-}" ]; then HF_JSON=(--json "$OUT/hf_step_overhead.json"); fi
+timeout --signal=INT --kill-after=10 "${GPU_CHECK_HF_LIMIT_S:-100}" "$PY" "$ROOT/benchmarks/step_overhead.py" \
+    --device "$HF_DEVICE" "${HF_ARGS[@]}" "${HF_JSON[@]}"

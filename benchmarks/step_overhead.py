@@ -16,12 +16,19 @@ Targets: <= 1.03 for late fusion (concat), <= 2.1 for intermediate fusion
     python benchmarks/step_overhead.py                       # the issue's setting
     python benchmarks/step_overhead.py --fusion mmtm
     python benchmarks/step_overhead.py --tiny --pairs 2      # smoke test
+    python benchmarks/step_overhead.py --hf                  # ViT + BERT (transformers, random init)
+
+``--hf``: an image modality encoded by a ViT (``--hf-image-size`` pixels, patch 8) and a text modality
+by a BERT (``--hf-text-length`` token ids with an attention mask, dict inputs), both ``hf:`` encoders
+built from transformers configs (``--hf-hidden`` wide, ``--hf-layers`` deep, random weights, no Hub).
+Besides the ratio it prints ARL's fixed per-step cost: the median per-pair difference of step times.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 from typing import Any, Dict, List, Optional
 
@@ -66,7 +73,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", type=float, default=None, help="default: 1.03 late fusion, 2.1 intermediate")
     p.add_argument("--json", default=None, help="write the results here")
     p.add_argument("--tiny", action="store_true", help="MLP encoders on 8-d inputs, batch 4 (smoke test)")
+    p.add_argument("--hf", action="store_true", help="ViT (image) + BERT (text) hf: encoders, random init")
+    p.add_argument("--hf-hidden", type=int, default=128, help="hidden size of both transformers (--hf)")
+    p.add_argument("--hf-layers", type=int, default=3, help="layers of both transformers (--hf)")
+    p.add_argument("--hf-image-size", type=int, default=64, help="image side in pixels, patch 8 (--hf)")
+    p.add_argument("--hf-text-length", type=int, default=64, help="tokens per text (--hf)")
+    p.add_argument("--hf-base", action="store_true",
+                   help="--hf with ViT-base (224x224, patch 16) + BERT-base: the transformers default configs")
     return p
+
+
+def hf_specs(hidden: int, layers: int, image_size: int, base: bool = False) -> Dict[str, Dict[str, Any]]:
+    """Modality specs of a ViT (``image``) and a BERT (``text``) ``hf:`` encoder built from transformers
+    configs with random weights (``pretrained: False``: no checkpoint is read). ``base``: the
+    transformers defaults (ViT-base 224x224 patch 16, BERT-base)."""
+    from transformers import BertConfig, ViTConfig
+
+    if base:
+        vit, bert = ViTConfig(), BertConfig()
+    else:
+        size = dict(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=max(1, hidden // 64),
+                    intermediate_size=4 * hidden)
+        vit = ViTConfig(image_size=image_size, patch_size=8, **size)
+        bert = BertConfig(vocab_size=1000, max_position_embeddings=512, **size)
+    return {"image": {"encoder": "hf:vit", "hf_config": vit.to_dict(), "pretrained": False},
+            "text": {"encoder": "hf:bert", "hf_config": bert.to_dict(), "pretrained": False,
+                     "pooler_weights": False}}
+
+
+def hf_batches(num: int, batch_size: int, image_size: int, text_length: int, num_labels: int, vocab: int,
+               device: str = "cpu", seed: int = 0) -> List[Dict[str, Any]]:
+    """``num`` batches ``{"image": (B, 3, S, S), "text": {"input_ids", "attention_mask"} (B, L), "labels"}``;
+    the texts have random lengths (the mask zeroes their padding)."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(num):
+        lengths = torch.randint(text_length // 2, text_length + 1, (batch_size,), generator=g)
+        mask = (torch.arange(text_length)[None, :] < lengths[:, None]).long()
+        ids = torch.randint(5, vocab, (batch_size, text_length), generator=g) * mask
+        out.append({"image": torch.randn(batch_size, 3, image_size, image_size, generator=g).to(device),
+                    "text": {"input_ids": ids.to(device), "attention_mask": mask.to(device)},
+                    "labels": torch.randint(0, num_labels, (batch_size,), generator=g).to(device)})
+    return out
 
 
 def run(args: argparse.Namespace) -> Dict[str, Any]:
@@ -86,10 +134,27 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     target = args.target if args.target is not None else (1.03 if args.fusion in LATE_FUSIONS else 2.1)
 
     def factory():
+        if args.hf:
+            from arl_hf import MultimodalConfig, MultimodalModel
+
+            torch.manual_seed(0)
+            specs = hf_specs(args.hf_hidden, args.hf_layers, args.hf_image_size, base=args.hf_base)
+            return MultimodalModel(MultimodalConfig(modalities=specs, num_labels=args.num_labels, fusion=args.fusion))
         return C.build_model(args.encoder, args.fusion, args.num_labels, mlp_dims=mlp_dims)
 
+    args.hf = args.hf or args.hf_base
+    if args.hf_base:
+        args.hf_image_size = 224
     models = C.twin_models(factory, 3)
-    batches = C.synthetic_batches(4, args.batch_size, shapes, args.num_labels, device=args.device)
+    if args.hf:
+        args.encoder = ("hf ViT-base+BERT-base" if args.hf_base
+                        else f"hf ViT+BERT (hidden {args.hf_hidden}, {args.hf_layers} layers)")
+        shapes = {"image": [3, args.hf_image_size, args.hf_image_size], "text": [args.hf_text_length]}
+        args.audio_shape, args.visual_shape = shapes["text"], shapes["image"]
+        batches = hf_batches(4, args.batch_size, args.hf_image_size, args.hf_text_length, args.num_labels,
+                             vocab=1000, device=args.device)
+    else:
+        batches = C.synthetic_batches(4, args.batch_size, shapes, args.num_labels, device=args.device)
     common = dict(device=args.device, precision=args.precision, warmup=args.warmup, steps=args.steps)
     benches = [
         C.make_bench("plain", models[0], batches, strategy=None, **common),
@@ -98,10 +163,16 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
                      arl_overrides={"validate_inputs": False}, **common),
     ]
     res = C.interleave(benches, args.pairs, reference="plain", clock=clock)
+    for c in ("cpu", "wall"):  # ARL's fixed per-step cost: median per-pair difference of step times
+        steps = res[c]["step_s"]
+        res[c]["median_extra_s"] = {
+            name: statistics.median(t - p for t, p in zip(steps[name], steps["plain"]))
+            for name in steps if name != "plain"}
     return {
         "benchmark": "step_overhead",
         "setting": {
             "encoder": args.encoder,
+            "hf": bool(args.hf),
             "fusion": args.fusion,
             "batch_size": args.batch_size,
             "audio_shape": args.audio_shape,
@@ -125,7 +196,8 @@ def report(r: Dict[str, Any]) -> str:
     s = r["setting"]
     lines = [
         f"step_overhead: {s['encoder']} encoders, {s['fusion']} fusion, batch {s['batch_size']}, "
-        f"audio {s['audio_shape']}, visual {s['visual_shape']}, {s['precision']} on {s['device']} "
+        f"{'text' if s.get('hf') else 'audio'} {s['audio_shape']}, "
+        f"{'image' if s.get('hf') else 'visual'} {s['visual_shape']}, {s['precision']} on {s['device']} "
         f"({r['machine'].get('cpu_count')} CPUs, {s['torch_threads']} torch threads), {s['pairs']} pairs x "
         f"{s['steps_per_block']} steps; headline clock: {s['clock']}",
     ]
@@ -134,6 +206,10 @@ def report(r: Dict[str, Any]) -> str:
         lines.append(f"  [{clock} time] median step: plain {f['median_step_s']['plain'] * 1e3:.1f} ms | ARL "
                      f"{f['median_step_s']['arl'] * 1e3:.1f} ms | ARL validate_inputs=False "
                      f"{f['median_step_s']['arl_no_validate'] * 1e3:.1f} ms")
+        extra = f.get("median_extra_s", {})
+        if extra:
+            lines.append(f"  [{clock} time] ARL's fixed per-step cost (median ARL - plain): "
+                         f"{extra['arl'] * 1e3:.2f} ms | validate_inputs=False {extra['arl_no_validate'] * 1e3:.2f} ms")
         lines.append(f"  [{clock} time] per-pair ARL/plain: " + " ".join(f"{x:.3f}" for x in f["ratios"]["arl"])
                      + " | no-validate: " + " ".join(f"{x:.3f}" for x in f["ratios"]["arl_no_validate"]))
     for name, label in (("arl", "validate_inputs=True "), ("arl_no_validate", "validate_inputs=False")):

@@ -74,6 +74,19 @@ def test_step_overhead_tiny():
     assert r["median_ratio"] == r["cpu"]["median_ratio"] and r["target"] == 1.03
 
 
+def test_step_overhead_hf_runs_vit_and_bert_with_dict_inputs():
+    import step_overhead
+
+    r = step_overhead.main(["--hf", "--hf-hidden", "32", "--hf-layers", "1", "--hf-image-size", "32",
+                            "--hf-text-length", "16", "--batch-size", "4", "--pairs", "1", "--steps", "1"])
+    assert r["setting"]["hf"] and r["setting"]["visual_shape"] == [3, 32, 32]
+    for name in ("arl", "arl_no_validate"):
+        (ratio,) = r["cpu"]["ratios"][name]
+        assert math.isfinite(ratio) and ratio > 0
+        (step,) = r["cpu"]["step_s"][name]
+        assert r["cpu"]["median_extra_s"][name] == pytest.approx(step - r["cpu"]["step_s"]["plain"][0])
+
+
 def test_profile_step_tiny_finds_no_host_sync_but_validation_and_no_per_sample_loop():
     import profile_step
 
