@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from hf_checkpoints import tiny_bert, tiny_vit
+from tiny_hf_checkpoints import tiny_bert, tiny_vit
 
 CLASSES = ["cat", "dog", "bird"]
 #: words of each class's captions (the tiny vocabulary), and each class's image colour

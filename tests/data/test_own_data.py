@@ -221,7 +221,7 @@ def test_text_columns_need_a_processor_and_unusable_columns_are_ignored(user_dat
     with pytest.raises(ValueError, match=r"^caption: a string column needs an hf: encoder with a tokenizer "
                                          r"\(--modality_encoders caption=hf:<checkpoint>\)"):
         infer_record(texts)
-    from hf_checkpoints import tiny_bert
+    from tiny_hf_checkpoints import tiny_bert
 
     bert = tiny_bert(str(tmp_path / "bert"))
     record = infer_record(texts, processors={"caption": bert})

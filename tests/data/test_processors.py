@@ -10,7 +10,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from hf_checkpoints import ast_extractor, tiny_bert, tiny_vit, wav2vec2_extractor
+from tiny_hf_checkpoints import ast_extractor, tiny_bert, tiny_vit, wav2vec2_extractor
 
 from arl_hf.data.processors import (
     apply_processor,
