@@ -173,8 +173,9 @@ class MultimodalCollator:
           of ``hf:`` encoders (tokenizers, image processors, feature extractors) read from the saved
           folder's ``processors/<modality>/`` (:func:`arl_hf.data.processors.load_processors`, each
           checked against its recorded fingerprint), so the folder alone rebuilds them.
-        * Trained on a dataset prepared by :func:`arl_hf.data.load`: a collator of its recorded
-          modality kinds; the examples hold the prepared columns' model-ready values.
+        * Trained on a dataset prepared by :func:`arl_hf.data.load`: the evaluation transform of its
+          record (no augmentation; the recorded ``num_frames`` / ``image_size``); the examples hold the
+          prepared dataset's stored columns.
         * No record: a collator that stacks the model's modalities.
 
         Raises:
@@ -199,10 +200,14 @@ class MultimodalCollator:
                            transform=RawTransform(data))
             collator.record = dict(data)
         elif isinstance(data, Mapping) and str(data.get("format", "")).startswith("arl_hf.data"):
+            from .catalog import make_transform
             from .record import PreprocessingRecord
 
-            kinds = PreprocessingRecord.from_dict(data).kinds()
-            collator = cls({m: {"kind": kinds.get(m)} for m in modalities}, label_key=label_key)
+            record, pre = PreprocessingRecord.from_dict(data), config.get("preprocessing") or {}
+            transform = make_transform(record, train=False, num_frames=pre.get("num_frames"),
+                                       image_size=pre.get("image_size"), strict=False)
+            collator = cls({m: {"kind": k} for m, k in record.kinds().items()}, label_key=label_key,
+                           transform=transform)
         else:
             collator = cls(list(modalities), label_key=label_key)
         collator.require_labels = False
@@ -243,14 +248,15 @@ class MultimodalCollator:
         if from_examples is not None:  # a raw-data transform reads the example dicts itself
             return from_examples(features)
         keys = [k for k in features[0] if k in getattr(self.transform, "modalities", {}) or k == self.label_key]
+        unlabelled = not self.require_labels and all(self.label_key not in ex for ex in features)
         for i, ex in enumerate(features):
-            if self.label_key not in ex:
+            if self.label_key not in ex and not unlabelled:
                 raise ValueError(f"features[{i}]: label column {self.label_key!r} missing; got keys {sorted(ex)}")
         columns = {k: [ex[k] for ex in features] for k in keys}
-        if self.label_key != "labels":
+        if self.label_key != "labels" and not unlabelled:
             columns["labels"] = columns.pop(self.label_key)
         out = self.transform(columns)
-        if self.label_key != "labels":
+        if self.label_key != "labels" and not unlabelled:
             out[self.label_key] = out.pop("labels")
         return out
 

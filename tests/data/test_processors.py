@@ -205,3 +205,25 @@ def test_collator_from_pretrained_without_a_raw_record_and_bad_folders(tmp_path)
         MultimodalCollator.from_pretrained(str(tmp_path))
     with pytest.raises(ValueError, match=r"model_or_folder: expected a model, a saved model folder or a Hub id"):
         MultimodalCollator.from_pretrained(3)
+
+
+def test_collator_from_pretrained_of_a_prepared_dataset_applies_its_evaluation_transform(tmp_path):
+    from arl_hf import MultimodalConfig, MultimodalModel
+    from arl_hf.data import MultimodalCollator
+
+    record = {"format": "arl_hf.data/1", "dataset": "prepared",
+              "modalities": {"seq": {"kind": "sequence", "shape": [None, 4]}, "img": {"kind": "image"}}}
+    model = MultimodalModel(MultimodalConfig(
+        modalities={"seq": {"encoder": "mlp", "input_dim": 4, "hidden_dims": [4]},
+                    "img": {"encoder": "mlp", "input_dim": 4, "hidden_dims": [4]}},
+        num_labels=2, preprocessing={"data": record, "image_size": 8}))
+    collator = MultimodalCollator.from_pretrained(model)
+    rng = np.random.RandomState(0)
+    examples = [{"seq": rng.randn(n, 4).astype(np.float32), "img": rng.randint(0, 256, (3, 12, 12)).astype(np.uint8)}
+                for n in (3, 5)]
+    batch = collator(examples)  # no labels: examples to predict on
+    assert "labels" not in batch and collator.transform.train is False
+    assert torch.allclose(batch["seq"], torch.tensor(np.stack([e["seq"].mean(0) for e in examples])), atol=1e-6)
+    assert batch["img"].shape == (2, 3, 12, 12) and batch["img"].dtype == torch.float32
+    labelled = collator([{**e, "labels": 1} for e in examples])
+    assert labelled["labels"].tolist() == [1, 1] and torch.equal(labelled["img"], batch["img"])
