@@ -20,6 +20,8 @@ from __future__ import annotations
 import io
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
+import numpy as np
+
 from ..log import get_logger
 
 logger = get_logger(__name__)
@@ -381,8 +383,8 @@ def normalise_labels(ds: Any, label_column: Optional[str] = None) -> Any:
 
 
 def hold_out_validation(ds: Any, percentage: Optional[int], seed: int = VALIDATION_SPLIT_SEED) -> Any:
-    """``ds`` with a ``validation`` split of ``percentage`` percent of ``train`` (seeded; stratified by
-    label when every class has two examples), when it has none and ``percentage`` is given
+    """``ds`` with a ``validation`` split of ``percentage`` percent of ``train`` (a seeded permutation,
+    stratified by label for a ``ClassLabel``: each class held out in proportion), when it has none and ``percentage`` is given
     (``--validation_split_percentage``, the transformers example scripts' convention).
 
     Raises:
@@ -404,11 +406,16 @@ def hold_out_validation(ds: Any, percentage: Optional[int], seed: int = VALIDATI
     if len(train) < 2:
         raise ValueError(f"validation_split_percentage: 'train' has {len(train)} example(s); need at least 2")
     size = max(1, int(round(len(train) * percentage / 100)))
-    stratify = "labels" if type(train.features.get("labels")).__name__ == "ClassLabel" else None
-    try:
-        parts = train.train_test_split(test_size=size, seed=seed, stratify_by_column=stratify, keep_in_memory=True)
-    except ValueError:  # a class too small to stratify: a plain seeded shuffle
-        parts = train.train_test_split(test_size=size, seed=seed, keep_in_memory=True)
+    order = np.random.default_rng(seed).permutation(len(train))
+    if type(train.features.get("labels")).__name__ == "ClassLabel":  # stratified: classes interleaved in proportion
+        labels = np.asarray(train.with_format(None)["labels"])[order]
+        key = np.empty(len(order))
+        for c in np.unique(labels):
+            at = np.flatnonzero(labels == c)
+            key[at] = (np.arange(len(at)) + 0.5) / len(at)
+        order = order[np.argsort(key, kind="stable")]
+    held, kept = np.sort(order[:size]), np.sort(order[size:])
+    parts = {"train": train.select(kept), "test": train.select(held)}
     out = datasets.DatasetDict({**{k: v for k, v in ds.items() if k != "train"}, "train": parts["train"],
                                 "validation": parts["test"]})
     if hasattr(ds, LABEL_SOURCE):
