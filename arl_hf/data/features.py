@@ -384,8 +384,9 @@ def normalise_labels(ds: Any, label_column: Optional[str] = None) -> Any:
 
 def hold_out_validation(ds: Any, percentage: Optional[int], seed: int = VALIDATION_SPLIT_SEED) -> Any:
     """``ds`` with a ``validation`` split of ``percentage`` percent of ``train`` (a seeded permutation,
-    stratified by label for a ``ClassLabel``: each class held out in proportion), when it has none and ``percentage`` is given
-    (``--validation_split_percentage``, the transformers example scripts' convention).
+    stratified by label for a ``ClassLabel``: each class held out in proportion), when it has none
+    and ``percentage`` is given (``--validation_split_percentage``, the transformers example
+    scripts' convention). Nothing is written to disk.
 
     Raises:
         ValueError: ``percentage`` outside 1..99, no ``train`` split, or too few examples.
