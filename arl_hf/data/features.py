@@ -18,6 +18,7 @@ number lists -> ``sequence`` ``(L, D)``; ``Audio`` -> ``spectrogram`` ``(1, F, T
 from __future__ import annotations
 
 import io
+import re
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
@@ -68,6 +69,10 @@ def parse_columns(text: Optional[str], field: str = "modality_columns") -> Dict[
             raise ValueError(f"{field}: modality {name!r} given twice in {text!r}")
         out[name] = column
     return out
+
+
+#: a column name that only its dots keep from being a modality name
+_SAFE = re.compile(r"[A-Za-z0-9_+=@.-]+")
 
 
 def _valid_name(name: str) -> bool:
@@ -189,7 +194,7 @@ def _sequence_dim(split: Any, column: str) -> int:
 
 
 def _module_name(column: str, field: str) -> str:
-    name = column.replace(".", "_").replace(" ", "_")
+    name = column.replace(".", "_")
     if not name or name == "labels":
         raise ValueError(f"{field}: column {column!r} cannot be a modality name; rename it with "
                          "--modality_columns name=column")
@@ -252,7 +257,9 @@ def infer_record(dataset: Any, *, label_column: Optional[str] = None, modality_c
         for column in features:
             if column == label:
                 continue
-            name = _module_name(column, "dataset") if not _valid_name(column) else column
+            name = column
+            if not _valid_name(column) and _SAFE.fullmatch(column):  # 'a.b' -> 'a_b'; others are refused downstream
+                name = _module_name(column, "dataset")
             if name != column:
                 renamed[column] = name
             pairs.append((name, column))

@@ -219,7 +219,7 @@ def train_and_evaluate(
     resume_from = prepare_output_dir(training_args, run_args)
     set_seed(training_args.seed)
     if dataset is None:
-        dataset, collator, record = load_data(data_args, seed=training_args.seed)
+        dataset, collator, record = load_data(data_args, seed=training_args.seed, model_args=model_args)
     else:
         collator = data_collator or default_data_collator
         record = RunRecord.of_dataset(data_args.dataset, dataset)
