@@ -109,20 +109,21 @@ def _kind_of(feature: Any, column: str) -> Tuple[Optional[Dict[str, Any]], str]:
             return {"feature": "Value(string)", "kind": "text"}, ""
         return None, f"one {feature.dtype} per example (an id or a target?)"
     if t in ("List", "LargeList", "Sequence"):
-        inner = feature.feature
-        length = getattr(feature, "length", -1)
-        it = type(inner).__name__
-        if it == "Value" and _dtype_ok(inner.dtype):
-            if length is None or length < 0:
-                return None, ("a variable-length list of numbers; give it a fixed length "
-                              "(List(Value('float32'), length=D)) to use it as a vector")
-            return {"feature": "List", "kind": "vector", "shape": [int(length)], "dtype": str(inner.dtype)}, ""
-        if it in ("List", "LargeList", "Sequence") and type(inner.feature).__name__ == "Value" \
-                and _dtype_ok(inner.feature.dtype):
-            inner_len = getattr(inner, "length", -1)
-            return {"feature": "List(List)", "kind": "sequence", "dtype": str(inner.feature.dtype),
-                    "shape": [None, int(inner_len) if inner_len is not None and inner_len >= 0 else None]}, ""
-        return None, f"a list of {it}"
+        lengths, inner = [], feature
+        while type(inner).__name__ in ("List", "LargeList", "Sequence"):
+            length = getattr(inner, "length", -1)
+            lengths.append(int(length) if length is not None and length >= 0 else None)
+            inner = inner.feature
+        if type(inner).__name__ != "Value" or not _dtype_ok(inner.dtype) or len(lengths) > 4:
+            return None, f"a {len(lengths)}-level list of {type(inner).__name__}"
+        dtype = str(inner.dtype)
+        if len(lengths) == 1:  # a variable length is checked on the data (every row must have the same)
+            return {"feature": "List", "kind": "vector", "shape": lengths, "dtype": dtype}, ""
+        if len(lengths) == 2:
+            return {"feature": "List(List)", "kind": "sequence", "shape": [None, lengths[1]], "dtype": dtype}, ""
+        # nested lists of numbers (a NumPy array stored without features): the first row gives the shape
+        return {"feature": f"{len(lengths)}-level List", "kind": "image" if len(lengths) == 3 else "frames",
+                "shape": lengths, "dtype": dtype}, ""
     return None, f"a {t} feature"
 
 
@@ -191,6 +192,30 @@ def _sequence_dim(split: Any, column: str) -> int:
         if row:
             return len(row[0])
     raise ValueError(f"{column}: every sequence of the first rows is empty; cannot read the feature size D")
+
+
+def _list_length(splits: Mapping[str, Any], column: str) -> Tuple[Optional[int], str]:
+    """``(D, "")`` when every row of every split holds ``D`` numbers (read from the Arrow offsets), else
+    ``(None, why)``."""
+    import pyarrow.compute as pc
+
+    found = set()
+    for split in splits.values():
+        lengths = pc.list_value_length(split.data.table.column(column) if hasattr(split.data, "table")
+                                       else split.data.column(column))
+        bounds = pc.min_max(lengths)
+        if bounds["min"].as_py() is not None:
+            found.update({bounds["min"].as_py(), bounds["max"].as_py()})
+    if len(found) == 1 and next(iter(found)) > 0:
+        return next(iter(found)), ""
+    return None, (f"a list of numbers of varying length {sorted(found)[:2]}...; give it a fixed length "
+                  "(List(Value('float32'), length=D)) to use it as a vector")
+
+
+def _first_row_shape(split: Any, column: str) -> List[int]:
+    if len(split) == 0:
+        raise ValueError(f"{column}: the split is empty; cannot read the array shape")
+    return [int(d) for d in np.asarray(split.with_format(None)[0][column], dtype=np.float32).shape]
 
 
 def _module_name(column: str, field: str) -> str:
@@ -292,6 +317,16 @@ def infer_record(dataset: Any, *, label_column: Optional[str] = None, modality_c
             spec["normalisation"] = {"divide": 255.0}
         elif kind == "sequence" and spec["shape"][1] is None:
             spec["shape"][1] = _sequence_dim(first, column)
+        elif kind == "vector" and spec["shape"][0] is None:
+            length, why = _list_length(splits, column)
+            if length is None:
+                if chosen:
+                    raise ValueError(f"modality_columns: column {column!r} cannot be a modality ({why})")
+                ignored[column] = why
+                continue
+            spec["shape"] = [length]
+        elif spec["feature"].endswith("-level List") and None in spec["shape"]:
+            spec["shape"] = _first_row_shape(first, column)
         elif kind == "spectrogram":
             from .audio import get_audio_preset
 
