@@ -120,7 +120,7 @@ def _kind_of(feature: Any, column: str) -> Tuple[Optional[Dict[str, Any]], str]:
         if len(lengths) == 1:  # a variable length is checked on the data (every row must have the same)
             return {"feature": "List", "kind": "vector", "shape": lengths, "dtype": dtype}, ""
         if len(lengths) == 2:
-            return {"feature": "List(List)", "kind": "sequence", "shape": [None, lengths[1]], "dtype": dtype}, ""
+            return {"feature": "List(List)", "kind": "sequence", "shape": ["L", lengths[1]], "dtype": dtype}, ""
         # nested lists of numbers (a NumPy array stored without features): the first row gives the shape
         return {"feature": f"{len(lengths)}-level List", "kind": "image" if len(lengths) == 3 else "frames",
                 "shape": lengths, "dtype": dtype}, ""
@@ -369,7 +369,7 @@ def describe_record(record: Mapping[str, Any]) -> List[str]:
 
     lines = []
     for name, spec in record.get("modalities", {}).items():
-        shape = ", ".join(str(d) if d is not None else "L" for d in spec.get("shape") or [])
+        shape = ", ".join(str(d) for d in spec.get("shape") or [])
         where = f"{name} <- column {spec['column']!r}" if spec["column"] != name else name
         layout = f"({shape})" if shape else KINDS[spec["kind"]].layout if spec["kind"] in KINDS else ""
         lines.append(f"{where}: {spec['feature']} -> {spec['kind']} {layout}")

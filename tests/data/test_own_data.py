@@ -94,7 +94,7 @@ def test_each_feature_type_gives_its_kind_shape_and_default_input(user_dataset):
     record = infer_record(user_dataset, audio_preset="avdigits")
     kinds = {m: (s["kind"], s["shape"]) for m, s in record["modalities"].items()}
     assert kinds == {"img": ("image", [3, 32, 32]), "spectrogram": ("image", [1, 40, 50]), "vec": ("vector", [8]),
-                     "seq": ("sequence", [None, 5]), "snd": ("spectrogram", [1, 64, 64])}
+                     "seq": ("sequence", ["L", 5]), "snd": ("spectrogram", [1, 64, 64])}
     assert record["modalities"]["img"]["normalisation"] == {"divide": 255.0}
     assert record["label"] == {"column": "label", "type": "ClassLabel", "names": NAMES}
     assert record["ignored"] == {"id": "a string column named like an identifier"}
