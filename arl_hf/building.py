@@ -102,8 +102,8 @@ class RunRecord:
         return cls(dataset=name, data=dataset_record(ds) or None)
 
 
-def load_data(data_args: DataArguments, seed: int = 0, processors: Optional[Mapping[str, Any]] = None
-              ) -> Tuple[Any, Callable, RunRecord]:
+def load_data(data_args: DataArguments, seed: int = 0, model_args: Optional[ModelArguments] = None,
+              raw_record: Optional[Mapping[str, Any]] = None) -> Tuple[Any, Callable, RunRecord]:
     """Load the dataset: ``(DatasetDict, collator, run record)`` (:class:`RunRecord`).
 
     ``data_args.dataset`` is one of:
@@ -120,17 +120,18 @@ def load_data(data_args: DataArguments, seed: int = 0, processors: Optional[Mapp
     modality's kind comes from its feature (:mod:`arl_hf.data.features`: ``Image``, ``Audio``,
     ``Video``, ``ArrayND``, number lists), the labels from ``labels`` / ``label`` /
     ``--label_column`` (:func:`normalise_labels`), and the collator applies the raw-data transform
-    (:mod:`arl_hf.data.raw`) whose record is ``record.data``; ``processors`` (modality -> the
-    checkpoint of its ``hf:`` encoder, :func:`arl_hf.data.processors.processors_from_encoders`) turn
-    such a dataset's raw strings, images or waveforms into that checkpoint's inputs. The
+    (:mod:`arl_hf.data.raw`) whose record is ``record.data``: text columns read by the
+    tokenizer of an ``hf:`` encoder ``model_args.modality_encoders`` names; ``raw_record`` (a
+    saved model's ``config.preprocessing["data"]``) instead of inferring them again. The
     record stores what ``--dataset`` takes to find the data again: the registry name, the
     folder's absolute path, or the repo id and the commit it resolved to.
     """
-    ds, collator, record = _load(data_args, seed, processors)
+    plain = {"processors": _hf_processors(model_args), "raw_record": raw_record}
+    ds, collator, record = _load(data_args, seed, plain)
     return ds, collator, RunRecord.from_dict(record)
 
 
-def _load(data_args: DataArguments, seed: int, processors: Optional[Mapping[str, Any]] = None
+def _load(data_args: DataArguments, seed: int, plain: Optional[Dict[str, Any]] = None
           ) -> Tuple[Any, Callable, Dict[str, Any]]:
     name = data_args.dataset
     record: Dict[str, Any] = {"dataset": name}
@@ -142,7 +143,7 @@ def _load(data_args: DataArguments, seed: int, processors: Optional[Mapping[str,
     local = os.path.expanduser(str(name))
     if os.path.isdir(local):
         record["dataset"] = os.path.abspath(local)
-        return _load_folder(record["dataset"], data_args, record, seed, processors)
+        return _load_folder(record["dataset"], data_args, record, seed, plain)
     from .data.sharing import is_hub_id
 
     registry = _registry_names()
@@ -153,7 +154,7 @@ def _load(data_args: DataArguments, seed: int, processors: Optional[Mapping[str,
         if revision:
             record["dataset_revision"] = revision
         logger.info("dataset %s: Hub dataset repo at revision %s (%s)", name, revision, folder)
-        return _load_folder(folder, data_args, record, seed, processors)
+        return _load_folder(folder, data_args, record, seed, plain)
     from .data import MultimodalCollator, load
 
     available = _registry_names()
@@ -180,7 +181,7 @@ def _registry_names() -> List[str]:
 
 
 def _load_folder(folder: str, data_args: DataArguments, record: Dict[str, Any], seed: int,
-                 processors: Optional[Mapping[str, Any]] = None) -> Tuple[Any, Callable, Dict[str, Any]]:
+                 plain: Optional[Dict[str, Any]] = None                 ) -> Tuple[Any, Callable, Dict[str, Any]]:
     """A local folder (or a downloaded Hub repo): save_to_disk, arl_hf export, or data files."""
     import datasets
 
@@ -220,11 +221,18 @@ def _load_folder(folder: str, data_args: DataArguments, record: Dict[str, Any], 
         record["data"] = info
         ds = attach_transforms(ds, num_frames=data_args.num_frames, image_size=data_args.image_size, seed=seed)
         return ds, MultimodalCollator.from_dataset(ds), record
-    return _load_plain(ds, data_args, record, processors)
+    return _load_plain(ds, data_args, record, **(plain or {}))
 
 
-def _load_plain(ds: Any, data_args: DataArguments, record: Dict[str, Any],
-                processors: Optional[Mapping[str, Any]] = None) -> Tuple[Any, Callable, Dict[str, Any]]:
+def _hf_processors(model_args: Optional[ModelArguments]) -> Dict[str, str]:
+    """Modality -> checkpoint of the ``hf:`` encoders named by ``--modality_encoders`` (their tokenizer or
+    processor reads a text column)."""
+    overrides = _parse_mapping(getattr(model_args, "modality_encoders", None), "modality_encoders")
+    return {m: enc.partition(":")[2] for m, enc in overrides.items() if enc.startswith("hf:")}
+
+
+def _load_plain(ds: Any, data_args: DataArguments, record: Dict[str, Any], processors: Optional[Dict[str, str]] = None,
+                raw_record: Optional[Mapping[str, Any]] = None, **_: Any) -> Tuple[Any, Callable, Dict[str, Any]]:
     """A plain ``DatasetDict`` (not prepared by arl_hf.data): labels into ``labels`` (class ids), a
     validation split held out of train when asked, and the raw-data collator
     (:meth:`~arl_hf.data.MultimodalCollator.from_dataset`) whose record becomes ``record["data"]``."""
@@ -236,7 +244,7 @@ def _load_plain(ds: Any, data_args: DataArguments, record: Dict[str, Any],
     collator = MultimodalCollator.from_dataset(
         ds, label_column="labels", modality_columns=data_args.modality_columns, audio_preset=data_args.preprocessing,
         audio_duration=data_args.audio_duration, num_frames=data_args.num_frames, image_size=data_args.image_size,
-        processors=processors)
+        processors=processors, record=raw_record)
     data = dict(collator.record)
     source = getattr(ds, LABEL_SOURCE, None)
     if source:

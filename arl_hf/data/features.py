@@ -18,7 +18,10 @@ number lists -> ``sequence`` ``(L, D)``; ``Audio`` -> ``spectrogram`` ``(1, F, T
 from __future__ import annotations
 
 import io
+import re
 from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+import numpy as np
 
 from ..log import get_logger
 
@@ -68,6 +71,10 @@ def parse_columns(text: Optional[str], field: str = "modality_columns") -> Dict[
     return out
 
 
+#: a column name that only its dots keep from being a modality name
+_SAFE = re.compile(r"[A-Za-z0-9_+=@.-]+")
+
+
 def _valid_name(name: str) -> bool:
     return bool(name) and "." not in name and name not in ("", "labels") and name.isprintable()
 
@@ -102,20 +109,21 @@ def _kind_of(feature: Any, column: str) -> Tuple[Optional[Dict[str, Any]], str]:
             return {"feature": "Value(string)", "kind": "text"}, ""
         return None, f"one {feature.dtype} per example (an id or a target?)"
     if t in ("List", "LargeList", "Sequence"):
-        inner = feature.feature
-        length = getattr(feature, "length", -1)
-        it = type(inner).__name__
-        if it == "Value" and _dtype_ok(inner.dtype):
-            if length is None or length < 0:
-                return None, ("a variable-length list of numbers; give it a fixed length "
-                              "(List(Value('float32'), length=D)) to use it as a vector")
-            return {"feature": "List", "kind": "vector", "shape": [int(length)], "dtype": str(inner.dtype)}, ""
-        if it in ("List", "LargeList", "Sequence") and type(inner.feature).__name__ == "Value" \
-                and _dtype_ok(inner.feature.dtype):
-            inner_len = getattr(inner, "length", -1)
-            return {"feature": "List(List)", "kind": "sequence", "dtype": str(inner.feature.dtype),
-                    "shape": [None, int(inner_len) if inner_len is not None and inner_len >= 0 else None]}, ""
-        return None, f"a list of {it}"
+        lengths, inner = [], feature
+        while type(inner).__name__ in ("List", "LargeList", "Sequence"):
+            length = getattr(inner, "length", -1)
+            lengths.append(int(length) if length is not None and length >= 0 else None)
+            inner = inner.feature
+        if type(inner).__name__ != "Value" or not _dtype_ok(inner.dtype) or len(lengths) > 4:
+            return None, f"a {len(lengths)}-level list of {type(inner).__name__}"
+        dtype = str(inner.dtype)
+        if len(lengths) == 1:  # a variable length is checked on the data (every row must have the same)
+            return {"feature": "List", "kind": "vector", "shape": lengths, "dtype": dtype}, ""
+        if len(lengths) == 2:
+            return {"feature": "List(List)", "kind": "sequence", "shape": ["L", lengths[1]], "dtype": dtype}, ""
+        # nested lists of numbers (a NumPy array stored without features): the first row gives the shape
+        return {"feature": f"{len(lengths)}-level List", "kind": "image" if len(lengths) == 3 else "frames",
+                "shape": lengths, "dtype": dtype}, ""
     return None, f"a {t} feature"
 
 
@@ -186,8 +194,32 @@ def _sequence_dim(split: Any, column: str) -> int:
     raise ValueError(f"{column}: every sequence of the first rows is empty; cannot read the feature size D")
 
 
+def _list_length(splits: Mapping[str, Any], column: str) -> Tuple[Optional[int], str]:
+    """``(D, "")`` when every row of every split holds ``D`` numbers (read from the Arrow offsets), else
+    ``(None, why)``."""
+    import pyarrow.compute as pc
+
+    found = set()
+    for split in splits.values():
+        lengths = pc.list_value_length(split.data.table.column(column) if hasattr(split.data, "table")
+                                       else split.data.column(column))
+        bounds = pc.min_max(lengths)
+        if bounds["min"].as_py() is not None:
+            found.update({bounds["min"].as_py(), bounds["max"].as_py()})
+    if len(found) == 1 and next(iter(found)) > 0:
+        return next(iter(found)), ""
+    return None, (f"a list of numbers of varying length {sorted(found)[:2]}...; give it a fixed length "
+                  "(List(Value('float32'), length=D)) to use it as a vector")
+
+
+def _first_row_shape(split: Any, column: str) -> List[int]:
+    if len(split) == 0:
+        raise ValueError(f"{column}: the split is empty; cannot read the array shape")
+    return [int(d) for d in np.asarray(split.with_format(None)[0][column], dtype=np.float32).shape]
+
+
 def _module_name(column: str, field: str) -> str:
-    name = column.replace(".", "_").replace(" ", "_")
+    name = column.replace(".", "_")
     if not name or name == "labels":
         raise ValueError(f"{field}: column {column!r} cannot be a modality name; rename it with "
                          "--modality_columns name=column")
@@ -250,7 +282,9 @@ def infer_record(dataset: Any, *, label_column: Optional[str] = None, modality_c
         for column in features:
             if column == label:
                 continue
-            name = _module_name(column, "dataset") if not _valid_name(column) else column
+            name = column
+            if not _valid_name(column) and _SAFE.fullmatch(column):  # 'a.b' -> 'a_b'; others are refused downstream
+                name = _module_name(column, "dataset")
             if name != column:
                 renamed[column] = name
             pairs.append((name, column))
@@ -284,6 +318,16 @@ def infer_record(dataset: Any, *, label_column: Optional[str] = None, modality_c
             spec["normalisation"] = {"divide": 255.0}
         elif kind == "sequence" and spec["shape"][1] is None:
             spec["shape"][1] = _sequence_dim(first, column)
+        elif kind == "vector" and spec["shape"][0] is None:
+            length, why = _list_length(splits, column)
+            if length is None:
+                if chosen:
+                    raise ValueError(f"modality_columns: column {column!r} cannot be a modality ({why})")
+                ignored[column] = why
+                continue
+            spec["shape"] = [length]
+        elif spec["feature"].endswith("-level List") and None in spec["shape"]:
+            spec["shape"] = _first_row_shape(first, column)
         elif kind == "spectrogram":
             from .audio import get_audio_preset
 
@@ -330,7 +374,7 @@ def describe_record(record: Mapping[str, Any]) -> List[str]:
 
     lines = []
     for name, spec in record.get("modalities", {}).items():
-        shape = ", ".join(str(d) if d is not None else "L" for d in spec.get("shape") or [])
+        shape = ", ".join(str(d) for d in spec.get("shape") or [])
         where = f"{name} <- column {spec['column']!r}" if spec["column"] != name else name
         layout = f"({shape})" if shape else KINDS[spec["kind"]].layout if spec["kind"] in KINDS else ""
         lines.append(f"{where}: {spec['feature']} -> {spec['kind']} {layout}")
@@ -386,9 +430,10 @@ def normalise_labels(ds: Any, label_column: Optional[str] = None) -> Any:
 
 
 def hold_out_validation(ds: Any, percentage: Optional[int], seed: int = VALIDATION_SPLIT_SEED) -> Any:
-    """``ds`` with a ``validation`` split of ``percentage`` percent of ``train`` (seeded; stratified by
-    label when every class has two examples), when it has none and ``percentage`` is given
-    (``--validation_split_percentage``, the transformers example scripts' convention).
+    """``ds`` with a ``validation`` split of ``percentage`` percent of ``train`` (a seeded permutation,
+    stratified by label for a ``ClassLabel``: each class held out in proportion), when it has none
+    and ``percentage`` is given (``--validation_split_percentage``, the transformers example
+    scripts' convention). Nothing is written to disk.
 
     Raises:
         ValueError: ``percentage`` outside 1..99, no ``train`` split, or too few examples.
@@ -409,11 +454,16 @@ def hold_out_validation(ds: Any, percentage: Optional[int], seed: int = VALIDATI
     if len(train) < 2:
         raise ValueError(f"validation_split_percentage: 'train' has {len(train)} example(s); need at least 2")
     size = max(1, int(round(len(train) * percentage / 100)))
-    stratify = "labels" if type(train.features.get("labels")).__name__ == "ClassLabel" else None
-    try:
-        parts = train.train_test_split(test_size=size, seed=seed, stratify_by_column=stratify, keep_in_memory=True)
-    except ValueError:  # a class too small to stratify: a plain seeded shuffle
-        parts = train.train_test_split(test_size=size, seed=seed, keep_in_memory=True)
+    order = np.random.default_rng(seed).permutation(len(train))
+    if type(train.features.get("labels")).__name__ == "ClassLabel":  # stratified: classes interleaved in proportion
+        labels = np.asarray(train.with_format(None)["labels"])[order]
+        key = np.empty(len(order))
+        for c in np.unique(labels):
+            at = np.flatnonzero(labels == c)
+            key[at] = (np.arange(len(at)) + 0.5) / len(at)
+        order = order[np.argsort(key, kind="stable")]
+    held, kept = np.sort(order[:size]), np.sort(order[size:])
+    parts = {"train": train.select(kept), "test": train.select(held)}
     out = datasets.DatasetDict({**{k: v for k, v in ds.items() if k != "train"}, "train": parts["train"],
                                 "validation": parts["test"]})
     if hasattr(ds, LABEL_SOURCE):

@@ -159,7 +159,13 @@ def _arrays(name: str, spec: Mapping[str, Any], values: Any):
     if torch.is_tensor(values) or isinstance(values, np.ndarray):
         arr = values
     else:
-        arr = np.stack([np.asarray(v) for v in values]) if len(values) else np.zeros((0,) + shape, np.float32)
+        rows = []
+        for i, v in enumerate(values):
+            a = np.asarray(v)
+            if a.dtype == object or (a.shape != shape and not (shape[0] == 1 and a.shape == shape[1:])):
+                _check_shape(f"{name}[{i}]", a.shape if a.dtype != object else (len(v),), shape)
+            rows.append(a)
+        arr = np.stack(rows) if rows else np.zeros((0,) + shape, np.float32)
     n = int(arr.shape[0])
     got = tuple(int(d) for d in arr.shape[1:])
     if got != shape and not (len(shape) > 1 and shape[0] == 1 and got == shape[1:]):  # (H, W) of a (1, H, W) map

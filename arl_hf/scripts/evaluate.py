@@ -125,10 +125,12 @@ def evaluate_checkpoint(eval_args: EvalArguments) -> Dict[str, float]:
            for k in ("preprocessing", "audio_duration", "num_frames", "image_size", "label_column", "modality_columns",
                      "validation_split_percentage")},
     )
-    from ..processor_store import load_processors, recorded_processors
+    from ..processor_store import load_processors
 
     load_processors(model)  # the processors saved with the checkpoint (processors/<modality>/), checked
-    ds, collator, _ = load_data(data_args, processors=recorded_processors(model.config) or None)
+    data = recorded.get("data") if same else None  # a plain dataset: the preprocessing recorded in training
+    ds, collator, _ = load_data(data_args, raw_record=data if str((data or {}).get("format", "")).startswith(
+        "arl_hf.raw") else None)
     if eval_args.split not in ds:
         raise ValueError(f"split: dataset {dataset_name!r} has no {eval_args.split!r} split (splits: {sorted(ds)})")
     split = ds[eval_args.split]

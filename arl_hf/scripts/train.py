@@ -219,10 +219,7 @@ def train_and_evaluate(
     resume_from = prepare_output_dir(training_args, run_args)
     set_seed(training_args.seed)
     if dataset is None:
-        from ..data.processors import processors_from_encoders
-
-        dataset, collator, record = load_data(data_args, seed=training_args.seed,
-                                              processors=processors_from_encoders(model_args.modality_encoders))
+        dataset, collator, record = load_data(data_args, seed=training_args.seed, model_args=model_args)
     else:
         collator = data_collator or default_data_collator
         record = RunRecord.of_dataset(data_args.dataset, dataset)

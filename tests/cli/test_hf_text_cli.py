@@ -108,9 +108,10 @@ def test_the_saved_folder_alone_predicts_identically_in_a_fresh_process(text_ima
 
     out, data = text_image_run["out"], text_image_run["data"]
     # the training data path (the collator the run used, its raw transform bound to the splits)
-    _, _, data_args, _ = parse_args(["--dataset", data, "--output_dir", str(tmp_path)])
-    ds, collator, _ = load_data(data_args, processors={"caption": text_image_run["bert"],
-                                                       "image": text_image_run["vit"]})
+    encoders = f"caption=hf:{text_image_run['bert']},image=hf:{text_image_run['vit']}"
+    _, model_args, data_args, _ = parse_args(["--dataset", data, "--output_dir", str(tmp_path),
+                                              "--modality_encoders", encoders])
+    ds, collator, _ = load_data(data_args, model_args=model_args)
     batch = next(iter(torch.utils.data.DataLoader(ds["test"], batch_size=12, collate_fn=collator)))
     model = AutoModel.from_pretrained(out).eval()
     with torch.no_grad():

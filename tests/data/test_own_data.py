@@ -94,7 +94,7 @@ def test_each_feature_type_gives_its_kind_shape_and_default_input(user_dataset):
     record = infer_record(user_dataset, audio_preset="avdigits")
     kinds = {m: (s["kind"], s["shape"]) for m, s in record["modalities"].items()}
     assert kinds == {"img": ("image", [3, 32, 32]), "spectrogram": ("image", [1, 40, 50]), "vec": ("vector", [8]),
-                     "seq": ("sequence", [None, 5]), "snd": ("spectrogram", [1, 64, 64])}
+                     "seq": ("sequence", ["L", 5]), "snd": ("spectrogram", [1, 64, 64])}
     assert record["modalities"]["img"]["normalisation"] == {"divide": 255.0}
     assert record["label"] == {"column": "label", "type": "ClassLabel", "names": NAMES}
     assert record["ignored"] == {"id": "a string column named like an identifier"}
@@ -318,3 +318,25 @@ def test_arl_trainer_trains_on_the_raw_dataset_with_the_collator(tmp_path, one_t
     assert 0 <= metrics["eval_accuracy"] <= 1 and "eval_accuracy_img" in metrics
     changed = [k for k, v in model.state_dict().items() if v.dtype.is_floating_point and not torch.equal(v, before[k])]
     assert any(k.startswith("encoders.img") for k in changed) and any(k.startswith("encoders.seq") for k in changed)
+
+
+def test_arrays_stored_without_features_keep_their_shapes_and_ragged_lists_are_left_out():
+    import datasets
+
+    rng = np.random.default_rng(0)
+    vec, img = rng.normal(size=(6, 8)).astype("float32"), rng.normal(size=(6, 3, 8, 8)).astype("float32")
+    split = datasets.Dataset.from_dict({"v": vec, "img": img, "ragged": [[1.0] * (1 + i % 2) for i in range(6)],
+                                        "labels": [0, 1, 2] * 2})  # features inferred: variable-length lists
+    ds = datasets.DatasetDict({"train": split, "validation": split})
+    collator = MultimodalCollator.from_dataset(ds)
+    assert {m: (s["kind"], s["shape"]) for m, s in collator.record["modalities"].items()} == {
+        "v": ("vector", [8]), "img": ("image", [3, 8, 8])}
+    assert collator.record["ignored"]["ragged"].startswith("a list of numbers of varying length [1, 2]")
+    batch = collator(ds["train"].__getitems__([0, 1, 2]))
+    assert torch.equal(batch["v"], torch.from_numpy(vec[:3])) and torch.equal(batch["img"], torch.from_numpy(img[:3]))
+    with pytest.raises(ValueError, match=r"^modality_columns: column 'ragged' cannot be a modality \(a list of numbers "
+                                         r"of varying length"):
+        infer_record(ds, modality_columns="ragged")
+    bad = raw_preprocessor(collator.record)
+    with pytest.raises(ValueError, match=r"^img\[0\]: expected examples of shape \(3, 8, 8\), got \(3, 8, 7\)"):
+        bad([{"v": vec[0], "img": img[0][..., :7]}])
