@@ -43,7 +43,7 @@ from ..processor_store import (
 )
 
 __all__ = ["PROCESSOR_KINDS", "PROCESSORS_DIR", "processor_kind", "load_processor", "processor_spec",
-           "processor_entry", "processors_from_encoders", "example_rows", "apply_processor", "resolve_processor",
+           "processor_entry", "example_rows", "apply_processor", "resolve_processor",
            "save_processors", "load_processors", "recorded_processors", "checkpoint_of", "fingerprint"]
 
 #: model types whose position ids start after the padding index (``max_position_embeddings`` counts it)
@@ -125,16 +125,6 @@ def processor_entry(value: Any, kind: str, modality: str) -> Dict[str, Any]:
         return processor_spec(os.fspath(value), kind, modality)
     source = getattr(value, "name_or_path", None) or type(value).__name__
     return processor_spec(str(source), processor_kind(value), modality, processor=value)
-
-
-def processors_from_encoders(encoders: Any) -> Dict[str, str]:
-    """Modality -> checkpoint of each ``hf:<checkpoint>`` encoder of ``encoders`` (the text of
-    ``--modality_encoders``, ``"text=hf:./bert,image=timm:resnet18"``, or a mapping modality -> encoder
-    or spec): the modalities whose raw values the checkpoint's processor turns into its inputs."""
-    if isinstance(encoders, str):
-        pairs = [part.split("=", 1) for part in encoders.split(",") if "=" in part]
-        encoders = {k.strip(): v.strip() for k, v in pairs}
-    return {str(m): ckpt for m, enc in dict(encoders or {}).items() if (ckpt := checkpoint_of(enc))}
 
 
 def _channels(processor: Any) -> int:
