@@ -86,3 +86,17 @@ def test_every_strategy_trains_and_evaluates_on_dict_inputs(ckpt, tmp_path):
         metrics = trainer.evaluate()
         for key in ("eval_accuracy", "eval_accuracy_text", "eval_accuracy_image"):
             assert 0.0 <= metrics[key] <= 1.0, (name, key)
+
+
+def test_encoder_features_of_the_suppression_analysis_take_dict_inputs(ckpt):
+    from arl_hf.suppression import encoder_features
+
+    model = build(ckpt)
+    rows = text_image_rows(ckpt["bert"], n=6)
+    feats, labels = encoder_features(model, rows, MultimodalCollator(["text", "image"]), ["text", "image"],
+                                     batch_size=4)
+    assert feats["text"].shape == (6, 16) and feats["image"].shape == (6, 16) and labels.tolist() == [0, 1, 2] * 2
+    batch = MultimodalCollator(["text", "image"])(rows[:4])
+    with torch.no_grad():
+        expected = model.eval().encoders["text"](batch["text"])
+    torch.testing.assert_close(torch.from_numpy(feats["text"][:4]), expected)
