@@ -273,3 +273,22 @@ def test_audio_and_convolutional_models_pool_their_own_layouts(tmp_path):
     torch.testing.assert_close(feats["audio"], expected)
     maps = model.encoders["image"].model(pixel_values=images).last_hidden_state  # (B, C, H, W)
     torch.testing.assert_close(feats["image"], maps.mean(dim=(2, 3)))
+
+
+def test_checkpoints_that_cannot_be_read_are_named(ckpt, tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"^modalities\['x'\]\['encoder'\]: cannot read the config of "
+                                                r"checkpoint 'nobody-here/no-such-model'"):
+        MultimodalConfig(modalities={"x": {"encoder": "hf:nobody-here/no-such-model"}, "v": MLP}, num_labels=2)
+    # pickled weights only: refused, not unpickled
+    shutil.copytree(ckpt["vit"], tmp_path / "vit")
+    torch.save(STATES[ckpt["vit"]], tmp_path / "vit" / "pytorch_model.bin")
+    os.remove(tmp_path / "vit" / "model.safetensors")
+    config = MultimodalConfig(modalities={"x": {"encoder": f"hf:{tmp_path / 'vit'}"}, "v": MLP}, num_labels=2)
+    assert config.modalities["x"]["pooler_weights"] is False  # no safetensors names to read the pooler's from
+    with pytest.raises(FileNotFoundError, match=r"^modalities\['x'\]\['encoder'\]: no safetensors weights for "
+                                                r"checkpoint .*pickled .bin weights are not loaded"):
+        MultimodalModel(config)
+    with pytest.raises(ValueError, match=r"^modalities\['x'\]\['hf_config'\]: expected a transformers config dict "
+                                         r"with a known 'model_type', got dict with model_type 'nope'"):
+        MultimodalConfig(modalities={"x": {"encoder": "hf:any", "hf_config": {"model_type": "nope"}}, "v": MLP},
+                         num_labels=2)
