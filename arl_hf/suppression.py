@@ -12,7 +12,7 @@ test accuracy of that modality's encoder trained alone with the same recipe):
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Sequence, Tuple
+from typing import Any, Callable, Dict, Mapping, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -33,7 +33,9 @@ def encoder_features(model: Any, dataset: Any, collator: Callable, modalities: S
             for m in modalities:
                 if m not in batch:
                     raise ValueError(f"modalities: {m!r} is not in the collated batch (keys {sorted(batch)})")
-                feats[m].append(model.encoders[m](batch[m].to(device)).float().cpu().numpy())
+                x = batch[m]  # a tensor, or a dict of named input tensors (hf: encoders)
+                x = {k: v.to(device) for k, v in x.items()} if isinstance(x, Mapping) else x.to(device)
+                feats[m].append(model.encoders[m](x).float().cpu().numpy())
             labels.append(batch["labels"].cpu().numpy())
     finally:
         model.train(was)

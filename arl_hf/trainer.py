@@ -344,16 +344,19 @@ class ARLTrainer(QuietMixin, ModelCardMixin, ScheduleMixin, DataChecksMixin, Fin
         return optimizer
 
     def floating_point_ops(self, inputs: Dict[str, Any]) -> int:
-        """``Trainer``'s estimate (6 x input elements x parameters); a modality given as a dict of named
-        inputs (``hf:`` encoders) counts the elements of its first tensor (``input_ids``, ``pixel_values``)."""
+        """``Trainer``'s estimate, 6 x the main input's elements x the parameters except embeddings
+        (counted once per model, not at every step); a modality given as a dict of named inputs
+        (``hf:`` encoders) counts the elements of its first tensor (``input_ids``, ``pixel_values``)."""
         main = getattr(self.model, "main_input_name", None)
         value = inputs.get(main) if isinstance(inputs, Mapping) else None
         if isinstance(value, Mapping):
-            first = next((v for v in value.values() if isinstance(v, torch.Tensor)), None)
-            if first is None or not hasattr(self.model, "num_parameters"):
-                return 0
-            return 6 * first.numel() * self.model.num_parameters(exclude_embeddings=True)
-        return super().floating_point_ops(inputs)
+            value = next((v for v in value.values() if isinstance(v, torch.Tensor)), None)
+        if not isinstance(value, torch.Tensor) or not hasattr(self.model, "num_parameters"):
+            return 0
+        cached = getattr(self, "_flop_parameters", None)
+        if cached is None or cached[0] is not self.model:
+            cached = self._flop_parameters = (self.model, self.model.num_parameters(exclude_embeddings=True))
+        return 6 * value.numel() * cached[1]
 
     # ---- the step -------------------------------------------------------------------------
     def _context(self, training: bool) -> StepContext:

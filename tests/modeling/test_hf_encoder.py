@@ -245,3 +245,50 @@ def test_intermediate_fusion_is_refused_in_one_line(ckpt, fusion):
                                          r"outputs: hf encoders expose no stage outputs.*use a late fusion"):
         MultimodalConfig(modalities={"image": {"encoder": f"hf:{ckpt['vit']}"},
                                      "v": MLP}, num_labels=2, fusion=fusion)
+
+
+def test_audio_and_convolutional_models_pool_their_own_layouts(tmp_path):
+    from transformers import ConvNextConfig, ConvNextModel, Wav2Vec2Config, Wav2Vec2Model
+
+    torch.manual_seed(0)
+    Wav2Vec2Model(Wav2Vec2Config(conv_dim=(8, 8), conv_stride=(5, 2), conv_kernel=(10, 3), num_conv_pos_embeddings=8,
+                                 num_conv_pos_embedding_groups=2, feat_extract_norm="layer", hidden_size=16,
+                                 num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+                  ).save_pretrained(tmp_path / "w2v")
+    ConvNextModel(ConvNextConfig(hidden_sizes=[8, 12], depths=[1, 1], num_stages=2)).save_pretrained(tmp_path / "cnx")
+    model = MultimodalModel(MultimodalConfig(
+        modalities={"audio": {"encoder": f"hf:{tmp_path / 'w2v'}"},
+                    "image": {"encoder": f"hf:{tmp_path / 'cnx'}", "pooling": "mean"}}, num_labels=2)).eval()
+    assert model.encoders["audio"].out_dim == 16 and model.encoders["image"].out_dim == 12
+    values = torch.randn(2, 400)
+    mask = torch.ones(2, 400, dtype=torch.long)
+    mask[1, 250:] = 0  # the second clip is shorter: its padding frames are left out of the mean
+    images = torch.randn(2, 3, 32, 32)
+    feats = model(audio={"input_values": values, "attention_mask": mask}, image=images).features
+    w2v = model.encoders["audio"].model
+    hidden = w2v(input_values=values, attention_mask=mask).last_hidden_state
+    frames = w2v._get_feature_vector_attention_mask(hidden.shape[1], mask)
+    assert frames[1].sum() < frames[0].sum() == hidden.shape[1]
+    expected = torch.stack([hidden[i, frames[i].bool()].mean(0) for i in range(2)])
+    torch.testing.assert_close(feats["audio"], expected)
+    maps = model.encoders["image"].model(pixel_values=images).last_hidden_state  # (B, C, H, W)
+    torch.testing.assert_close(feats["image"], maps.mean(dim=(2, 3)))
+
+
+def test_checkpoints_that_cannot_be_read_are_named(ckpt, tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"^modalities\['x'\]\['encoder'\]: cannot read the config of "
+                                                r"checkpoint 'nobody-here/no-such-model'"):
+        MultimodalConfig(modalities={"x": {"encoder": "hf:nobody-here/no-such-model"}, "v": MLP}, num_labels=2)
+    # pickled weights only: refused, not unpickled
+    shutil.copytree(ckpt["vit"], tmp_path / "vit")
+    torch.save(STATES[ckpt["vit"]], tmp_path / "vit" / "pytorch_model.bin")
+    os.remove(tmp_path / "vit" / "model.safetensors")
+    config = MultimodalConfig(modalities={"x": {"encoder": f"hf:{tmp_path / 'vit'}"}, "v": MLP}, num_labels=2)
+    assert config.modalities["x"]["pooler_weights"] is False  # no safetensors names to read the pooler's from
+    with pytest.raises(FileNotFoundError, match=r"^modalities\['x'\]\['encoder'\]: no safetensors weights for "
+                                                r"checkpoint .*pickled .bin weights are not loaded"):
+        MultimodalModel(config)
+    with pytest.raises(ValueError, match=r"^modalities\['x'\]\['hf_config'\]: expected a transformers config dict "
+                                         r"with a known 'model_type', got dict with model_type 'nope'"):
+        MultimodalConfig(modalities={"x": {"encoder": "hf:any", "hf_config": {"model_type": "nope"}}, "v": MLP},
+                         num_labels=2)

@@ -71,3 +71,32 @@ def test_activation_checkpointing_gives_identical_gradients(ckpt):
     assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 40
     for n in grads[0]:
         torch.testing.assert_close(grads[1][n], grads[0][n], atol=1e-6, rtol=1e-5, msg=n)
+
+
+def test_every_strategy_trains_and_evaluates_on_dict_inputs(ckpt, tmp_path):
+    from arl_hf.strategies import STRATEGIES
+
+    rows = text_image_rows(ckpt["bert"], n=16)
+    for name in sorted(STRATEGIES):
+        model = build(ckpt)
+        trainer = ARLTrainer(model=model, args=args(tmp_path / name, strategy=name, max_steps=2,
+                                                    num_train_epochs=1),
+                             train_dataset=rows, eval_dataset=rows, data_collator=MultimodalCollator(["text", "image"]))
+        trainer.train()
+        metrics = trainer.evaluate()
+        for key in ("eval_accuracy", "eval_accuracy_text", "eval_accuracy_image"):
+            assert 0.0 <= metrics[key] <= 1.0, (name, key)
+
+
+def test_encoder_features_of_the_suppression_analysis_take_dict_inputs(ckpt):
+    from arl_hf.suppression import encoder_features
+
+    model = build(ckpt)
+    rows = text_image_rows(ckpt["bert"], n=6)
+    feats, labels = encoder_features(model, rows, MultimodalCollator(["text", "image"]), ["text", "image"],
+                                     batch_size=4)
+    assert feats["text"].shape == (6, 16) and feats["image"].shape == (6, 16) and labels.tolist() == [0, 1, 2] * 2
+    batch = MultimodalCollator(["text", "image"])(rows[:4])
+    with torch.no_grad():
+        expected = model.eval().encoders["text"](batch["text"])
+    torch.testing.assert_close(torch.from_numpy(feats["text"][:4]), expected)

@@ -75,11 +75,7 @@ def _is_local(source: str) -> bool:
 def _config_from_dict(d: Mapping[str, Any], field: str):
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
-    model_type = d.get("model_type") if isinstance(d, Mapping) else None
-    if model_type not in CONFIG_MAPPING:
-        raise ValueError(f"{field}['hf_config']: expected a transformers config dict with a known 'model_type', "
-                         f"got model_type {model_type!r}")
-    return CONFIG_MAPPING[model_type].from_dict(dict(d))
+    return CONFIG_MAPPING[d["model_type"]].from_dict(dict(d))  # checked by HFEncoder.validate_spec
 
 
 def _model_class(config, field: str):
@@ -153,9 +149,14 @@ class HFEncoder(EncoderFamily, nn.Module):
             raise ValueError(f"{field}['pooling']: expected one of {list(POOLINGS)}, got {spec.get('pooling')!r}")
         if not isinstance(spec.get("pretrained", True), bool):
             raise ValueError(f"{field}['pretrained']: expected True or False, got {spec.get('pretrained')!r}")
-        if "hf_config" in spec and not isinstance(spec["hf_config"], Mapping):
-            raise ValueError(f"{field}['hf_config']: expected a transformers config dict, got "
-                             f"{type(spec['hf_config']).__name__}")
+        if "hf_config" in spec:
+            from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+            hf_config = spec["hf_config"]
+            model_type = hf_config.get("model_type") if isinstance(hf_config, Mapping) else None
+            if model_type not in CONFIG_MAPPING:
+                raise ValueError(f"{field}['hf_config']: expected a transformers config dict with a known "
+                                 f"'model_type', got {type(hf_config).__name__} with model_type {model_type!r}")
         if spec.get("pooler_weights") not in (None, True, False):
             raise ValueError(f"{field}['pooler_weights']: expected True, False or None, got {spec['pooler_weights']!r}")
         if spec.get("pooling") == "pooler" and spec.get("pooler_weights") is False:
@@ -179,7 +180,11 @@ class HFEncoder(EncoderFamily, nn.Module):
         source = _source(spec)
         if _is_local(source) and not os.path.isfile(os.path.join(os.path.expanduser(source), "config.json")):
             raise FileNotFoundError(f"{field}['encoder']: no checkpoint folder with a config.json at {source!r}")
-        config = AutoConfig.from_pretrained(source)
+        try:
+            config = AutoConfig.from_pretrained(source)
+        except OSError as err:  # offline without a cached copy, an unknown Hub id, no network
+            raise FileNotFoundError(f"{field}['encoder']: cannot read the config of checkpoint {source!r} (a local "
+                                    f"folder or a Hub id): {str(err).splitlines()[0]}") from None
         model_cls = _model_class(config, field)
         out = dict(spec, hf_config=config.to_dict())
         pooler = _pooler_params(model_cls, config)
@@ -217,7 +222,12 @@ class HFEncoder(EncoderFamily, nn.Module):
                 raise FileNotFoundError(
                     f"{field}['encoder']: checkpoint folder {self.source!r} does not exist; set "
                     f"{field}['pretrained'] = False to build the recorded architecture with random weights")
-            self.model = model_cls.from_pretrained(self.source, config=config, **kwargs)
+            try:
+                self.model = model_cls.from_pretrained(self.source, config=config, use_safetensors=True, **kwargs)
+            except OSError as err:
+                raise FileNotFoundError(
+                    f"{field}['encoder']: no safetensors weights for checkpoint {self.source!r} (pickled .bin weights "
+                    f"are not loaded; save the model with save_pretrained): {str(err).splitlines()[0]}") from None
             logger.info("%s: loaded %s weights from %s", modality, model_cls.__name__, self.source)
         else:
             self.model = model_cls(config, **kwargs)
