@@ -227,3 +227,34 @@ def test_collator_from_pretrained_of_a_prepared_dataset_applies_its_evaluation_t
     assert batch["img"].shape == (2, 3, 12, 12) and batch["img"].dtype == torch.float32
     labelled = collator([{**e, "labels": 1} for e in examples])
     assert labelled["labels"].tolist() == [1, 1] and torch.equal(labelled["img"], batch["img"])
+
+
+def _wav(seconds: float, rate: int) -> bytes:
+    import io
+
+    import soundfile
+
+    buf = io.BytesIO()
+    t = np.arange(int(seconds * rate)) / rate
+    soundfile.write(buf, (0.5 * np.sin(2 * np.pi * 440 * t)).astype("float32"), rate, format="WAV")
+    return buf.getvalue()
+
+
+def test_a_plain_dataset_audio_column_goes_through_the_feature_extractor(tmp_path):
+    import datasets
+
+    from arl_hf.data import MultimodalCollator
+
+    w2v = wav2vec2_extractor(str(tmp_path / "w2v"))
+    features = datasets.Features({"snd": {"bytes": datasets.Value("binary"), "path": datasets.Value("string")},
+                                  "label": datasets.ClassLabel(names=["a", "b"])})
+    split = datasets.Dataset.from_dict(  # 0.1 s at 8 kHz and 0.05 s at 16 kHz, read undecoded (no torchcodec)
+        {"snd": [{"bytes": _wav(0.1, 8000), "path": None}, {"bytes": _wav(0.05, 16000), "path": None}],
+         "label": [0, 1]}, features=features).cast_column("snd", datasets.Audio(decode=False))
+    collator = MultimodalCollator.from_dataset(split, train=False, processors={"snd": f"hf:{w2v}"})
+    assert collator.record["modalities"]["snd"]["processor"]["sampling_rate"] == 16000
+    batch = collator([split[0], split[1]])
+    # both at the extractor's 16 kHz: 1600 and 800 samples, padded to the longest, masked
+    assert batch["snd"]["input_values"].shape == (2, 1600)
+    assert batch["snd"]["attention_mask"].sum(1).tolist() == [1600, 800]
+    assert batch["labels"].tolist() == [0, 1]
