@@ -54,3 +54,20 @@ def ast_extractor(folder: str) -> str:
 
     ASTFeatureExtractor(num_mel_bins=16, max_length=64).save_pretrained(folder)
     return folder
+
+
+def tiny_roberta(folder: str, max_positions: int = 18, seed: int = 0) -> str:
+    """A 1-layer RoBERTa (position ids start after the padding index 1) with a character-level BPE
+    tokenizer (no merges)."""
+    import torch
+    from transformers import RobertaConfig, RobertaModel, RobertaTokenizer
+
+    os.makedirs(folder, exist_ok=True)
+    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "<mask>": 4}
+    vocab.update({ch: 5 + i for i, ch in enumerate("abcdefghijklmnopqrstuvwxyz\u0120")})
+    RobertaTokenizer(vocab=vocab, merges=[]).save_pretrained(folder)
+    torch.manual_seed(seed)
+    config = RobertaConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                           intermediate_size=32, max_position_embeddings=max_positions, pad_token_id=1)
+    RobertaModel(config, add_pooling_layer=False).save_pretrained(folder)
+    return folder

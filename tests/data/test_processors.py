@@ -10,7 +10,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from tiny_hf_checkpoints import ast_extractor, tiny_bert, tiny_vit, wav2vec2_extractor
+from tiny_hf_checkpoints import ast_extractor, tiny_bert, tiny_roberta, tiny_vit, wav2vec2_extractor
 
 from arl_hf.data.processors import (
     apply_processor,
@@ -53,6 +53,20 @@ def test_tokenizer_pads_to_the_batch_and_truncates_to_the_model_positions(tmp_pa
     assert out["input_ids"][1, -1].item() == 3
     short = apply_processor(tok, "text", ["bird", "cat"])
     assert short["input_ids"].shape == (2, 3)  # padded to the longest of this batch only
+
+
+def test_roberta_texts_are_cut_to_the_positions_after_its_padding_offset(tmp_path):
+    from arl_hf import MultimodalConfig, MultimodalModel
+
+    roberta = tiny_roberta(str(tmp_path / "roberta"), max_positions=18)
+    spec = processor_spec(roberta, "text", "text")
+    assert spec["max_length"] == 16  # 18 positions, ids from padding index 1 + 1
+    out = apply_processor(spec, "text", ["a very long text that goes on and on", "short"])
+    assert out["input_ids"].shape == (2, 16) and out["input_ids"][1, -1].item() == 1  # <pad>
+    model = MultimodalModel(MultimodalConfig(modalities={"text": {"encoder": f"hf:{roberta}"},
+                                                         "v": {"encoder": "mlp", "input_dim": 2, "hidden_dims": [4]}},
+                                             num_labels=2))
+    assert torch.isfinite(model(text=out, v=torch.zeros(2, 2)).logits).all()  # 18 would overflow the positions
 
 
 def test_image_processor_resizes_normalises_and_takes_arrays_and_grey(tmp_path):
