@@ -204,6 +204,24 @@ def recorded_processors(config: Any) -> Dict[str, Dict[str, Any]]:
             if isinstance(s, Mapping) and isinstance(s.get("processor"), Mapping)}
 
 
+def _own_folder(config: Any) -> Optional[str]:
+    """The folder a model was loaded from: its ``name_or_path`` when a folder, the local snapshot of a
+    Hub id (offline from the cache), else ``None``."""
+    own = getattr(config, "_name_or_path", None) or getattr(config, "name_or_path", None)
+    if not own:
+        return None
+    if os.path.isdir(str(own)):
+        return str(own)
+    if str(own).count("/") == 1 and not str(own).startswith((".", "/", "~")):
+        try:
+            from huggingface_hub import snapshot_download
+
+            return snapshot_download(str(own), allow_patterns=[f"{PROCESSORS_DIR}/*", "config.json"])
+        except Exception:  # not in the cache offline, no network: the sources or this process instead
+            return None
+    return None
+
+
 def save_processors(model: Any, output_dir: str) -> List[str]:
     """Write each processor recorded in ``model.config`` into ``<output_dir>/processors/<modality>/``
     (``save_pretrained``); returns the folders written. A processor comes from the model's own folder
@@ -213,11 +231,12 @@ def save_processors(model: Any, output_dir: str) -> List[str]:
         FileNotFoundError / ValueError: a recorded processor cannot be found (see :func:`resolve_processor`).
     """
     config = getattr(model, "config", model)
+    recorded = recorded_processors(config)
+    own = _own_folder(config) if recorded else None
     written = []
-    own = getattr(config, "_name_or_path", None) or getattr(config, "name_or_path", None)
-    for modality, spec in recorded_processors(config).items():
+    for modality, spec in recorded.items():
         target = os.path.join(output_dir, str(spec.get("files") or f"{PROCESSORS_DIR}/{modality}"))
-        here = os.path.join(own, str(spec.get("files"))) if own and os.path.isdir(str(own)) else None
+        here = os.path.join(own, str(spec.get("files"))) if own else None
         if here and os.path.abspath(here) == os.path.abspath(target):
             written.append(target)
             continue
@@ -229,7 +248,8 @@ def save_processors(model: Any, output_dir: str) -> List[str]:
 
 def load_processors(model_or_folder: Any) -> Dict[str, Any]:
     """Modality -> processor of a saved model folder (its ``config.json`` and ``processors/``), or of a
-    model (from its own folder when it was loaded from one, else this process or the sources)."""
+    model (from its own folder or Hub snapshot when it was loaded from one, else this process or the
+    sources)."""
     if isinstance(model_or_folder, (str, os.PathLike)):
         folder = os.fspath(model_or_folder)
         path = os.path.join(folder, "config.json")
@@ -240,9 +260,10 @@ def load_processors(model_or_folder: Any) -> Dict[str, Any]:
             config = json.load(fh)
         return {m: resolve_processor(s, folder) for m, s in recorded_processors(config).items()}
     config = getattr(model_or_folder, "config", model_or_folder)
-    own = getattr(config, "_name_or_path", None)
+    recorded = recorded_processors(config)
+    own = _own_folder(config) if recorded else None
     out = {}
-    for m, spec in recorded_processors(config).items():
-        saved = own and os.path.isdir(os.path.join(str(own), str(spec.get("files"))))
-        out[m] = resolve_processor(spec, str(own) if saved else None)
+    for m, spec in recorded.items():
+        saved = own and os.path.isdir(os.path.join(own, str(spec.get("files"))))
+        out[m] = resolve_processor(spec, own if saved else None)
     return out

@@ -192,10 +192,10 @@ class MultimodalCollator:
             raise ValueError(f"model_or_folder: {model_or_folder!r} is not an arl-hf model (its config names no "
                              "modalities)")
         data = (config.get("preprocessing") or {}).get("data")
+        load_processors(source)  # from the saved folder first, checked, and kept for the transforms
         if is_raw_record(data):
             from .raw import RawTransform
 
-            load_processors(source)  # from the saved folder first, checked, and kept for the transform
             collator = cls({m: {"kind": s.get("kind")} for m, s in data["modalities"].items()}, label_key=label_key,
                            transform=RawTransform(data))
             collator.record = dict(data)

@@ -272,3 +272,29 @@ def test_a_plain_dataset_audio_column_goes_through_the_feature_extractor(tmp_pat
     assert batch["snd"]["input_values"].shape == (2, 1600)
     assert batch["snd"]["attention_mask"].sum(1).tolist() == [1600, 800]
     assert batch["labels"].tolist() == [0, 1]
+
+
+def test_processors_travel_with_the_model_through_the_hub(stand_in_hub, tmp_path):
+    from transformers import AutoModel
+
+    from arl_hf.data import MultimodalCollator
+
+    bert = tiny_bert(str(tmp_path / "src" / "bert"))
+    specs = {"text": processor_spec(bert, "text", "text")}
+    before = apply_processor(specs["text"], "text", TEXTS)
+    from huggingface_hub import HfApi
+
+    _model_with_processors(tmp_path, specs).save_pretrained(str(tmp_path / "saved"))
+    HfApi().create_repo("me/tiny-text")
+    HfApi().upload_folder(folder_path=str(tmp_path / "saved"), repo_id="me/tiny-text")
+    assert "processors/text/tokenizer_config.json" in stand_in_hub.files("me/tiny-text")
+    shutil.rmtree(tmp_path / "src")
+    clear_loaded()
+    reloaded = AutoModel.from_pretrained("me/tiny-text")
+    tokenizer = load_processors(reloaded)["text"]  # from the model's Hub snapshot
+    after = apply_processor(tokenizer, "text", TEXTS, max_length=specs["text"]["max_length"])
+    assert all(torch.equal(after[k], before[k]) for k in before)
+    clear_loaded()
+    assert MultimodalCollator.from_pretrained("me/tiny-text").require_labels is False
+    again = apply_processor(specs["text"], "text", TEXTS)  # the record entry, resolved from the Hub copy
+    assert all(torch.equal(again[k], before[k]) for k in before)
