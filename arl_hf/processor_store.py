@@ -22,7 +22,8 @@ from .log import get_logger
 logger = get_logger(__name__)
 
 __all__ = ["PROCESSOR_KINDS", "PROCESSORS_DIR", "processor_kind", "checkpoint_of", "load_processor", "fingerprint",
-           "resolve_processor", "recorded_processors", "save_processors", "load_processors", "clear_loaded"]
+           "resolve_processor", "recorded_processors", "save_processors", "load_processors", "clear_loaded", "remember",
+           "processor_state", "checkpoint_location", "NO_LENGTH_LIMIT"]
 
 #: processor kind -> the transformers Auto class that loads it
 PROCESSOR_KINDS: Dict[str, str] = {"text": "AutoTokenizer", "image": "AutoImageProcessor",
@@ -34,13 +35,20 @@ _KIND_ALIASES = {"text": "text", "tokens": "text", "string": "text", "image": "i
                  "waveform": "audio", "spectrogram": "audio"}
 #: the attribute of an ``AutoProcessor`` that holds the part of each kind
 _PROCESSOR_PARTS = {"text": "tokenizer", "image": "image_processor", "audio": "feature_extractor"}
-#: tokenizers without a known maximum report a huge ``model_max_length``
-_NO_LIMIT = 10 ** 6
+#: a ``model_max_length`` at or above this is a tokenizer without a known maximum
+NO_LENGTH_LIMIT = 10 ** 6
 
 # processors loaded in this process: (location, kind) -> processor; fingerprint -> processor
 _LOADED: Dict[Tuple[str, str], Any] = {}
 _BY_FINGERPRINT: Dict[str, Any] = {}
 _FINGERPRINTS: Dict[int, Tuple[Any, str]] = {}
+
+
+def remember(processor: Any) -> str:
+    """Keep ``processor`` for record entries of its fingerprint (:func:`resolve_processor`); returns it."""
+    key = fingerprint(processor)
+    _BY_FINGERPRINT.setdefault(key, processor)
+    return key
 
 
 def clear_loaded() -> None:
@@ -82,7 +90,7 @@ def checkpoint_of(encoder: Any) -> Optional[str]:
     return None
 
 
-def _location(checkpoint: str) -> str:
+def checkpoint_location(checkpoint: str) -> str:
     local = os.path.expanduser(checkpoint)
     if os.path.isdir(local):
         return os.path.abspath(local)
@@ -103,7 +111,7 @@ def load_processor(checkpoint: str, kind: str) -> Any:
 
     source = checkpoint_of(checkpoint) or checkpoint
     kind = processor_kind(kind)
-    location = _location(source)
+    location = checkpoint_location(source)
     if (location, kind) in _LOADED:
         return _LOADED[(location, kind)]
     auto = getattr(transformers, PROCESSOR_KINDS[kind])
@@ -122,7 +130,7 @@ def load_processor(checkpoint: str, kind: str) -> Any:
         raise ValueError(f"checkpoint {source!r}: the {PROCESSOR_KINDS[kind]} loaded is a "
                          f"{type(processor).__name__}, not a {kind} processor")
     _LOADED[(location, kind)] = processor
-    _BY_FINGERPRINT.setdefault(fingerprint(processor), processor)
+    remember(processor)
     return processor
 
 
@@ -130,7 +138,7 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v)))
 
 
-def _state(processor: Any) -> Dict[str, Any]:
+def processor_state(processor: Any) -> Dict[str, Any]:
     """What the processor computes from: the vocabulary and special tokens of a tokenizer, the
     configuration of an image processor or feature extractor."""
     if processor_kind(processor) == "text":
@@ -145,10 +153,10 @@ def _state(processor: Any) -> Dict[str, Any]:
 
 
 def fingerprint(processor: Any) -> str:
-    """A digest of :func:`_state`: two processors with one fingerprint give the same tensors."""
+    """A digest of :func:`processor_state`: two processors with one fingerprint give the same tensors."""
     known = _FINGERPRINTS.get(id(processor))
     if known is None or known[0] is not processor:
-        text = json.dumps(_state(processor), sort_keys=True)
+        text = json.dumps(processor_state(processor), sort_keys=True)
         known = _FINGERPRINTS[id(processor)] = (processor, hashlib.sha256(text.encode()).hexdigest()[:16])
     return known[1]
 

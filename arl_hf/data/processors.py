@@ -26,18 +26,18 @@ import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from ..processor_store import (
-    _BY_FINGERPRINT,
-    _NO_LIMIT,
+    NO_LENGTH_LIMIT,
     PROCESSOR_KINDS,
     PROCESSORS_DIR,
-    _location,
-    _state,
+    checkpoint_location,
     checkpoint_of,
     fingerprint,
     load_processor,
     load_processors,
     processor_kind,
+    processor_state,
     recorded_processors,
+    remember,
     resolve_processor,
     save_processors,
 )
@@ -55,13 +55,13 @@ def _max_text_length(processor: Any, checkpoint: Optional[str]) -> Optional[int]
     """The truncation length: the tokenizer's ``model_max_length``, bounded by the positions the model
     embeds (``max_position_embeddings``, less the padding offset of RoBERTa-like models)."""
     limit = getattr(processor, "model_max_length", None)
-    limit = int(limit) if isinstance(limit, (int, float)) and 0 < limit < _NO_LIMIT else None
+    limit = int(limit) if isinstance(limit, (int, float)) and 0 < limit < NO_LENGTH_LIMIT else None
     config = None
     if checkpoint is not None:
         try:
             from transformers import AutoConfig
 
-            config = AutoConfig.from_pretrained(_location(checkpoint))
+            config = AutoConfig.from_pretrained(checkpoint_location(checkpoint))
         except (OSError, ValueError, KeyError):
             config = None
     positions = getattr(config, "max_position_embeddings", None) if config is not None else None
@@ -99,12 +99,12 @@ def processor_spec(checkpoint: str, kind: str, modality: str, *, max_length: Opt
         spec.update(max_length=max_length or _max_text_length(processor, source), padding="longest",
                     truncation=True, input_names=list(processor.model_input_names))
     else:
-        spec["config"] = _state(processor)
+        spec["config"] = processor_state(processor)
         if kind == "audio":
             spec["sampling_rate"] = int(processor.sampling_rate)
         else:
             spec["channels"] = _channels(processor)
-    _BY_FINGERPRINT.setdefault(spec["fingerprint"], processor)
+    remember(processor)
     return spec
 
 
@@ -189,7 +189,7 @@ def _text(tokenizer: Any, values: List[Any], max_length: Optional[int]) -> Dict[
             raise ValueError(f"values[{i}]: expected a string (text), got {type(v).__name__}")
     if max_length is None:
         limit = getattr(tokenizer, "model_max_length", None)
-        max_length = int(limit) if isinstance(limit, (int, float)) and 0 < limit < _NO_LIMIT else None
+        max_length = int(limit) if isinstance(limit, (int, float)) and 0 < limit < NO_LENGTH_LIMIT else None
     out = tokenizer(values, padding="longest", truncation=max_length is not None, max_length=max_length,
                     return_tensors="pt")
     return {k: v.long() for k, v in out.items()}
