@@ -91,6 +91,11 @@ def checkpoint_of(encoder: Any) -> Optional[str]:
 
 
 def checkpoint_location(checkpoint: str) -> str:
+    """The absolute path of a local checkpoint folder, or the Hub id as given.
+
+    Raises:
+        FileNotFoundError: a path (``./x``, ``/x``, ``a/b/c``) that is no folder.
+    """
     local = os.path.expanduser(checkpoint)
     if os.path.isdir(local):
         return os.path.abspath(local)
