@@ -256,7 +256,10 @@ def infer_record(dataset: Any, *, label_column: Optional[str] = None, modality_c
     else:
         raise ValueError(f"dataset: expected a datasets Dataset or DatasetDict, got {type(dataset).__name__}")
     first = splits.get("train") or next(iter(splits.values()))
-    features = first.features
+    features = getattr(first, "features", None)
+    if features is None or not hasattr(first, "__getitem__") or not hasattr(first, "data"):
+        raise ValueError(f"dataset: expected a map-style datasets Dataset or DatasetDict with known features, got "
+                         f"{type(first).__name__}; load it without streaming, or build the batches yourself")
     label = label_column_of(features, label_column)
     label_info = label_record(splits, label)
     chosen = parse_columns(modality_columns) if isinstance(modality_columns, (str, type(None))) \

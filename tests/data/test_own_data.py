@@ -330,6 +330,9 @@ def test_arrays_stored_without_features_keep_their_shapes_and_ragged_lists_are_l
     with pytest.raises(ValueError, match=r"^modality_columns: column 'ragged' cannot be a modality \(a list of numbers "
                                          r"of varying length"):
         infer_record(ds, modality_columns="ragged")
+    with pytest.raises(ValueError, match=r"^dataset: expected a map-style datasets Dataset or DatasetDict with known "
+                                         r"features, got IterableDataset"):
+        MultimodalCollator.from_dataset(split.to_iterable_dataset())
     bad = raw_preprocessor(collator.record)
     with pytest.raises(ValueError, match=r"^img\[0\]: expected examples of shape \(3, 8, 8\), got \(3, 8, 7\)"):
         bad([{"v": vec[0], "img": img[0][..., :7]}])
