@@ -100,8 +100,8 @@ def _kind_of(feature: Any, column: str) -> Tuple[Optional[Dict[str, Any]], str]:
             return None, f"{t} of {feature.dtype}"
         if t == "Array2D":
             return {"feature": t, "kind": "image", "shape": [1] + shape, "dtype": str(feature.dtype)}, ""
-        return {"feature": t, "kind": "image" if t == "Array3D" else "frames", "shape": shape,
-                "dtype": str(feature.dtype)}, ""
+        return _channels_first({"feature": t, "kind": "image" if t == "Array3D" else "frames", "shape": shape,
+                                "dtype": str(feature.dtype)}), ""
     if t == "ClassLabel":
         return None, "a ClassLabel that is not the label column"
     if t == "Value":
@@ -192,6 +192,19 @@ def _sequence_dim(split: Any, column: str) -> int:
         if row:
             return len(row[0])
     raise ValueError(f"{column}: every sequence of the first rows is empty; cannot read the feature size D")
+
+
+def _channels_first(spec: Dict[str, Any]) -> Dict[str, Any]:
+    """An image ``(H, W, C)`` or frames ``(T, H, W, C)`` array (``C`` of 1, 3 or 4 last, not first): the
+    input is channels-first (``shape``), the stored layout is kept as ``stored_shape``."""
+    shape = spec.get("shape") or []
+    if None in shape or len(shape) not in (3, 4):
+        return spec
+    channel_axis = 0 if len(shape) == 3 else 1
+    if shape[-1] in (1, 3, 4) and shape[channel_axis] not in (1, 3, 4):
+        moved = list(shape[:channel_axis]) + [shape[-1]] + list(shape[channel_axis:-1])
+        return {**spec, "shape": moved, "stored_shape": list(shape), "layout": "channels_last"}
+    return spec
 
 
 def _list_length(splits: Mapping[str, Any], column: str) -> Tuple[Optional[int], str]:
@@ -316,8 +329,6 @@ def infer_record(dataset: Any, *, label_column: Optional[str] = None, modality_c
             shape, mode = _image_shape(first, column)
             spec.update(shape=shape, mode=mode, dtype="uint8", normalisation={"divide": 255.0},
                         resize="bilinear to the recorded (H, W)")
-        elif kind == "image" and spec.get("dtype") == "uint8":
-            spec["normalisation"] = {"divide": 255.0}
         elif kind == "sequence" and spec["shape"][1] is None:
             spec["shape"][1] = _sequence_dim(first, column)
         elif kind == "vector" and spec["shape"][0] is None:
@@ -328,8 +339,8 @@ def infer_record(dataset: Any, *, label_column: Optional[str] = None, modality_c
                 ignored[column] = why
                 continue
             spec["shape"] = [length]
-        elif spec["feature"].endswith("-level List") and None in spec["shape"]:
-            spec["shape"] = _first_row_shape(first, column)
+        elif spec["feature"].endswith("-level List"):  # nested lists: the first row's shape
+            spec = _channels_first({**spec, "shape": _first_row_shape(first, column)})
         elif kind == "spectrogram":
             from .audio import get_audio_preset
 
@@ -338,6 +349,8 @@ def infer_record(dataset: Any, *, label_column: Optional[str] = None, modality_c
         elif kind == "frames" and spec["feature"] == "Video":
             nf, size = int(num_frames or DEFAULT_VIDEO_FRAMES), int(image_size or DEFAULT_VIDEO_SIZE)
             spec.update(shape=[nf, 3, size, size], normalisation={"divide": 255.0})
+        if kind in ("image", "frames") and spec.get("dtype") == "uint8":
+            spec.setdefault("normalisation", {"divide": 255.0})
         modalities[name] = spec
     if not modalities:
         raise ValueError(f"dataset: no column can be a modality (ignored: {ignored}); expected Image, Audio, Video, "
