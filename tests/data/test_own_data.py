@@ -17,7 +17,8 @@ import pytest
 import torch
 
 from arl_hf.data import MultimodalCollator
-from arl_hf.data.features import hold_out_validation, infer_record, normalise_labels
+from arl_hf.data.features import infer_record
+from arl_hf.data.labels import hold_out_validation, normalise_labels
 from arl_hf.data.raw import raw_preprocessor
 
 NAMES = ["cat", "dog", "owl"]
