@@ -237,7 +237,7 @@ def _load_plain(ds: Any, data_args: DataArguments, record: Dict[str, Any], proce
     validation split held out of train when asked, and the raw-data collator
     (:meth:`~arl_hf.data.MultimodalCollator.from_dataset`) whose record becomes ``record["data"]``."""
     from .data import MultimodalCollator
-    from .data.features import LABEL_SOURCE, hold_out_validation, normalise_labels
+    from .data.labels import LABEL_SOURCE, hold_out_validation, normalise_labels
 
     ds = normalise_labels(ds, data_args.label_column)
     ds = hold_out_validation(ds, data_args.validation_split_percentage)

@@ -23,14 +23,9 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
-from ..log import get_logger
-
-logger = get_logger(__name__)
-
 __all__ = ["RAW_FORMAT", "DEFAULT_AUDIO_PRESET", "DEFAULT_VIDEO_FRAMES", "DEFAULT_VIDEO_SIZE", "LABEL_COLUMNS",
            "infer_record", "label_record", "is_raw_record", "parse_columns", "label_column_of", "describe_record",
-           "TEXT_NEEDS_PROCESSOR", "LABEL_SOURCE", "VALIDATION_SPLIT_SEED", "normalise_labels",
-           "hold_out_validation"]
+           "TEXT_NEEDS_PROCESSOR"]
 
 #: the format tag of a raw preprocessing record
 RAW_FORMAT = "arl_hf.raw/1"
@@ -100,8 +95,8 @@ def _kind_of(feature: Any, column: str) -> Tuple[Optional[Dict[str, Any]], str]:
             return None, f"{t} of {feature.dtype}"
         if t == "Array2D":
             return {"feature": t, "kind": "image", "shape": [1] + shape, "dtype": str(feature.dtype)}, ""
-        return {"feature": t, "kind": "image" if t == "Array3D" else "frames", "shape": shape,
-                "dtype": str(feature.dtype)}, ""
+        return _channels_first({"feature": t, "kind": "image" if t == "Array3D" else "frames", "shape": shape,
+                                "dtype": str(feature.dtype)}), ""
     if t == "ClassLabel":
         return None, "a ClassLabel that is not the label column"
     if t == "Value":
@@ -194,6 +189,19 @@ def _sequence_dim(split: Any, column: str) -> int:
     raise ValueError(f"{column}: every sequence of the first rows is empty; cannot read the feature size D")
 
 
+def _channels_first(spec: Dict[str, Any]) -> Dict[str, Any]:
+    """An image ``(H, W, C)`` or frames ``(T, H, W, C)`` array (``C`` of 1, 3 or 4 last, not first): the
+    input is channels-first (``shape``), the stored layout is kept as ``stored_shape``."""
+    shape = spec.get("shape") or []
+    if None in shape or len(shape) not in (3, 4):
+        return spec
+    channel_axis = 0 if len(shape) == 3 else 1
+    if shape[-1] in (1, 3, 4) and shape[channel_axis] not in (1, 3, 4):
+        moved = list(shape[:channel_axis]) + [shape[-1]] + list(shape[channel_axis:-1])
+        return {**spec, "shape": moved, "stored_shape": list(shape), "layout": "channels_last"}
+    return spec
+
+
 def _list_length(splits: Mapping[str, Any], column: str) -> Tuple[Optional[int], str]:
     """``(D, "")`` when every row of every split holds ``D`` numbers (read from the Arrow offsets), else
     ``(None, why)``."""
@@ -256,7 +264,10 @@ def infer_record(dataset: Any, *, label_column: Optional[str] = None, modality_c
     else:
         raise ValueError(f"dataset: expected a datasets Dataset or DatasetDict, got {type(dataset).__name__}")
     first = splits.get("train") or next(iter(splits.values()))
-    features = first.features
+    features = getattr(first, "features", None)
+    if features is None or not hasattr(first, "__getitem__") or not hasattr(first, "data"):
+        raise ValueError(f"dataset: expected a map-style datasets Dataset or DatasetDict with known features, got "
+                         f"{type(first).__name__}; load it without streaming, or build the batches yourself")
     label = label_column_of(features, label_column)
     label_info = label_record(splits, label)
     chosen = parse_columns(modality_columns) if isinstance(modality_columns, (str, type(None))) \
@@ -314,8 +325,6 @@ def infer_record(dataset: Any, *, label_column: Optional[str] = None, modality_c
             shape, mode = _image_shape(first, column)
             spec.update(shape=shape, mode=mode, dtype="uint8", normalisation={"divide": 255.0},
                         resize="bilinear to the recorded (H, W)")
-        elif kind == "image" and spec.get("dtype") == "uint8":
-            spec["normalisation"] = {"divide": 255.0}
         elif kind == "sequence" and spec["shape"][1] is None:
             spec["shape"][1] = _sequence_dim(first, column)
         elif kind == "vector" and spec["shape"][0] is None:
@@ -326,8 +335,8 @@ def infer_record(dataset: Any, *, label_column: Optional[str] = None, modality_c
                 ignored[column] = why
                 continue
             spec["shape"] = [length]
-        elif spec["feature"].endswith("-level List") and None in spec["shape"]:
-            spec["shape"] = _first_row_shape(first, column)
+        elif spec["feature"].endswith("-level List"):  # nested lists: the first row's shape
+            spec = _channels_first({**spec, "shape": _first_row_shape(first, column)})
         elif kind == "spectrogram":
             from .audio import get_audio_preset
 
@@ -336,6 +345,8 @@ def infer_record(dataset: Any, *, label_column: Optional[str] = None, modality_c
         elif kind == "frames" and spec["feature"] == "Video":
             nf, size = int(num_frames or DEFAULT_VIDEO_FRAMES), int(image_size or DEFAULT_VIDEO_SIZE)
             spec.update(shape=[nf, 3, size, size], normalisation={"divide": 255.0})
+        if kind in ("image", "frames") and spec.get("dtype") == "uint8":
+            spec.setdefault("normalisation", {"divide": 255.0})
         if kind != "text" and name in processors:  # raw images / audio through an hf: checkpoint's processor
             from .processors import processor_entry
 
@@ -387,87 +398,3 @@ def describe_record(record: Mapping[str, Any]) -> List[str]:
     shown = f"{len(names)} classes" if names else "integer class ids"
     lines.append(f"labels <- column {label.get('column')!r} ({label.get('type')}, {shown})")
     return lines
-
-
-#: attribute of a DatasetDict whose labels :func:`normalise_labels` moved or mapped: where they came from
-LABEL_SOURCE = "arl_hf_label_source"
-#: the seed of the validation part held out of train (:func:`hold_out_validation`)
-VALIDATION_SPLIT_SEED = 0
-
-
-def normalise_labels(ds: Any, label_column: Optional[str] = None) -> Any:
-    """``ds`` (a ``DatasetDict``) with its labels in a ``labels`` column of class ids: the label column
-    (``label_column``, else ``labels``, else ``label``) renamed; string labels mapped to ids in sorted
-    order (a ``ClassLabel`` of those names, the same for every split). Nothing is written to disk.
-
-    Raises:
-        ValueError: no label column, or labels that are no class ids (names the column and the flag).
-    """
-    import datasets
-
-    first = ds["train"] if "train" in ds else next(iter(ds.values()))
-    column = label_column_of(first.features, label_column)
-    info = label_record(ds, column)
-    if column == "labels" and info["type"] != "string":
-        return ds
-    out = datasets.DatasetDict()
-    for split, part in ds.items():
-        if column not in part.column_names:
-            raise ValueError(f"dataset[{split!r}]: no label column {column!r} (columns: {part.column_names})")
-        if column != "labels" and "labels" in part.column_names:
-            part = part.remove_columns("labels")
-        if info["type"] == "string":
-            feature = datasets.ClassLabel(names=info["names"])
-            ids = [feature.str2int(str(v)) for v in part.with_format(None)[column]]
-            part = part.remove_columns(column).add_column("labels", ids, feature=feature)
-        else:
-            part = part.rename_column(column, "labels")
-        out[split] = part
-    setattr(out, LABEL_SOURCE, {"column": column, "type": info["type"]})
-    if column != "labels":
-        logger.info("labels: column %r used as the labels", column)
-    return out
-
-
-def hold_out_validation(ds: Any, percentage: Optional[int], seed: int = VALIDATION_SPLIT_SEED) -> Any:
-    """``ds`` with a ``validation`` split of ``percentage`` percent of ``train`` (a seeded permutation,
-    stratified by label for a ``ClassLabel``: each class held out in proportion), when it has none
-    and ``percentage`` is given (``--validation_split_percentage``, the transformers example
-    scripts' convention). Nothing is written to disk.
-
-    Raises:
-        ValueError: ``percentage`` outside 1..99, no ``train`` split, or too few examples.
-    """
-    import datasets
-
-    if percentage is None:
-        return ds
-    if isinstance(percentage, bool) or not isinstance(percentage, int) or not 0 < percentage < 100:
-        raise ValueError(f"validation_split_percentage: expected a whole percentage in 1..99, got {percentage!r}")
-    if "validation" in ds:
-        logger.info("validation_split_percentage: the dataset has a validation split; nothing held out")
-        return ds
-    if "train" not in ds:
-        raise ValueError(f"validation_split_percentage: the dataset has no 'train' split to hold out from "
-                         f"(splits: {sorted(ds)})")
-    train = ds["train"]
-    if len(train) < 2:
-        raise ValueError(f"validation_split_percentage: 'train' has {len(train)} example(s); need at least 2")
-    size = max(1, int(round(len(train) * percentage / 100)))
-    order = np.random.default_rng(seed).permutation(len(train))
-    if type(train.features.get("labels")).__name__ == "ClassLabel":  # stratified: classes interleaved in proportion
-        labels = np.asarray(train.with_format(None)["labels"])[order]
-        key = np.empty(len(order))
-        for c in np.unique(labels):
-            at = np.flatnonzero(labels == c)
-            key[at] = (np.arange(len(at)) + 0.5) / len(at)
-        order = order[np.argsort(key, kind="stable")]
-    held, kept = np.sort(order[:size]), np.sort(order[size:])
-    parts = {"train": train.select(kept), "test": train.select(held)}
-    out = datasets.DatasetDict({**{k: v for k, v in ds.items() if k != "train"}, "train": parts["train"],
-                                "validation": parts["test"]})
-    if hasattr(ds, LABEL_SOURCE):
-        setattr(out, LABEL_SOURCE, getattr(ds, LABEL_SOURCE))
-    logger.info("validation: %d%% of train held out (seed %d): %d train, %d validation examples", percentage, seed,
-                len(out["train"]), len(out["validation"]))
-    return out

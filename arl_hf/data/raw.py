@@ -151,30 +151,36 @@ def _check_shape(name: str, got: Sequence[int], expected: Sequence[Any]) -> None
 
 
 def _arrays(name: str, spec: Mapping[str, Any], values: Any):
-    """Fixed-shape arrays and vectors: one float32 ``(B, *shape)`` tensor (uint8 divided by 255)."""
+    """Fixed-shape arrays and vectors: one float32 ``(B, *shape)`` tensor (uint8 divided by 255; a
+    channels-last image or clip moved to channels-first)."""
     import torch
 
     shape = tuple(int(d) for d in spec["shape"])
+    stored = tuple(int(d) for d in spec.get("stored_shape") or shape)
+    last = spec.get("layout") == "channels_last"
     divide = (spec.get("normalisation") or {}).get("divide")
+
+    def fits(got: Sequence[int]) -> bool:  # a 2-D map is stored (H, W) for its (1, H, W) input
+        return tuple(got) == stored or (not last and len(shape) > 1 and shape[0] == 1 and tuple(got) == shape[1:])
+
     if torch.is_tensor(values) or isinstance(values, np.ndarray):
         arr = values
     else:
         rows = []
         for i, v in enumerate(values):
             a = np.asarray(v)
-            if a.dtype == object or (a.shape != shape and not (shape[0] == 1 and a.shape == shape[1:])):
-                _check_shape(f"{name}[{i}]", a.shape if a.dtype != object else (len(v),), shape)
+            if a.dtype == object or not fits(a.shape):
+                _check_shape(f"{name}[{i}]", a.shape if a.dtype != object else (len(v),), stored)
             rows.append(a)
-        arr = np.stack(rows) if rows else np.zeros((0,) + shape, np.float32)
+        arr = np.stack(rows) if rows else np.zeros((0,) + stored, np.float32)
     n = int(arr.shape[0])
-    got = tuple(int(d) for d in arr.shape[1:])
-    if got != shape and not (len(shape) > 1 and shape[0] == 1 and got == shape[1:]):  # (H, W) of a (1, H, W) map
-        _check_shape(name, got, shape)
-    if torch.is_tensor(arr) and arr.dtype == torch.float32 and divide is None:
+    if not fits(arr.shape[1:]):
+        _check_shape(name, tuple(int(d) for d in arr.shape[1:]), stored)
+    if torch.is_tensor(arr) and arr.dtype == torch.float32 and divide is None and not last:
         return arr.view((n,) + shape)  # the reader's batch tensor (a view keeps it marked)
     buf = batch_buffer((n,) + shape)
     src = arr if torch.is_tensor(arr) else torch.from_numpy(np.ascontiguousarray(arr))
-    buf.copy_(src.reshape((n,) + shape))
+    buf.copy_(src.movedim(-1, 1 if len(shape) == 3 else 2) if last else src.reshape((n,) + shape))
     if divide:
         buf.div_(float(divide))
     return buf

@@ -17,7 +17,8 @@ import pytest
 import torch
 
 from arl_hf.data import MultimodalCollator
-from arl_hf.data.features import hold_out_validation, infer_record, normalise_labels
+from arl_hf.data.features import infer_record
+from arl_hf.data.labels import hold_out_validation, normalise_labels
 from arl_hf.data.raw import raw_preprocessor
 
 NAMES = ["cat", "dog", "owl"]
@@ -337,6 +338,29 @@ def test_arrays_stored_without_features_keep_their_shapes_and_ragged_lists_are_l
     with pytest.raises(ValueError, match=r"^modality_columns: column 'ragged' cannot be a modality \(a list of numbers "
                                          r"of varying length"):
         infer_record(ds, modality_columns="ragged")
+    with pytest.raises(ValueError, match=r"^dataset: expected a map-style datasets Dataset or DatasetDict with known "
+                                         r"features, got IterableDataset"):
+        MultimodalCollator.from_dataset(split.to_iterable_dataset())
     bad = raw_preprocessor(collator.record)
     with pytest.raises(ValueError, match=r"^img\[0\]: expected examples of shape \(3, 8, 8\), got \(3, 8, 7\)"):
         bad([{"v": vec[0], "img": img[0][..., :7]}])
+
+
+def test_channels_last_uint8_images_become_channels_first_floats():
+    import datasets
+
+    img = np.random.default_rng(0).integers(0, 256, size=(6, 16, 12, 3), dtype=np.uint8)
+    features = datasets.Features({"hwc": datasets.Array3D((16, 12, 3), "uint8"), "labels": datasets.Value("int64"),
+                                  "lst": datasets.List(datasets.List(datasets.List(datasets.Value("uint8"))))})
+    split = datasets.Dataset.from_dict({"hwc": img, "lst": img.tolist(), "labels": [0, 1, 2] * 2}, features=features)
+    ds = datasets.DatasetDict({"train": split, "validation": split})
+    collator = MultimodalCollator.from_dataset(ds)
+    for name in ("hwc", "lst"):
+        spec = collator.record["modalities"][name]
+        assert (spec["shape"], spec["stored_shape"], spec["layout"]) == ([3, 16, 12], [16, 12, 3], "channels_last")
+        assert spec["normalisation"] == {"divide": 255.0}
+    batch = collator(ds["train"].__getitems__([0, 1]))
+    expected = torch.from_numpy(img[:2]).permute(0, 3, 1, 2).float() / 255
+    assert torch.equal(batch["hwc"], expected) and torch.equal(batch["lst"], expected)
+    single = MultimodalCollator.from_dataset(split)([split[i] for i in range(2)])
+    assert all(torch.equal(single[k], batch[k]) for k in batch)
