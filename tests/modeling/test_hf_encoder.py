@@ -292,3 +292,21 @@ def test_checkpoints_that_cannot_be_read_are_named(ckpt, tmp_path):
                                          r"with a known 'model_type', got dict with model_type 'nope'"):
         MultimodalConfig(modalities={"x": {"encoder": "hf:any", "hf_config": {"model_type": "nope"}}, "v": MLP},
                          num_labels=2)
+
+
+def test_reload_fills_a_missing_tensor_without_reading_the_source(ckpt, tmp_path):
+    shutil.copytree(ckpt["vit"], tmp_path / "vit")
+    model = MultimodalModel(MultimodalConfig(modalities={"image": {"encoder": f"hf:{tmp_path / 'vit'}"}, "v": MLP},
+                                             num_labels=2))
+    model.save_pretrained(tmp_path / "saved")
+    shutil.rmtree(tmp_path / "vit")
+    weights = load_file(str(tmp_path / "saved" / "model.safetensors"))
+    missing = next(k for k in weights if k.startswith("fusion."))
+    del weights[missing]  # a checkpoint without one head tensor: filled from a newly built twin of the model
+    save_file(weights, str(tmp_path / "saved" / "model.safetensors"), metadata={"format": "pt"})
+    reloaded = MultimodalModel.from_pretrained(tmp_path / "saved")
+    loaded, saved = reloaded.state_dict(), model.state_dict()
+    assert loaded.keys() == saved.keys() and missing in saved
+    for k, v in saved.items():
+        assert k == missing or torch.equal(loaded[k], v), k
+    assert torch.isfinite(loaded[missing]).all()
