@@ -310,3 +310,27 @@ def test_reload_fills_a_missing_tensor_without_reading_the_source(ckpt, tmp_path
     for k, v in saved.items():
         assert k == missing or torch.equal(loaded[k], v), k
     assert torch.isfinite(loaded[missing]).all()
+
+
+def test_an_encoder_decoder_checkpoint_contributes_its_encoder(tmp_path):
+    from transformers import BartConfig, BartModel
+
+    torch.manual_seed(0)
+    bart = BartModel(BartConfig(vocab_size=50, d_model=16, encoder_layers=1, decoder_layers=1,
+                                encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32,
+                                decoder_ffn_dim=32, max_position_embeddings=32))
+    bart.save_pretrained(tmp_path / "bart")
+    model = MultimodalModel(MultimodalConfig(modalities={"text": {"encoder": f"hf:{tmp_path / 'bart'}"}, "v": MLP},
+                                             num_labels=2)).eval()
+    enc = model.encoders["text"]
+    assert enc.out_dim == 16 and not any("decoder" in n for n, _ in enc.named_parameters())
+    ids = torch.tensor([[0, 7, 8, 9, 2], [0, 7, 2, 1, 1]])
+    mask = (ids != 1).long()
+    feats = model(text={"input_ids": ids, "attention_mask": mask}, v=torch.zeros(2, 3)).features["text"]
+    hidden = bart.eval().get_encoder()(input_ids=ids, attention_mask=mask).last_hidden_state
+    torch.testing.assert_close(feats, torch.stack([hidden[0].mean(0), hidden[1, :3].mean(0)]))
+    model.save_pretrained(tmp_path / "saved")
+    shutil.rmtree(tmp_path / "bart")
+    reloaded = MultimodalModel.from_pretrained(tmp_path / "saved").eval()
+    assert torch.equal(reloaded(text={"input_ids": ids, "attention_mask": mask}, v=torch.zeros(2, 3)).features["text"],
+                       feats)
