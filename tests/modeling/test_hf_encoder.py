@@ -334,3 +334,21 @@ def test_an_encoder_decoder_checkpoint_contributes_its_encoder(tmp_path):
     reloaded = MultimodalModel.from_pretrained(tmp_path / "saved").eval()
     assert torch.equal(reloaded(text={"input_ids": ids, "attention_mask": mask}, v=torch.zeros(2, 3)).features["text"],
                        feats)
+
+
+def test_a_composite_checkpoint_is_refused_and_its_tower_works(tmp_path):
+    from transformers import CLIPConfig, CLIPModel, CLIPVisionModel
+
+    size = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    CLIPModel(CLIPConfig(text_config=dict(vocab_size=50, **size), projection_dim=8,
+                         vision_config=dict(image_size=32, patch_size=8, **size))).save_pretrained(tmp_path / "clip")
+    with pytest.raises(ValueError, match=r"^modalities\['image'\]\['encoder'\]: the checkpoint is a composite 'clip' "
+                                         r"model with text_config, vision_config; an hf: encoder is one tower"):
+        MultimodalConfig(modalities={"image": {"encoder": f"hf:{tmp_path / 'clip'}"}, "v": MLP}, num_labels=2)
+    tower = CLIPVisionModel.from_pretrained(tmp_path / "clip")
+    tower.save_pretrained(tmp_path / "vision")
+    model = MultimodalModel(MultimodalConfig(modalities={"image": {"encoder": f"hf:{tmp_path / 'vision'}"}, "v": MLP},
+                                             num_labels=2)).eval()
+    images = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(model(image=images, v=torch.zeros(2, 3)).features["image"],
+                               tower.eval()(pixel_values=images).pooler_output)

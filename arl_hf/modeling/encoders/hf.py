@@ -83,6 +83,12 @@ def _config_from_dict(d: Mapping[str, Any], field: str):
 def _model_class(config, field: str):
     from transformers.models.auto.modeling_auto import MODEL_MAPPING
 
+    towers = sorted(getattr(config, "sub_configs", None) or {})
+    if towers and not getattr(config, "is_encoder_decoder", False):
+        raise ValueError(f"{field}['encoder']: the checkpoint is a composite {config.model_type!r} model with "
+                         f"{', '.join(towers)}; an hf: encoder is one tower: save the one you want with its own "
+                         "config (e.g. CLIPVisionModel.from_pretrained(checkpoint).save_pretrained(folder)) and name "
+                         "that folder")
     try:
         return MODEL_MAPPING[type(config)]
     except KeyError:
