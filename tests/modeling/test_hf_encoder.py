@@ -292,3 +292,63 @@ def test_checkpoints_that_cannot_be_read_are_named(ckpt, tmp_path):
                                          r"with a known 'model_type', got dict with model_type 'nope'"):
         MultimodalConfig(modalities={"x": {"encoder": "hf:any", "hf_config": {"model_type": "nope"}}, "v": MLP},
                          num_labels=2)
+
+
+def test_reload_fills_a_missing_tensor_without_reading_the_source(ckpt, tmp_path):
+    shutil.copytree(ckpt["vit"], tmp_path / "vit")
+    model = MultimodalModel(MultimodalConfig(modalities={"image": {"encoder": f"hf:{tmp_path / 'vit'}"}, "v": MLP},
+                                             num_labels=2))
+    model.save_pretrained(tmp_path / "saved")
+    shutil.rmtree(tmp_path / "vit")
+    weights = load_file(str(tmp_path / "saved" / "model.safetensors"))
+    missing = next(k for k in weights if k.startswith("fusion."))
+    del weights[missing]  # a checkpoint without one head tensor: filled from a newly built twin of the model
+    save_file(weights, str(tmp_path / "saved" / "model.safetensors"), metadata={"format": "pt"})
+    reloaded = MultimodalModel.from_pretrained(tmp_path / "saved")
+    loaded, saved = reloaded.state_dict(), model.state_dict()
+    assert loaded.keys() == saved.keys() and missing in saved
+    for k, v in saved.items():
+        assert k == missing or torch.equal(loaded[k], v), k
+    assert torch.isfinite(loaded[missing]).all()
+
+
+def test_an_encoder_decoder_checkpoint_contributes_its_encoder(tmp_path):
+    from transformers import BartConfig, BartModel
+
+    torch.manual_seed(0)
+    bart = BartModel(BartConfig(vocab_size=50, d_model=16, encoder_layers=1, decoder_layers=1,
+                                encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32,
+                                decoder_ffn_dim=32, max_position_embeddings=32))
+    bart.save_pretrained(tmp_path / "bart")
+    model = MultimodalModel(MultimodalConfig(modalities={"text": {"encoder": f"hf:{tmp_path / 'bart'}"}, "v": MLP},
+                                             num_labels=2)).eval()
+    enc = model.encoders["text"]
+    assert enc.out_dim == 16 and not any("decoder" in n for n, _ in enc.named_parameters())
+    ids = torch.tensor([[0, 7, 8, 9, 2], [0, 7, 2, 1, 1]])
+    mask = (ids != 1).long()
+    feats = model(text={"input_ids": ids, "attention_mask": mask}, v=torch.zeros(2, 3)).features["text"]
+    hidden = bart.eval().get_encoder()(input_ids=ids, attention_mask=mask).last_hidden_state
+    torch.testing.assert_close(feats, torch.stack([hidden[0].mean(0), hidden[1, :3].mean(0)]))
+    model.save_pretrained(tmp_path / "saved")
+    shutil.rmtree(tmp_path / "bart")
+    reloaded = MultimodalModel.from_pretrained(tmp_path / "saved").eval()
+    assert torch.equal(reloaded(text={"input_ids": ids, "attention_mask": mask}, v=torch.zeros(2, 3)).features["text"],
+                       feats)
+
+
+def test_a_composite_checkpoint_is_refused_and_its_tower_works(tmp_path):
+    from transformers import CLIPConfig, CLIPModel, CLIPVisionModel
+
+    size = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    CLIPModel(CLIPConfig(text_config=dict(vocab_size=50, **size), projection_dim=8,
+                         vision_config=dict(image_size=32, patch_size=8, **size))).save_pretrained(tmp_path / "clip")
+    with pytest.raises(ValueError, match=r"^modalities\['image'\]\['encoder'\]: the checkpoint is a composite 'clip' "
+                                         r"model with text_config, vision_config; an hf: encoder is one tower"):
+        MultimodalConfig(modalities={"image": {"encoder": f"hf:{tmp_path / 'clip'}"}, "v": MLP}, num_labels=2)
+    tower = CLIPVisionModel.from_pretrained(tmp_path / "clip")
+    tower.save_pretrained(tmp_path / "vision")
+    model = MultimodalModel(MultimodalConfig(modalities={"image": {"encoder": f"hf:{tmp_path / 'vision'}"}, "v": MLP},
+                                             num_labels=2)).eval()
+    images = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(model(image=images, v=torch.zeros(2, 3)).features["image"],
+                               tower.eval()(pixel_values=images).pooler_output)

@@ -96,9 +96,12 @@ def test_freeze_options_are_checked(ckpt, tmp_path):
     (parsed,) = HfArgumentParser(ARLConfig).parse_args_into_dataclasses(
         ["--output_dir", str(tmp_path), "--freeze_encoders", "text", "image", "--encoder_learning_rate", "1e-5"])
     assert parsed.freeze_encoders == ["text", "image"] and parsed.encoder_learning_rate == 1e-5
-    (parsed,) = HfArgumentParser(ARLConfig).parse_args_into_dataclasses(
-        ["--output_dir", str(tmp_path), "--freeze_encoders", "all"])
-    assert parsed.freeze_encoders == ["all"]
+    from arl_hf.scripts.train import make_parser  # the arl-hf train command line
+
+    parsed = [o for o in make_parser().parse_args_into_dataclasses(
+        ["--output_dir", str(tmp_path), "--freeze_encoders", "all"], return_remaining_strings=True)
+        if isinstance(o, ARLConfig)]
+    assert parsed[0].freeze_encoders == ["all"]
     with pytest.raises(ValueError, match=r"^freeze_encoders: expected True, 'all' or a list of modality names, got 3"):
         ARLConfig(output_dir=str(tmp_path), freeze_encoders=3)
     with pytest.raises(ValueError, match=r"^freeze_encoders: 'all' stands alone"):

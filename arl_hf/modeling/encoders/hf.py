@@ -21,6 +21,8 @@ Inputs: a modality's batch value is a dict of the model's keyword inputs (``{"in
 "attention_mask"}``, ``{"input_values", "attention_mask"}``, ``{"pixel_values"}``: the kind
 ``fields``), or one tensor passed as the model's main input (``pixel_values`` of ``(B, C, H, W)``,
 ``input_ids`` of ``(B, L)``), or ``tokens`` ``(B, 2, L)`` (ids and attention mask) for a text model.
+
+An encoder-decoder checkpoint (BART, T5, Whisper) contributes its encoder (``get_encoder()``).
 """
 
 from __future__ import annotations
@@ -81,6 +83,12 @@ def _config_from_dict(d: Mapping[str, Any], field: str):
 def _model_class(config, field: str):
     from transformers.models.auto.modeling_auto import MODEL_MAPPING
 
+    towers = sorted(getattr(config, "sub_configs", None) or {})
+    if towers and not getattr(config, "is_encoder_decoder", False):
+        raise ValueError(f"{field}['encoder']: the checkpoint is a composite {config.model_type!r} model with "
+                         f"{', '.join(towers)}; an hf: encoder is one tower: save the one you want with its own "
+                         "config (e.g. CLIPVisionModel.from_pretrained(checkpoint).save_pretrained(folder)) and name "
+                         "that folder")
     try:
         return MODEL_MAPPING[type(config)]
     except KeyError:
@@ -113,6 +121,8 @@ def _checkpoint_keys(source: str, field: str) -> Optional[Set[str]]:
 
 def _pooler_params(model_cls, config) -> List[str]:
     """Names of the parameters of the model's ``pooler`` submodules (built on the meta device)."""
+    if getattr(config, "is_encoder_decoder", False):
+        return []  # the encoder of an encoder-decoder model is used: no pooler
     with torch.device("meta"):
         model = model_cls(config)
     return [n for n, _ in model.named_parameters() if "pooler" in n.split(".")]
@@ -231,6 +241,8 @@ class HFEncoder(EncoderFamily, nn.Module):
             logger.info("%s: loaded %s weights from %s", modality, model_cls.__name__, self.source)
         else:
             self.model = model_cls(config, **kwargs)
+        if getattr(config, "is_encoder_decoder", False) and callable(getattr(self.model, "get_encoder", None)):
+            self.model = self.model.get_encoder()  # an encoder-decoder checkpoint (BART, T5, Whisper): its encoder
         self.main_input = str(getattr(self.model, "main_input_name", "input_ids"))
         self.model_inputs = set(inspect.signature(self.model.forward).parameters) - {"kwargs", "args"}
         self.out_dim = self._out_dim(config, field)
