@@ -285,8 +285,8 @@ def test_checkpoints_that_cannot_be_read_are_named(ckpt, tmp_path):
     os.remove(tmp_path / "vit" / "model.safetensors")
     config = MultimodalConfig(modalities={"x": {"encoder": f"hf:{tmp_path / 'vit'}"}, "v": MLP}, num_labels=2)
     assert config.modalities["x"]["pooler_weights"] is False  # no safetensors names to read the pooler's from
-    with pytest.raises(FileNotFoundError, match=r"^modalities\['x'\]\['encoder'\]: no safetensors weights for "
-                                                r"checkpoint .*pickled .bin weights are not loaded"):
+    with pytest.raises(FileNotFoundError, match=r"^modalities\['x'\]\['encoder'\]: cannot load safetensors weights "
+                                                r"of checkpoint .*pickled .bin weights are not loaded"):
         MultimodalModel(config)
     with pytest.raises(ValueError, match=r"^modalities\['x'\]\['hf_config'\]: expected a transformers config dict "
                                          r"with a known 'model_type', got dict with model_type 'nope'"):

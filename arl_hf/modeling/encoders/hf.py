@@ -236,8 +236,10 @@ class HFEncoder(EncoderFamily, nn.Module):
                 self.model = model_cls.from_pretrained(self.source, config=config, use_safetensors=True, **kwargs)
             except OSError as err:
                 raise FileNotFoundError(
-                    f"{field}['encoder']: no safetensors weights for checkpoint {self.source!r} (pickled .bin weights "
-                    f"are not loaded; save the model with save_pretrained): {str(err).splitlines()[0]}") from None
+                    f"{field}['encoder']: cannot load safetensors weights of checkpoint {self.source!r} (a local "
+                    "folder or a Hub id; pickled .bin weights are not loaded: save the model with save_pretrained; "
+                    f"{field}['pretrained'] = False builds it with random weights): {str(err).splitlines()[0]}"
+                ) from None
             logger.info("%s: loaded %s weights from %s", modality, model_cls.__name__, self.source)
         else:
             self.model = model_cls(config, **kwargs)
