@@ -357,3 +357,16 @@ def test_channels_last_uint8_images_become_channels_first_floats():
     assert torch.equal(batch["hwc"], expected) and torch.equal(batch["lst"], expected)
     single = MultimodalCollator.from_dataset(split)([split[i] for i in range(2)])
     assert all(torch.equal(single[k], batch[k]) for k in batch)
+
+
+def test_audio_columns_that_decode_are_read_undecoded_and_a_single_split_says_how():
+    import datasets
+
+    ds = make_user_dataset(sizes=(("train", 4), ("validation", 2)))
+    ds = datasets.DatasetDict({k: v.cast_column("snd", datasets.Audio()) for k, v in ds.items()})  # decode=True
+    batch = MultimodalCollator.from_dataset(ds, audio_preset="avdigits")(ds["train"].__getitems__([0, 1]))
+    assert batch["snd"].shape == (2, 1, 64, 64) and torch.isfinite(batch["snd"]).all()
+    split = make_user_dataset(sizes=(("train", 4),))["train"].cast_column("snd", datasets.Audio())
+    with pytest.raises(ValueError, match=r"^snd: a single split decodes Audio columns with torchcodec; cast it first "
+                                         r"\(ds = ds.cast_column\('snd', Audio\(decode=False\)\)\)"):
+        MultimodalCollator.from_dataset(split, audio_preset="avdigits")
