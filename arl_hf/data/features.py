@@ -174,7 +174,8 @@ def _image_shape(split: Any, column: str) -> Tuple[List[int], str]:
         raise ValueError(f"{column}: the split is empty; cannot read the image size")
     from PIL import Image
 
-    record = split.cast_column(column, datasets.Image(decode=False)).with_format(None)[0][column]
+    one = split.select_columns([column]).cast_column(column, datasets.Image(decode=False))
+    record = one.with_format(None)[0][column]
     data = encoded_bytes(record, column)
     img = Image.open(io.BytesIO(data))
     mode = "L" if img.mode in ("L", "I", "I;16", "F", "1") else "RGB"
@@ -223,7 +224,8 @@ def _list_length(splits: Mapping[str, Any], column: str) -> Tuple[Optional[int],
 def _first_row_shape(split: Any, column: str) -> List[int]:
     if len(split) == 0:
         raise ValueError(f"{column}: the split is empty; cannot read the array shape")
-    return [int(d) for d in np.asarray(split.with_format(None)[0][column], dtype=np.float32).shape]
+    return [int(d) for d in np.asarray(split.select_columns([column]).with_format(None)[0][column],
+                                       dtype=np.float32).shape]
 
 
 def _module_name(column: str, field: str) -> str:

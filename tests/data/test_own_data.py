@@ -364,3 +364,35 @@ def test_channels_last_uint8_images_become_channels_first_floats():
     assert torch.equal(batch["hwc"], expected) and torch.equal(batch["lst"], expected)
     single = MultimodalCollator.from_dataset(split)([split[i] for i in range(2)])
     assert all(torch.equal(single[k], batch[k]) for k in batch)
+
+
+def test_audio_columns_that_decode_are_read_undecoded_and_a_single_split_says_how():
+    import datasets
+
+    ds = make_user_dataset(sizes=(("train", 4), ("validation", 2)))
+    ds = datasets.DatasetDict({k: v.cast_column("snd", datasets.Audio()) for k, v in ds.items()})  # decode=True
+    batch = MultimodalCollator.from_dataset(ds, audio_preset="avdigits")(ds["train"].__getitems__([0, 1]))
+    assert batch["snd"].shape == (2, 1, 64, 64) and torch.isfinite(batch["snd"]).all()
+    split = make_user_dataset(sizes=(("train", 4),))["train"].cast_column("snd", datasets.Audio())
+    with pytest.raises(ValueError, match=r"^snd: a single split decodes Audio columns with torchcodec; cast it first "
+                                         r"\(ds = ds.cast_column\('snd', Audio\(decode=False\)\)\)"):
+        MultimodalCollator.from_dataset(split, audio_preset="avdigits")
+
+
+def test_every_impossible_encoder_choice_is_one_error_naming_the_flag():
+    from arl_hf.arguments import ModelArguments
+    from arl_hf.building import modality_specs
+
+    ds = make_user_dataset(audio=False)
+    collator = MultimodalCollator.from_dataset(ds)
+    batch = collator(ds["train"].__getitems__([0, 1]))
+    kinds = {m: s["kind"] for m, s in collator.record["modalities"].items()}
+    specs = modality_specs(batch, ModelArguments(modality_encoders="spectrogram=timm:resnet18"), kinds=kinds)
+    assert specs["spectrogram"] == {"encoder": "timm:resnet18", "in_chans": 1}  # a 2-D map for a 2-D encoder
+    assert specs["seq"]["encoder"] == "transformer" and specs["vec"]["encoder"] == "mlp"
+    for choice, kind in (("vec=cnn", "vector"), ("seq=mlp", "sequence"), ("img=lstm", "image"),
+                         ("spectrogram=resnet18", "image"), ("img=timm:no_such_model", "image")):
+        name = choice.split("=")[0]
+        with pytest.raises(ValueError, match=rf"; choose an encoder for {kind} inputs with --modality_encoders "
+                                             rf"{name}=<encoder> \(one of "):
+            modality_specs(batch, ModelArguments(modality_encoders=choice), kinds=kinds)

@@ -170,7 +170,10 @@ def encoder_spec_for_input(modality: str, encoder: str, kind: str, shape: Sequen
         ValueError: the encoder is unknown, or its family does not take ``kind`` (names the modality,
             the encoder, the kinds it takes and the input it got).
     """
-    _, family = family_of(encoder, f"modalities[{modality!r}]['encoder']")
+    try:
+        _, family = family_of(encoder, f"modalities[{modality!r}]['encoder']")
+    except ValueError as err:
+        raise ValueError(f"{err}; {_choose(modality, kind)}") from None
     accepted = tuple(_declared(family, "input_kinds"))
     shown = f"(B, {', '.join(map(str, shape))})"
     if kind not in accepted:
