@@ -1,0 +1,134 @@
+"""The training-time frame augmentation runs on the batch (the same values as clip by clip), and
+``benchmarks/data_pipeline.py`` measures the workers in steady state, with their start-up, the
+rate with the iterator restarted every epoch and the CPU per sample reported beside it."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+
+import numpy as np
+import torch
+
+from arl_hf.data import MultimodalTransform
+
+
+def _clips(n: int, frames: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    sizes = [(30, 40), (36, 48)]
+    out = []
+    for i in range(n):
+        h, w = sizes[i % 2]
+        out.append([rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(frames)])
+    return out
+
+
+def _per_clip(t: MultimodalTransform, clips, seeds, flip_x: bool = False):
+    """The float batch computed clip by clip (crop, resize, flip, then x * scale + shift per clip)."""
+    scale, shift = (2.0 / 255.0, -1.0) if flip_x else t._scale_shift
+    out = []
+    for clip, seed in zip(clips, seeds):
+        frames = [torch.from_numpy(f).permute(2, 0, 1) if isinstance(f, np.ndarray) else f for f in clip]
+        x, flipped = t._spatial(frames, seed)
+        if flip_x and flipped:
+            x[:, 0] = 255 - x[:, 0]
+        out.append(torch.mul(x, scale).add_(shift))
+    return torch.stack(out)
+
+
+def test_training_flips_and_conversion_run_once_per_batch_with_the_values_of_clip_by_clip(monkeypatch):
+    t = MultimodalTransform({"visual": {"kind": "frames"}}, train=True, num_frames=2, image_size=12, seed=4)
+    clips = _clips(8, 3)
+    seeds = t._sample_seeds(len(clips))
+    draws = [t._spatial([torch.zeros(3, *c[0].shape[:2], dtype=torch.uint8)], s)[1] for c, s in zip(clips, seeds)]
+    assert 0 < sum(draws) < len(draws)  # some clips flipped, some not: both cases are compared
+    picked = [[c[0], c[2]] for c in clips]
+    expected = _per_clip(t, picked, seeds)
+    calls = []
+    mul = torch.mul
+    monkeypatch.setattr(torch, "mul", lambda *a, **kw: calls.append(1) or mul(*a, **kw))
+    frames = [[torch.from_numpy(f).permute(2, 0, 1) for f in clip] for clip in picked]
+    got = t._float_batch(frames, seeds, t._scale_shift)
+    assert len(calls) == 1  # one conversion for the batch, not one per clip
+    assert got.dtype == torch.float32 and tuple(got.shape) == (8, 2, 3, 12, 12)
+    assert torch.equal(got, expected)
+
+
+def test_flow_flips_negate_the_horizontal_motion_of_the_flipped_clips_only():
+    t = MultimodalTransform({"flow": {"kind": "flow"}}, train=True, num_frames=1, image_size=10, seed=1)
+    rng = np.random.default_rng(3)
+    planes = [[torch.from_numpy(rng.integers(0, 256, (2, 20, 26), dtype=np.uint8))] for _ in range(6)]
+    seeds = t._sample_seeds(6)
+    got = t._float_batch(planes, seeds, (2.0 / 255.0, -1.0), flip_x=True)
+    assert torch.equal(got, _per_clip(t, planes, seeds, flip_x=True))
+    flips = [t._spatial(p, s)[1] for p, s in zip(planes, seeds)]
+    assert 0 < sum(flips) < 6
+
+
+def test_evaluation_batch_is_resized_once_and_equals_clip_by_clip():
+    t = MultimodalTransform({"visual": {"kind": "frames"}}, train=False, num_frames=2, image_size=12)
+    rng = np.random.default_rng(5)
+    frames = [[torch.from_numpy(rng.integers(0, 256, (3, 30, 40), dtype=np.uint8)) for _ in range(2)]
+              for _ in range(4)]
+    got = t._float_batch(frames, [None] * 4, t._scale_shift)
+    assert torch.equal(got, _per_clip(t, frames, [None] * 4))
+
+
+# ----------------------------------------------------------------------------- the benchmark
+def _bench():
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "benchmarks", "data_pipeline.py")
+    spec = importlib.util.spec_from_file_location("data_pipeline_speed", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, os.path.dirname(path))
+    spec.loader.exec_module(mod)
+    return mod
+
+
+class _Clips(torch.utils.data.Dataset):
+    """Ten clips of the benchmark's shapes (zeros); counts the rows read."""
+
+    def __init__(self):
+        self.reads = 0
+
+    def __len__(self):
+        return 10
+
+    def __getitem__(self, i):
+        self.reads += 1
+        return i
+
+
+def _collate(rows):
+    n = len(rows)
+    return {"audio": torch.zeros(n, 1, 257, 188), "visual": torch.zeros(n, 1, 3, 8, 8), "labels": torch.tensor(rows)}
+
+
+def test_steady_rate_reads_one_iterator_longer_than_an_epoch():
+    bench = _bench()
+    ds = _Clips()
+    r = bench.timed_rates(ds, _collate, batch_size=4, workers=0, batches=6, steady=True)
+    # one iterator: the first batch and 6 timed ones, 28 rows of a 10-row split, no epoch restart
+    assert ds.reads == 28
+    assert r["wall"] > 0 and r["cpu"] > 0 and r["startup_s"] > 0 and "worker_cpu_ms" not in r
+    per_epoch = _Clips()
+    bench.timed_rates(per_epoch, _collate, batch_size=4, workers=0, batches=6, steady=False)
+    assert per_epoch.reads == 28  # 2 batches per epoch (drop_last): 4 epochs restarted
+
+
+def test_workers_report_their_cpu_per_sample_and_start_up():
+    bench = _bench()
+    r = bench.timed_rates(_Clips(), _collate, batch_size=2, workers=1, batches=4, steady=True)
+    assert r["worker_cpu_ms"] > 0 and r["main_cpu_ms"] >= 0 and r["startup_s"] > 0
+    assert np.isfinite(r["worker_cpu_ms"])
+
+
+def test_targets_use_the_steady_rate_and_the_report_prints_both_worker_figures():
+    bench = _bench()
+    args = bench.build_parser().parse_args(["--workers", "2"])
+    result = {"one_core_small_frames_median_ratio": 5.2, "one_core_median_ratio": 3.1, "workers_over_one_core": 1.75,
+              "small_frames_workers_over_one_core": 1.5, "loader_over_components": 0.9,
+              "small_frames_loader_over_components": 0.9}
+    rows = bench.targets(result, args)
+    assert [t["met"] for t in rows] == [True, True, True, False, True, True]
+    assert "steady state" in rows[2]["name"]
