@@ -22,6 +22,7 @@ import numpy as np
 
 from ..validation import class_indices
 from .batches import rows_as_batch
+from .handover import hand_over
 
 __all__ = ["MultimodalCollator", "string_labels_error"]
 
@@ -192,7 +193,7 @@ class MultimodalCollator:
         if len(labels) and isinstance(labels[0], (str, bytes)):
             raise string_labels_error(self.label_key, labels)
         out[self.label_key] = torch.from_numpy(class_indices(labels, self.label_key))
-        return out
+        return hand_over(out)  # in a worker: the batch's recycled shared buffers are released with it
 
     def _tensor(self, name: str, value: Any):
         """One example's float32 tensor (a 2-D spectrogram gets its channel axis)."""

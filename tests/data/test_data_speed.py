@@ -132,3 +132,78 @@ def test_targets_use_the_steady_rate_and_the_report_prints_both_worker_figures()
     rows = bench.targets(result, args)
     assert [t["met"] for t in rows] == [True, True, True, False, True, True]
     assert "steady state" in rows[2]["name"]
+
+
+# ----------------------------------------------------------------------------- recycled hand-over
+def _bound_frames():
+    import datasets
+    from pipeline_reference import frames_dsd
+
+    from arl_hf.data import MultimodalCollator
+
+    dsd = datasets.DatasetDict({k: v.with_format("numpy") for k, v in frames_dsd().items()})
+    dsd.transform_options = {"image_size": 12, "seed": 1}
+    return dsd, MultimodalCollator.from_dataset(dsd)
+
+
+class _WithStats:
+    def __init__(self, collator):
+        self.collator = collator
+
+    def __call__(self, rows):
+        from arl_hf.data.handover import pool_stats
+
+        out = self.collator(rows)
+        s = pool_stats()
+        out["pool"] = torch.tensor([s["allocated"], s["reused"], s["evicted"]])
+        return out
+
+
+def _loader(ds, collate, batches: int, workers: int = 1):
+    g = torch.Generator()
+    g.manual_seed(0)
+    sampler = torch.utils.data.RandomSampler(ds, num_samples=4 * batches, generator=g)
+    return torch.utils.data.DataLoader(ds, batch_size=4, sampler=sampler, num_workers=workers, collate_fn=collate,
+                                       multiprocessing_context="fork" if workers else None)
+
+
+def _hashes(batches):
+    from pipeline_reference import h_batch
+
+    return [h_batch({k: v for k, v in b.items() if k != "pool"}) for b in batches]
+
+
+def test_a_worker_reuses_the_buffers_of_released_batches_and_the_batches_are_unchanged():
+    dsd, collator = _bound_frames()
+    expected = _hashes(list(_loader(dsd["validation"], collator, 12, workers=0)))
+    got, last = [], None
+    for b in _loader(dsd["validation"], _WithStats(collator), 12):
+        got.append(_hashes([b])[0])
+        last = b["pool"].tolist()
+        del b  # released: its buffers go back to the worker
+    assert got == expected  # validation batches: no randomness, the same with or without a worker
+    allocated, reused, evicted = last
+    assert reused > 0 and evicted == 0 and allocated <= 16
+
+
+def test_batches_the_main_process_keeps_are_never_overwritten():
+    dsd, collator = _bound_frames()
+    held, at_receipt, last = [], [], None
+    for b in _loader(dsd["validation"], _WithStats(collator), 30):
+        held.append(b)  # every batch kept: no buffer is ever released
+        at_receipt.append(_hashes([b])[0])
+        last = b["pool"].tolist()
+    assert _hashes(held) == at_receipt
+    assert last[1] == 0 and last[2] > 0  # nothing reused; the pool dropped segments instead of writing them
+
+
+def test_a_wrapper_that_rebuilds_the_batch_falls_back_to_fresh_buffers():
+    dsd, collator = _bound_frames()
+    stats = _WithStats(collator)
+    wrapped = lambda rows: dict(stats(rows))  # noqa: E731 - the pool's hand-over is lost
+    held, at_receipt = [], []
+    for b in _loader(dsd["validation"], wrapped, 30):
+        held.append(b)
+        at_receipt.append(_hashes([b])[0])
+    assert _hashes(held) == at_receipt
+    assert held[-1]["pool"][1] == 0  # never released, never reused
