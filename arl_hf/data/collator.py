@@ -227,9 +227,12 @@ def _stack(tensors: List[Any]):
 
     if torch.utils.data.get_worker_info() is None:
         return torch.stack(tensors)
+    from .handover import shared_buffer
+
     elem = tensors[0]
-    storage = elem._typed_storage()._new_shared(elem.numel() * len(tensors), device=elem.device)
-    out = elem.new(storage).resize_(len(tensors), *elem.shape)
+    if elem.device.type != "cpu":
+        return torch.stack(tensors)
+    out = shared_buffer((len(tensors),) + tuple(elem.shape), elem.dtype)  # recycled when one is free
     return torch.stack(tensors, out=out)
 
 
@@ -240,6 +243,8 @@ def _batch_tensor(batch: Any, spectrogram: bool):
 
     if spectrogram and batch.dim() == 3:
         batch = batch.unsqueeze(1)
-    if torch.utils.data.get_worker_info() is not None:
-        batch = batch.share_memory_()
+    if torch.utils.data.get_worker_info() is not None and batch.device.type == "cpu" and not batch.is_shared():
+        from .handover import shared_buffer
+
+        batch = shared_buffer(tuple(batch.shape), batch.dtype).copy_(batch)  # the one copy, into recycled memory
     return batch

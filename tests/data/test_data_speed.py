@@ -207,3 +207,21 @@ def test_a_wrapper_that_rebuilds_the_batch_falls_back_to_fresh_buffers():
         at_receipt.append(_hashes([b])[0])
     assert _hashes(held) == at_receipt
     assert held[-1]["pool"][1] == 0  # never released, never reused
+
+
+def test_the_per_split_collator_in_a_worker_recycles_its_buffers_too():
+    import datasets
+    from pipeline_reference import frames_dsd
+
+    from arl_hf.data import MultimodalCollator
+
+    split = frames_dsd()["validation"].with_format("numpy")
+    collator = MultimodalCollator.from_dataset(split, train=False, image_size=12)
+    expected = _hashes(list(_loader(split, collator, 10, workers=0)))
+    got, last = [], None
+    for b in _loader(split, _WithStats(collator), 10):
+        got.append(_hashes([b])[0])
+        last = b["pool"].tolist()
+        del b
+    assert got == expected and last[1] > 0
+    assert isinstance(split, datasets.Dataset)
