@@ -251,37 +251,28 @@ class MultimodalTransform:
                                  (2.0 / 255.0, -1.0), flip_x=True)  # [0, 255] -> [-1, 1]
 
     def _float_batch(self, clips: List[List[Any]], seeds: Sequence[Optional[int]], scale_shift, flip_x: bool = False):
-        """uint8 ``(C, H, W)`` frames of each clip -> one float ``(n, T, C, S, S)`` batch: the crop and
-        resize per clip (one crop per clip at training time; at evaluation time one resize for the
-        whole batch when every frame has one size), then, once for the batch, the flips of the
-        clips drawn to be flipped (one indexed op on the uint8 batch), the float conversion and
-        the normalisation (``x * scale + shift``, rounded after each operation as ``_to_float``
-        does): the same values as clip by clip."""
+        """uint8 ``(C, H, W)`` frames of each clip -> one float ``(n, T, C, S, S)`` batch: the spatial
+        transform per clip (one crop per clip at training time), at evaluation time one resize for
+        the whole batch when every frame has one size; then the float conversion and normalisation
+        (``x * scale + shift``, rounded after each operation as ``_to_float`` does)."""
         import torch
 
         n, t = len(clips), self.num_frames
         sizes = {tuple(f.shape) for clip in clips for f in clip}
-        flipped: List[int] = []
         if not self.train and len(sizes) == 1 and t * n > 1:
             x, _ = self._spatial([f for clip in clips for f in clip], None)
-            pixels = x.reshape((n, t) + tuple(x.shape[1:]))
+            resized = [x[k * t:(k + 1) * t] for k in range(n)]
         else:
             resized = []
-            for k, (clip, seed) in enumerate(zip(clips, seeds)):
-                x, flip = self._spatial(clip, seed, apply_flip=False)
-                if flip:
-                    flipped.append(k)
+            for clip, seed in zip(clips, seeds):
+                x, flipped = self._spatial(clip, seed)
+                if flip_x and flipped:
+                    x[:, 0] = 255 - x[:, 0]
                 resized.append(x)
-            pixels = torch.stack(resized)  # a new uint8 batch: the flips below write into it
-        if flipped:  # uint8 flips of the whole batch at once (exact, as per clip)
-            rows = torch.tensor(flipped, dtype=torch.long)
-            mirrored = pixels.index_select(0, rows).flip(-1)
-            if flip_x:  # mirrored motion: horizontal flow v -> 255 - v
-                mirrored[:, :, 0] = 255 - mirrored[:, :, 0]
-            pixels.index_copy_(0, rows, mirrored)
-        out = batch_buffer((n,) + tuple(pixels.shape[1:]), torch.float32)
+        out = batch_buffer((n,) + tuple(resized[0].shape), torch.float32)
         scale, shift = scale_shift
-        torch.mul(pixels, scale, out=out)  # uint8 -> float32 times scale, one pass for the batch
+        for k, x in enumerate(resized):  # uint8 -> float32 times scale, in one pass per clip
+            torch.mul(x, scale, out=out[k])
         return out.add_(shift)
 
     def device_spec(self) -> Dict[str, Any]:
@@ -289,11 +280,10 @@ class MultimodalTransform:
         return {"train": self.train, "image_size": self.image_size, "mean": list(self.mean), "std": list(self.std),
                 "scale": list(self.scale), "ratio": list(self.ratio)}
 
-    def _spatial(self, frames: List[Any], sample_seed: Optional[int], apply_flip: bool = True):
+    def _spatial(self, frames: List[Any], sample_seed: Optional[int]):
         """Resize (eval) or random resized crop + flip (train) of uint8 ``(C, H, W)`` frames (one
         crop for all): ``(uint8 (T, C, S, S), flipped)``. The crop is a view; the resize runs on
-        uint8 (antialiased bilinear). ``apply_flip=False``: the flip is drawn and returned but left
-        to the caller (which flips the batch at once)."""
+        uint8 (antialiased bilinear)."""
         import torch
         from torchvision.transforms import v2
 
@@ -309,7 +299,7 @@ class MultimodalTransform:
             frames = [f[:, top:top + h, left:left + w] for f in frames]
         x = frames[0].unsqueeze(0) if len(frames) == 1 else torch.stack(frames)
         x = resize(x, [self.image_size, self.image_size], antialias=True)
-        return (x.flip(-1) if flip and apply_flip else x), flip
+        return (x.flip(-1) if flip else x), flip
 
     @staticmethod
     def _to_float(x, scale_shift):
