@@ -17,7 +17,11 @@ same training batches (audio ``(B, 1, 257, 188)``, one frame ``(B, 1, 3, 224, 22
 
 Measured: samples/s on one core (``num_workers=0``, one torch thread; the process's CPU-time
 rate is printed too) and with ``--workers`` DataLoader workers, interleaved (ABBA), median of
-per-pair ratios; the per-sample cost of each component on one core (audio read, frame work)
+per-pair ratios. Each rate is the steady state: one iterator draws all the timed batches (one
+long epoch, as a training epoch of ~100 batches; the generated split is a few batches). With
+workers, printed beside it: the rate with the iterator restarted at every epoch of the split,
+the start-up (fork + first batch), the CPU milliseconds per sample of the workers and of the
+main process, and the rate that CPU time allows on free cores; the per-sample cost of each component on one core (audio read, frame work)
 against the loader's time per sample; the one-time build of the cache; and how many cores the
 cached pipeline needs to feed the GPU step rate (``--gpu-samples-per-s``, from ``gpu_check.sh``).
 The targets are printed side by side; ``--check`` exits with status 1 when one is not met (run it
