@@ -57,10 +57,15 @@ class BufferPool:
         self.next_slot = 0
         self.next_issue = 1
         self.issued: List[List[Any]] = []  # handed out for the batch being built
+        self.retired: List[int] = []  # slots of segments dropped while held
         self.enabled = True
         self.reused = self.allocated = self.evicted = 0
 
     def _new_slot(self) -> Optional[int]:
+        for k, slot in enumerate(self.retired):  # a dropped segment's slot, cleared since: nothing pending on it
+            if self._flags[slot] == 0:
+                del self.retired[k]
+                return slot
         if self.next_slot >= len(self._flags):
             self.enabled = False
             logger.debug("shared batch buffers: every board slot used (batches never released): no more recycling")
@@ -87,8 +92,10 @@ class BufferPool:
             # handed out and never returned through the collator (batches collated by another
             # function): forget them (safe: a forgotten segment is never written again)
             stale, self.issued = self.issued[:-1], self.issued[-1:]
-            for e in stale:
+            for e in stale:  # never sent with its slot: the slot is free, the segment is not reused
                 self.buffers.remove(e)
+                self._flags[e[0]] = 0
+                self.retired.append(e[0])
             self.evicted += len(stale)
         mine = {id(e) for e in self.issued}
         free = [e for e in self.buffers if self._flags[e[0]] == 0 and id(e) not in mine]
@@ -106,9 +113,10 @@ class BufferPool:
                     return None
                 victim = min(busy, key=lambda e: e[4])
                 slot = self._new_slot()
-                self.evicted += 1
                 if slot is None:
                     return None
+                self.retired.append(victim[0])
+                self.evicted += 1
             self.buffers.remove(victim)
         else:
             slot = self._new_slot()

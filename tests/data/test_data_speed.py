@@ -209,3 +209,25 @@ def test_the_per_split_collator_in_a_worker_recycles_its_buffers_too():
         del b
     assert got == expected and last[1] > 0
     assert isinstance(split, datasets.Dataset)
+
+
+def test_the_pool_drops_held_segments_and_reuses_their_slots_once_released():
+    from arl_hf.data.handover import BufferPool
+
+    pool = BufferPool(max_buffers=2, slots=3)
+    a = pool.take(torch.float32, 10)
+    b = pool.take(torch.float32, 10)
+    sent = pool.finish({"x": torch.empty(0).new(a), "y": torch.empty(0).new(b)})
+    assert [s[0] for s in sent] == ["x", "y"] and pool.board[:2].tolist() == [1, 2]
+    c = pool.take(torch.float32, 10)  # both held by the main process: the oldest is dropped, not written
+    assert c is not a and c is not b and pool.evicted == 1 and pool.retired == [0]
+    pool.finish({})  # c unused by the batch: free again at once
+    assert pool.take(torch.float32, 10) is c
+    pool.finish({"z": torch.empty(0).new(c)})
+    pool.board[0] = 0  # the main process released the first batch: its retired slot is usable again
+    d = pool.take(torch.float32, 20)  # pool full, b and c held: b dropped, d gets slot 0
+    pool.finish({"d": torch.empty(0).new(d)})
+    assert d is not b and pool.retired == [1] and int(pool.board[0]) > 0
+    # everything held and no slot left: no more recycling (the caller allocates fresh shared memory)
+    assert pool.take(torch.float32, 30) is None and not pool.enabled
+    assert pool.take(torch.float32, 10) is None
