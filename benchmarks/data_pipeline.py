@@ -21,8 +21,8 @@ per-pair ratios. Each rate is the steady state: one iterator draws all the timed
 long epoch, as a training epoch of ~100 batches; the generated split is a few batches). With
 workers, printed beside it: the rate with the iterator restarted at every epoch of the split,
 the start-up (fork + first batch), the CPU milliseconds per sample of the workers and of the
-main process, and the rate that CPU time allows on free cores; the per-sample cost of each component on one core (audio read, frame work)
-against the loader's time per sample; the one-time build of the cache; and how many cores the
+main process, and the rate that CPU time allows on free cores; the per-sample cost of each
+component on one core (audio read, frame work) against the loader's time per sample; the one-time build of the cache; and how many cores the
 cached pipeline needs to feed the GPU step rate (``--gpu-samples-per-s``, from ``gpu_check.sh``).
 The targets are printed side by side; ``--check`` exits with status 1 when one is not met (run it
 for any change to the data path); ``--profile N`` adds a cProfile of the cached one-core loader.
@@ -42,7 +42,7 @@ import statistics
 import sys
 import tempfile
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -611,7 +611,8 @@ def report(r: Dict[str, Any]) -> str:
             lines.append(
                 f"    {label[name]}: {r[f'{key}workers_over_one_core']:.2f}x | "
                 f"{'n/a' if epochs is None else f'{epochs:.2f}x'} | {med(r['workers_startup_s'][name]):.2f} s | "
-                f"{med(r['workers_cpu_ms_per_sample'][name]):.2f} + {med(r['workers_main_cpu_ms_per_sample'][name]):.2f}"
+                f"{med(r['workers_cpu_ms_per_sample'][name]):.2f} + "
+                f"{med(r['workers_main_cpu_ms_per_sample'][name]):.2f}"
                 f" (one core {1000.0 / med(cpu[name]):.2f}) -> {r[f'{key}workers_cpu_bound']:.2f}x")
     b = r["one_core_ms_per_sample"]
     clock = "CPU time" if r["clock"] == "cpu" else "wall clock"
