@@ -11,7 +11,8 @@ of 16 at 224 px; a CPU-bound batch costs ~30 ms to build). So each worker keeps 
 How a segment is known to be free: each worker has a small shared board with one slot per
 segment. Handing a segment out writes a new issue number into its slot; the collator returns the
 batch as a :class:`PooledBatch` (a ``dict``) whose pickling carries ``(slot, issue)`` of each
-tensor; when the main process unpickles it (:func:`rebuild_pooled_batch`) it keeps a weak
+tensor and the board (until the main process marks it registered, then only its token); when
+the main process unpickles it (:func:`rebuild_pooled_batch`) it keeps a weak
 reference to each tensor's storage, and once that storage is gone (every view of the batch
 released) it clears the slot, if it still holds that issue. A segment is only reused from a
 cleared slot, so the main process never sees its batch change. Batches that reach the main
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import OrderedDict
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -49,8 +51,10 @@ class BufferPool:
     def __init__(self, max_buffers: int = MAX_BUFFERS, slots: int = BOARD_SLOTS):
         import torch
 
-        self.board = torch.zeros(slots, dtype=torch.int64).share_memory_()
+        # the last entry is the main process's "board registered" mark (see PooledBatch)
+        self.board = torch.zeros(int(slots) + 1, dtype=torch.int64).share_memory_()
         self._flags = self.board.numpy()
+        self.token = f"{os.getpid()}-{os.urandom(8).hex()}"
         self.max_buffers = int(max_buffers)
         #: [slot, dtype, numel, typed storage, issue] per segment
         self.buffers: List[List[Any]] = []
@@ -66,7 +70,7 @@ class BufferPool:
             if self._flags[slot] == 0:
                 del self.retired[k]
                 return slot
-        if self.next_slot >= len(self._flags):
+        if self.next_slot >= len(self._flags) - 1:
             self.enabled = False
             logger.debug("shared batch buffers: every board slot used (batches never released): no more recycling")
             return None
@@ -194,13 +198,16 @@ class PooledBatch(dict):
     the ``(key, slot, issue)`` of its segments and the worker's board, so that the main process
     clears each slot once it releases the batch (:func:`rebuild_pooled_batch`)."""
 
-    def __init__(self, batch: Dict[str, Any], board: Any, sent: List[Tuple[str, int, int]]):
+    def __init__(self, batch: Dict[str, Any], pool: "BufferPool", sent: List[Tuple[str, int, int]]):
         super().__init__(batch)
-        self._board = board
+        self._pool = pool
         self._sent = list(sent)
 
     def __reduce__(self):
-        return rebuild_pooled_batch, (dict(self), self._board, self._sent)
+        # the board crosses (one more shared storage to hand over) until the main process has
+        # marked it registered, then only its token
+        board = None if self._pool._flags[-1] == 1 else self._pool.board
+        return rebuild_pooled_batch, (dict(self), self._pool.token, board, self._sent)
 
 
 def hand_over(batch: Dict[str, Any]) -> Dict[str, Any]:
@@ -212,13 +219,17 @@ def hand_over(batch: Dict[str, Any]) -> Dict[str, Any]:
     if not pool.issued:
         return batch
     sent = pool.finish(batch)
-    return PooledBatch(batch, pool.board, sent) if sent else batch
+    return PooledBatch(batch, pool, sent) if sent else batch
 
 
 # ----------------------------------------------------------------------------- main process
 _LOCK = threading.Lock()
 #: (weak reference to a received storage, board flags, slot, issue) not yet released
 _PENDING: List[Tuple[Any, np.ndarray, int, int]] = []
+#: the boards received, by token (the most recent ones; a dropped board is unmarked so that its
+#: worker sends it again)
+_BOARDS: "OrderedDict[str, np.ndarray]" = OrderedDict()
+MAX_BOARDS = 64
 
 
 def _sweep() -> None:
@@ -233,14 +244,31 @@ def _sweep() -> None:
     _PENDING[:] = keep
 
 
-def rebuild_pooled_batch(batch: Dict[str, Any], board: Any, sent: List[Tuple[str, int, int]]) -> Dict[str, Any]:
+def _board(token: str, board: Any) -> Optional[np.ndarray]:
+    if board is not None:
+        flags = board.numpy()
+        _BOARDS[token] = flags
+        _BOARDS.move_to_end(token)
+        flags[-1] = 1  # registered: the worker stops sending it
+        while len(_BOARDS) > MAX_BOARDS:
+            _, old = _BOARDS.popitem(last=False)
+            old[-1] = 0
+        return flags
+    return _BOARDS.get(token)
+
+
+def rebuild_pooled_batch(batch: Dict[str, Any], token: str, board: Any,
+                         sent: List[Tuple[str, int, int]]) -> Dict[str, Any]:
     """Unpickling a :class:`PooledBatch` in the main process: the plain ``dict`` of tensors; each
-    tensor's segment is watched and its slot cleared once the storage is released."""
+    tensor's segment is watched and its slot cleared once the storage is released (a batch whose
+    worker's board is unknown here is not watched: its segments are never reused)."""
     from torch.multiprocessing.reductions import StorageWeakRef
 
-    flags = board.numpy()
     with _LOCK:
         _sweep()
+        flags = _board(token, board)
+        if flags is None:
+            return batch
         for key, slot, issue in sent:
             value = batch.get(key)
             if value is None or _storage_ptr(value) is None:

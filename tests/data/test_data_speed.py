@@ -231,3 +231,33 @@ def test_the_pool_drops_held_segments_and_reuses_their_slots_once_released():
     # everything held and no slot left: no more recycling (the caller allocates fresh shared memory)
     assert pool.take(torch.float32, 30) is None and not pool.enabled
     assert pool.take(torch.float32, 10) is None
+
+
+def test_the_board_crosses_until_the_main_process_has_registered_it(monkeypatch):
+    from arl_hf.data import handover as H
+
+    monkeypatch.setattr(H, "_BOARDS", H.OrderedDict())
+    monkeypatch.setattr(H, "_PENDING", [])
+    monkeypatch.setattr(H, "MAX_BOARDS", 1)
+    pool, other = H.BufferPool(slots=4), H.BufferPool(slots=4)
+    seg = pool.take(torch.float32, 6)
+    batch = H.PooledBatch({"x": torch.empty(0).new(seg)}, pool, pool.finish({"x": torch.empty(0).new(seg)}))
+    fn, args = batch.__reduce__()
+    assert args[2] is pool.board  # first batch: the board goes with it
+    got = fn(*args)
+    assert type(got) is dict and int(pool.board[-1]) == 1 and len(H._PENDING) == 1
+    assert batch.__reduce__()[1][2] is None  # registered: only its token from now on
+    # as in the main process: the batch's tensor has its own storage there; released -> slot cleared
+    received = {"x": torch.zeros(6)}
+    H.rebuild_pooled_batch(received, pool.token, None, args[3])
+    H._PENDING[:] = H._PENDING[1:]  # (the in-process first batch shares the pool's storage)
+    H.release_check()
+    assert int(pool.board[0]) == 1  # still held
+    del received
+    H.release_check()
+    assert int(pool.board[0]) == 0  # the main process released the batch: its slot is cleared
+    other_seg = other.take(torch.float32, 6)
+    fn, args = H.PooledBatch({"y": torch.empty(0).new(other_seg)}, other,
+                             other.finish({"y": torch.empty(0).new(other_seg)})).__reduce__()
+    fn(*args)  # a second worker's board: the first is dropped (MAX_BOARDS 1) and unmarked
+    assert int(pool.board[-1]) == 0 and list(H._BOARDS) == [other.token]
