@@ -23,7 +23,8 @@ workers, printed beside it: the rate with the iterator restarted at every epoch 
 the start-up (fork + first batch), the CPU milliseconds per sample of the workers and of the
 main process, and the rate that CPU time allows on free cores; the per-sample cost of each
 component on one core (audio read, frame work) against the loader's time per sample; the
-one-time build of the cache; and how many cores the cached pipeline needs to feed the GPU step rate (``--gpu-samples-per-s``, from ``gpu_check.sh``).
+one-time build of the cache; and how many cores the cached pipeline needs to feed the GPU step
+rate (``--gpu-samples-per-s``, from ``gpu_check.sh``).
 The targets are printed side by side; ``--check`` exits with status 1 when one is not met (run it
 for any change to the data path); ``--profile N`` adds a cProfile of the cached one-core loader.
 
