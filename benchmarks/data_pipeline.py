@@ -17,9 +17,14 @@ same training batches (audio ``(B, 1, 257, 188)``, one frame ``(B, 1, 3, 224, 22
 
 Measured: samples/s on one core (``num_workers=0``, one torch thread; the process's CPU-time
 rate is printed too) and with ``--workers`` DataLoader workers, interleaved (ABBA), median of
-per-pair ratios; the per-sample cost of each component on one core (audio read, frame work)
-against the loader's time per sample; the one-time build of the cache; and how many cores the
-cached pipeline needs to feed the GPU step rate (``--gpu-samples-per-s``, from ``gpu_check.sh``).
+per-pair ratios. Each rate is the steady state: one iterator draws all the timed batches (one
+long epoch, as a training epoch of ~100 batches; the generated split is a few batches). With
+workers, printed beside it: the rate with the iterator restarted at every epoch of the split,
+the start-up (fork + first batch), the CPU milliseconds per sample of the workers and of the
+main process, and the rate that CPU time allows on free cores; the per-sample cost of each
+component on one core (audio read, frame work) against the loader's time per sample; the
+one-time build of the cache; and how many cores the cached pipeline needs to feed the GPU step
+rate (``--gpu-samples-per-s``, from ``gpu_check.sh``).
 The targets are printed side by side; ``--check`` exits with status 1 when one is not met (run it
 for any change to the data path); ``--profile N`` adds a cProfile of the cached one-core loader.
 
@@ -38,7 +43,7 @@ import statistics
 import sys
 import tempfile
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -238,23 +243,58 @@ def frame_fidelity(train, small, image_size: int, n: int = 8) -> float:
 
 
 # ------------------------------------------------------------------------- measuring
-def _loader(dataset, batch_size: int, workers: int, collate_fn=None):
+def _loader(dataset, batch_size: int, workers: int, collate_fn=None, samples: Optional[int] = None):
+    """The measured DataLoader: shuffled, ``drop_last``, persistent forked workers. ``samples``: one
+    iterator draws that many samples (permutations of the split one after another, as one long
+    epoch) instead of one epoch of the split."""
     import torch
 
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers,
-                                       collate_fn=collate_fn, drop_last=True,
+    sampler = None
+    if samples:
+        sampler = torch.utils.data.RandomSampler(dataset, num_samples=samples)
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=sampler is None, sampler=sampler,
+                                       num_workers=workers, collate_fn=collate_fn, drop_last=True,
                                        persistent_workers=workers > 0,  # epochs restart the iterator: no re-fork
                                        multiprocessing_context="fork" if workers else None)
 
 
-def timed_rates(dataset, collate_fn, batch_size: int, workers: int, batches: int) -> Tuple[float, float]:
-    """``(samples/s by the wall clock, samples/s by this process's CPU time)`` over ``batches``
-    batches, after the first batch (worker start-up excluded). With workers the CPU figure counts
-    the main process only."""
-    loader = _loader(dataset, batch_size, workers, collate_fn)
+class _WorkerClock:
+    """A collate function that stamps each batch with its worker's id and that worker's CPU time
+    (``time.process_time()`` of the worker process when the batch is done)."""
+
+    def __init__(self, collate_fn):
+        self.collate_fn = collate_fn
+
+    def __call__(self, rows):
+        import torch
+
+        out = self.collate_fn(rows) if self.collate_fn is not None else torch.utils.data.default_collate(rows)
+        info = torch.utils.data.get_worker_info()
+        out["_worker"] = (info.id if info is not None else -1, time.process_time())
+        return out
+
+
+def timed_rates(dataset, collate_fn, batch_size: int, workers: int, batches: int,
+                steady: bool = True) -> Dict[str, float]:
+    """Rates of the cached or on-the-fly loader over ``batches`` batches after the first one.
+
+    ``steady`` (default): one iterator draws all the batches (one long epoch, as a training epoch
+    of ~100 batches); otherwise the iterator restarts at every epoch of the split (a few batches
+    here), so each epoch's start (the workers' queues drained and refilled) is counted too.
+    Returns ``wall`` and ``cpu`` (samples/s by the wall clock and by this process's CPU time),
+    ``startup_s`` (the loader built and its first batch delivered: forking the workers, their
+    first batch), and with workers ``main_cpu_ms`` / ``worker_cpu_ms``: CPU milliseconds per
+    sample of the main process and of the workers (their own CPU clocks, batch to batch)."""
+    bs = batch_size
+    samples = (batches + 2 + 2 * workers) * bs if steady else None
+    wrapped = _WorkerClock(collate_fn)
+    t0 = time.perf_counter()
+    loader = _loader(dataset, batch_size, workers, wrapped, samples)
     n, it = 0, iter(loader)
     first = next(it)
+    startup = time.perf_counter() - t0
     _check_batch(first)
+    seen: Dict[int, List[float]] = {}
     t, c = time.perf_counter(), time.process_time()
     for _ in range(batches):
         try:
@@ -263,14 +303,22 @@ def timed_rates(dataset, collate_fn, batch_size: int, workers: int, batches: int
             it = iter(loader)
             b = next(it)
         n += b["labels"].shape[0]
+        worker, clock = b["_worker"]
+        seen.setdefault(int(worker), []).append(float(clock))
     dt, dc = time.perf_counter() - t, time.process_time() - c
     del it
-    return n / dt, n / max(dc, 1e-9)
+    out = {"wall": n / dt, "cpu": n / max(dc, 1e-9), "startup_s": startup}
+    if workers:
+        spans = [(v[-1] - v[0], len(v) - 1) for v in seen.values() if len(v) > 1]
+        done = sum(k for _, k in spans)
+        out["main_cpu_ms"] = dc / n * 1e3
+        out["worker_cpu_ms"] = sum(d for d, _ in spans) / (done * bs) * 1e3 if done else float("nan")
+    return out
 
 
-def samples_per_s(dataset, collate_fn, batch_size: int, workers: int, batches: int) -> float:
+def samples_per_s(dataset, collate_fn, batch_size: int, workers: int, batches: int, steady: bool = True) -> float:
     """Samples/s (wall clock) over ``batches`` batches, after the first batch."""
-    return timed_rates(dataset, collate_fn, batch_size, workers, batches)[0]
+    return timed_rates(dataset, collate_fn, batch_size, workers, batches, steady)["wall"]
 
 
 def profile_loader(dataset, collate_fn, batch_size: int, batches: int, top: int) -> str:
@@ -391,18 +439,30 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         fidelity = frame_fidelity(train, small, args.image_size)
     finally:
         torch.set_num_threads(threads)
+    # with workers: per pipe, the steady rate (one long iterator) and the rate with the iterator
+    # restarted at every epoch of the split, start-up, CPU per sample of the workers and of the main process
+    multi_epochs: Dict[str, List[float]] = {k: [] for k in pipes}
+    startup: Dict[str, List[float]] = {k: [] for k in pipes}
+    worker_ms: Dict[str, List[float]] = {k: [] for k in pipes}
+    main_ms: Dict[str, List[float]] = {k: [] for k in pipes}
     for r in range(args.pairs):
         order = list(pipes) if r % 2 == 0 else list(reversed(list(pipes)))
         for name in order:
             ds, coll = pipes[name]
             if args.workers > 0:
-                res["multi"][name].append(samples_per_s(ds, coll, bs, args.workers, args.batches))
+                m = timed_rates(ds, coll, bs, args.workers, args.batches, steady=True)
+                res["multi"][name].append(m["wall"])
+                startup[name].append(m["startup_s"])
+                worker_ms[name].append(m["worker_cpu_ms"])
+                main_ms[name].append(m["main_cpu_ms"])
+                if name != "on_the_fly":
+                    multi_epochs[name].append(samples_per_s(ds, coll, bs, args.workers, args.batches, steady=False))
             torch.set_num_threads(1)
             try:
-                wall, cpu_rate = timed_rates(ds, coll, bs, 0, args.batches)
-                wall_1[name].append(wall)
-                cpu_1[name].append(cpu_rate)
-                res["one_core"][name].append(cpu_rate if args.clock == "cpu" else wall)
+                one = timed_rates(ds, coll, bs, 0, args.batches, steady=True)
+                wall_1[name].append(one["wall"])
+                cpu_1[name].append(one["cpu"])
+                res["one_core"][name].append(one["cpu"] if args.clock == "cpu" else one["wall"])
             finally:
                 torch.set_num_threads(threads)
     profile = None
@@ -432,6 +492,10 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         "one_core_wall_samples_per_s": wall_1,
         "one_core_cpu_samples_per_s": cpu_1,
         "one_core_ms_per_sample": parts,
+        "workers_epoch_restart_samples_per_s": multi_epochs,
+        "workers_startup_s": startup,
+        "workers_cpu_ms_per_sample": worker_ms,
+        "workers_main_cpu_ms_per_sample": main_ms,
         "profile": profile,
     }
     for mode in ("multi", "one_core"):
@@ -457,6 +521,15 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         multi = res["multi"][name]  # wall clock against the one-core wall clock (workers' CPU time is not ours)
         out[f"{key}workers_over_one_core"] = (statistics.median(multi) / statistics.median(wall_1[name])
                                               if multi else None)
+        # the same with the iterator restarted at every epoch of the split (the measurement before steady state)
+        out[f"{key}workers_epochs_over_one_core"] = (
+            statistics.median(multi_epochs[name]) / statistics.median(wall_1[name]) if multi_epochs[name] else None)
+        # what the CPU time allows on `workers` free cores: workers x one-core CPU per sample / (workers' + main's)
+        if multi:
+            spent = statistics.median(worker_ms[name]) + statistics.median(main_ms[name])
+            out[f"{key}workers_cpu_bound"] = args.workers * (1000.0 / statistics.median(cpu_1[name])) / spent
+        else:
+            out[f"{key}workers_cpu_bound"] = None
     gpu = args.gpu_samples_per_s
     out["gpu_samples_per_s"] = gpu
     for name in PIPES:
@@ -479,10 +552,10 @@ def targets(r: Dict[str, Any], args: argparse.Namespace) -> List[Dict[str, Any]]
     rows = [
         ("one core, shrunk frames: cached / on-the-fly", r["one_core_small_frames_median_ratio"], args.target, True),
         ("one core, frames as stored: cached / on-the-fly", r["one_core_median_ratio"], args.target_stored, True),
-        (f"{args.workers} workers / one core, cached (frames as stored)", r["workers_over_one_core"],
-         args.target_workers, True),
-        (f"{args.workers} workers / one core, cached (shrunk frames)", r["small_frames_workers_over_one_core"],
-         args.target_workers, True),
+        (f"{args.workers} workers / one core, cached (frames as stored), steady state",
+         r["workers_over_one_core"], args.target_workers, True),
+        (f"{args.workers} workers / one core, cached (shrunk frames), steady state",
+         r["small_frames_workers_over_one_core"], args.target_workers, True),
         ("one core, frames as stored: loader time / component sum", r["loader_over_components"],
          args.target_overhead, False),
         ("one core, shrunk frames: loader time / component sum", r["small_frames_loader_over_components"],
@@ -529,6 +602,19 @@ def report(r: Dict[str, Any]) -> str:
             ratio = r[f"{mode}_{key}median_ratio"]
             extra = f" ({other}: {med(alt[name]):.1f})" if mode == "one_core" else ""
             lines.append(f"    {label[name]}: {med(sp[mode][name]):.1f} samples/s{extra} | ratio {ratio:.2f}")
+    if sp["multi"]["cached"]:
+        w = s["workers"]
+        lines.append(f"  {w} workers against one core (wall clock), cached: steady state (one iterator) | iterator "
+                     "restarted every epoch of the split | start-up (fork + first batch) | CPU ms per sample: "
+                     "workers + main process -> at most on {w} free cores".replace("{w}", str(w)))
+        for name, key in (("cached", ""), ("cached_small_frames", "small_frames_")):
+            epochs = r[f"{key}workers_epochs_over_one_core"]
+            lines.append(
+                f"    {label[name]}: {r[f'{key}workers_over_one_core']:.2f}x | "
+                f"{'n/a' if epochs is None else f'{epochs:.2f}x'} | {med(r['workers_startup_s'][name]):.2f} s | "
+                f"{med(r['workers_cpu_ms_per_sample'][name]):.2f} + "
+                f"{med(r['workers_main_cpu_ms_per_sample'][name]):.2f}"
+                f" (one core {1000.0 / med(cpu[name]):.2f}) -> {r[f'{key}workers_cpu_bound']:.2f}x")
     b = r["one_core_ms_per_sample"]
     clock = "CPU time" if r["clock"] == "cpu" else "wall clock"
     lines.append(f"  ms per sample on one core ({clock}): audio on-the-fly {b['on_the_fly_audio_ms']:.2f} vs cached "

@@ -68,16 +68,16 @@ def mark_batch(tensor: Any) -> Any:
 
 def batch_buffer(shape: Sequence[int], dtype: Any = None):
     """An uninitialised, marked tensor for a batch: in shared memory inside a DataLoader worker (as
-    ``default_collate`` allocates it, so the batch crosses to the main process without a copy)."""
+    ``default_collate`` allocates it, so the batch crosses to the main process without a copy),
+    taken from the worker's recycled buffers when one of that size is free (:mod:`.handover`)."""
     import torch
 
     dtype = dtype or torch.float32
     if not in_worker():
         return mark_batch(torch.empty(tuple(shape), dtype=dtype))
-    elem = torch.empty(0, dtype=dtype)
-    numel = int(np.prod(shape)) if len(shape) else 1
-    storage = elem._typed_storage()._new_shared(numel, device=elem.device)
-    return mark_batch(elem.new(storage).resize_(*shape))
+    from .handover import shared_buffer
+
+    return mark_batch(shared_buffer(tuple(int(d) for d in shape), dtype))
 
 
 def rows_as_batch(values: Sequence[Any]):

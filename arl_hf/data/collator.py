@@ -24,6 +24,7 @@ import numpy as np
 
 from ..validation import class_indices
 from .batches import rows_as_batch
+from .handover import hand_over
 
 __all__ = ["MultimodalCollator", "string_labels_error", "stack_fields"]
 
@@ -315,7 +316,7 @@ class MultimodalCollator:
         if len(labels) and isinstance(labels[0], (str, bytes)):
             raise string_labels_error(self.label_key, labels)
         out[self.label_key] = torch.from_numpy(class_indices(labels, self.label_key))
-        return out
+        return hand_over(out)  # in a worker: the batch's recycled shared buffers are released with it
 
     def _tensor(self, name: str, value: Any):
         """One example's float32 tensor (a 2-D spectrogram gets its channel axis)."""
@@ -413,9 +414,12 @@ def _stack(tensors: List[Any]):
 
     if torch.utils.data.get_worker_info() is None:
         return torch.stack(tensors)
+    from .handover import shared_buffer
+
     elem = tensors[0]
-    storage = elem._typed_storage()._new_shared(elem.numel() * len(tensors), device=elem.device)
-    out = elem.new(storage).resize_(len(tensors), *elem.shape)
+    if elem.device.type != "cpu":
+        return torch.stack(tensors)
+    out = shared_buffer((len(tensors),) + tuple(elem.shape), elem.dtype)  # recycled when one is free
     return torch.stack(tensors, out=out)
 
 
@@ -426,6 +430,8 @@ def _batch_tensor(batch: Any, spectrogram: bool):
 
     if spectrogram and batch.dim() == 3:
         batch = batch.unsqueeze(1)
-    if torch.utils.data.get_worker_info() is not None:
-        batch = batch.share_memory_()
+    if torch.utils.data.get_worker_info() is not None and batch.device.type == "cpu" and not batch.is_shared():
+        from .handover import shared_buffer
+
+        batch = shared_buffer(tuple(batch.shape), batch.dtype).copy_(batch)  # the one copy, into recycled memory
     return batch
