@@ -156,7 +156,8 @@ def sweep_table(sweep: Mapping[str, Any]) -> List[List[str]]:
     rows = [["level", "concat gap (probe)"] + [f"{_label(m)} − concat" for m in methods]]
     for lv in sweep["levels"]:
         g = _gap_of(lv)
-        row = [lv["name"], f"{100 * g['mean']:.1f} ± {100 * (g['std'] or 0):.1f}"]
+        name = f"{lv['target']}: {lv['name']}" if lv.get("target") else lv["name"]
+        row = [name, f"{100 * g['mean']:.1f} ± {100 * (g['std'] or 0):.1f}"]
         for m in methods:
             d = (lv["methods"].get(m) or {}).get("diff_vs_none")
             if not d:
