@@ -333,19 +333,25 @@ def estimate(args, rest) -> float:
     from arl_hf.scripts.compare import main as compare_main
 
     cdir = os.path.join(args.root, "timing")
+    shutil.rmtree(cdir, ignore_errors=True)  # timed afresh: a record read back would time nothing
     argv = level_data(args, "bench") + PRESET + list(rest) + [
         "--strategies", "none", "--seeds", "0", "--compare_dir", cdir, "--no_plots", "--num_train_epochs", "1"]
     start = time.perf_counter()
     compare_main(argv + (["--smoke"] if args.smoke else []))
     with open(os.path.join(cdir, "results.json"), encoding="utf-8") as f:
-        per_epoch = json.load(f)["methods"]["none"]["wall_time_s"]["mean"]
+        wall = json.load(f)["methods"]["none"]["wall_time_s"]["mean"]
+    with open(os.path.join(cdir, "none-seed0", "trainer_state.json"), encoding="utf-8") as f:
+        history = json.load(f).get("log_history", [])
+    per_epoch = next((float(e["train_runtime"]) for e in history if "train_runtime" in e), wall)
     epochs = 2 if args.smoke else 20  # a bench run stops between epoch 16 and its budget of 24
-    per_run = per_epoch * epochs + 3.0  # + probes and evaluation of the splits
+    per_run = (wall - per_epoch) + per_epoch * epochs  # set-up and final evaluations, then the epochs
     counts = {k: v for k, v in trainings(args).items() if k in args.steps}
     total = sum(counts.values()) * per_run / max(1, args.workers)
-    print(f"[evidence] timing: one epoch {per_epoch:.1f} s (this call {time.perf_counter() - start:.0f} s); "
-          f"~{per_run:.0f} s per run; trainings per step {counts}; estimated wall time with {args.workers} "
-          f"workers: {total / 60:.0f} min ({total / 3600:.1f} h)", flush=True)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"[evidence] timing: one epoch {per_epoch:.1f} s, set-up and evaluation {wall - per_epoch:.1f} s (this "
+          f"call {time.perf_counter() - start:.0f} s, load average {load:.1f} on {os.cpu_count()} cores); "
+          f"~{per_run:.0f} s per run of {epochs} epochs; trainings per step {counts}; estimated wall time with "
+          f"{args.workers} workers: {total / 60:.0f} min ({total / 3600:.1f} h)", flush=True)
     return total
 
 
