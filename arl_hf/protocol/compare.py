@@ -93,6 +93,8 @@ def check_compare_args(own: argparse.Namespace, rest: Sequence[str]) -> None:
     unknown = [s for s in own.strategies if s not in STRATEGIES]
     if unknown:
         raise ValueError(f"strategies: unknown strategy {unknown[0]!r}; expected names among {sorted(STRATEGIES)}")
+    if own.seeds is None:  # apply_budget not called yet: the default seeds
+        own.seeds = list(DEFAULT_SEEDS)
     if own.tuning_seed in own.seeds:
         raise ValueError(f"tuning_seed: {own.tuning_seed} is also a reported seed; expected a seed not in {own.seeds}")
     if own.workers < 1:
