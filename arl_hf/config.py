@@ -64,6 +64,11 @@ class ARLConfig(*_OPTION_BASES, StrategyChoice, TrainingArguments):
         metadata={"help": "Stop when metric_for_best_model has not improved for this many evaluations "
                   "(transformers.EarlyStoppingCallback; needs load_best_model_at_end). Default: no early stop."},
     )
+    early_stopping_after_epoch: Optional[int] = field(
+        default=None,
+        metadata={"help": "Count early_stopping_patience only over evaluations after this epoch (e.g. the last of "
+                  "lr_decay_epochs: no run stops before its schedule has played out). Default: from the first."},
+    )
     lr_decay_epochs: Optional[List[int]] = field(
         default=None,
         metadata={"help": "Multiply the learning rate by lr_decay_factor at each of these epochs (MultiStepLR, "
@@ -113,6 +118,13 @@ class ARLConfig(*_OPTION_BASES, StrategyChoice, TrainingArguments):
                 raise ValueError("early_stopping_patience: needs load_best_model_at_end=True and a "
                                  f"metric_for_best_model (got {self.load_best_model_at_end!r}, "
                                  f"{self.metric_for_best_model!r})")
+        if self.early_stopping_after_epoch is not None:
+            if isinstance(self.early_stopping_after_epoch, bool) or not isinstance(self.early_stopping_after_epoch, int) \
+                    or self.early_stopping_after_epoch < 0:
+                raise ValueError("early_stopping_after_epoch: expected an int >= 0, got "
+                                 f"{self.early_stopping_after_epoch!r}")
+            if self.early_stopping_patience is None:
+                raise ValueError("early_stopping_after_epoch: needs early_stopping_patience (got None)")
         for options in BUILTIN_OPTIONS:
             options.check(self)
         if self.lr_decay_epochs is not None and any(

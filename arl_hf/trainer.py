@@ -60,7 +60,9 @@ class _StrategyCallback(TrainerCallback):
 
 class _EarlyStopping(EarlyStoppingCallback):
     """``EarlyStoppingCallback`` whose patience counter restarts with every ``train()``
-    (hyper-parameter search trials reuse the trainer and its callbacks)."""
+    (hyper-parameter search trials reuse the trainer and its callbacks) and, with
+    ``args.early_stopping_after_epoch = e``, counts only evaluations made after epoch ``e``
+    (those up to it leave the counter at 0, so no run stops before epoch ``e + patience``)."""
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.early_stopping_patience_counter = 0
@@ -69,6 +71,10 @@ class _EarlyStopping(EarlyStoppingCallback):
     def on_evaluate(self, args, state, control, metrics, **kwargs):
         # an evaluation under another prefix (the splits evaluated after training) is none to watch
         if not any(str(k).startswith("eval_") for k in metrics):
+            return None
+        after = getattr(args, "early_stopping_after_epoch", None)
+        if after is not None and state.epoch is not None and state.epoch <= after + 1e-6:
+            self.early_stopping_patience_counter = 0
             return None
         return super().on_evaluate(args, state, control, metrics, **kwargs)
 

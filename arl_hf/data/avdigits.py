@@ -94,6 +94,30 @@ CONFIGS: Dict[str, Dict[str, Any]] = {
 }
 
 
+#: the generation knobs that set the modality imbalance (the sweep of docs/benchmarks.md varies them):
+#: which digits the image confuses, the audio's SNR range, the partner-digit probabilities
+IMBALANCE_KNOBS = ("visual_confused_classes", "snr_db_min", "snr_db_max", "visual_partner_prob",
+                   "audio_partner_prob")
+
+
+def imbalance_options(config: str = "bench", **knobs: Any) -> Dict[str, Any]:
+    """The dataset options of named configuration ``config`` with ``knobs`` (among
+    :data:`IMBALANCE_KNOBS`, plus ``num_samples`` / ``repeats`` for the data size) over them:
+    ``arl_hf.data.load("avdigits", **imbalance_options("bench", snr_db_min=0.0))``. No knob: the
+    configuration's own data, unchanged. ``ValueError`` naming an unknown configuration or knob,
+    or a value the generator refuses."""
+    if config not in CONFIGS:
+        raise ValueError(f"config: unknown AV-Digits configuration {config!r}; expected one of {sorted(CONFIGS)}")
+    allowed = IMBALANCE_KNOBS + ("num_samples", "repeats")
+    unknown = [k for k in knobs if k not in allowed]
+    if unknown:
+        raise ValueError(f"knobs: unknown imbalance knob {unknown[0]!r}; expected names among {list(allowed)}")
+    options = {**CONFIGS[config], **knobs}
+    fields = {f.name for f in dataclasses.fields(AVDigitsConfig)}
+    _check(AVDigitsConfig(**{k: v for k, v in options.items() if k in fields}))
+    return options
+
+
 def generation_params(cfg: AVDigitsConfig) -> Dict[str, Any]:
     """The config fields that determine the generated data."""
     keys = ("generation_seed", "num_samples", "repeats", "image_size", "snr_db_min", "snr_db_max", "pixel_noise_min",

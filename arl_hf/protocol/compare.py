@@ -20,6 +20,11 @@ Every option of ``arl-hf train`` applies to every run; ``--strategy``, ``--seed`
    configuration are skipped (their records are keyed by a fingerprint of it): an interrupted
    table resumes, a changed option retrains.
 
+``--smoke`` tries the protocol on one's own data in minutes (:data:`SMOKE_OPTIONS`); ``--tuned_from``
+reruns the tuned values of an earlier ``results.json`` (another dataset, more seeds). The results
+warn (output and ``results.md``) when fewer than 5 seeds are reported and when a unimodal bound
+lies below a probe by more than its spread.
+
 Folder names come from method and modality names (:func:`arl_hf.safety.safe_name`: a
 modality column that is not a safe file name is refused before any run), and every deletion
 stays inside ``compare_dir``. With ``--workers N`` the first failed run stops the protocol:
@@ -35,14 +40,45 @@ import time
 from concurrent.futures import FIRST_COMPLETED, Executor, ProcessPoolExecutor, wait
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from ..log import get_logger
 from ..safety import atomic_write_json, confine, fingerprint, remove_path, safe_name
 from ..strategies import builtin_strategies
 from .runs import BOUND_PREFIX, RunSpec, method_name, read_reusable, run_config, run_one
 from .table import build_results, write_outputs
 
+logger = get_logger(__name__)
+
 #: the default methods: every built-in strategy, in registration order (:func:`arl_hf.strategies.builtin_strategies`)
 ALL_STRATEGIES = builtin_strategies()
 PER_RUN = ("--strategy", "--seed", "--output_dir")
+DEFAULT_SEEDS = [0, 1, 2, 3, 4]
+#: ``--smoke``: a budget that tries the protocol on one's own data in minutes: 2 seeds (unless
+#: ``--seeds`` is given), at most 2 tuning trials, and these run options unless given on the
+#: command line (the first N examples of each split, 2 epochs)
+SMOKE_SEEDS = [0, 1]
+SMOKE_TRIALS = 2
+SMOKE_OPTIONS = {"num_train_epochs": 2, "max_train_samples": 256, "max_eval_samples": 128, "max_test_samples": 128}
+
+
+def _given(rest: Sequence[str], name: str) -> bool:
+    flag = f"--{name}"
+    return any(a == flag or a.startswith(flag + "=") for a in rest)
+
+
+def apply_budget(own: argparse.Namespace, rest: Sequence[str]) -> List[str]:
+    """The run options after ``--smoke`` (:data:`SMOKE_OPTIONS`, those not given in ``rest``);
+    fills ``own.seeds`` (the default, or :data:`SMOKE_SEEDS` with ``--smoke``) and caps
+    ``own.tune_trials`` at :data:`SMOKE_TRIALS` with ``--smoke``. Idempotent."""
+    rest = list(rest)
+    smoke = bool(getattr(own, "smoke", False))
+    if getattr(own, "seeds", None) is None:
+        own.seeds = list(SMOKE_SEEDS if smoke else DEFAULT_SEEDS)
+    if smoke:
+        own.tune_trials = min(int(own.tune_trials), SMOKE_TRIALS)
+        for key, value in SMOKE_OPTIONS.items():
+            if not _given(rest, key):
+                rest += [f"--{key}", str(value)]
+    return rest
 
 
 def check_compare_args(own: argparse.Namespace, rest: Sequence[str]) -> None:
@@ -57,24 +93,56 @@ def check_compare_args(own: argparse.Namespace, rest: Sequence[str]) -> None:
     unknown = [s for s in own.strategies if s not in STRATEGIES]
     if unknown:
         raise ValueError(f"strategies: unknown strategy {unknown[0]!r}; expected names among {sorted(STRATEGIES)}")
+    if own.seeds is None:  # apply_budget not called yet: the default seeds
+        own.seeds = list(DEFAULT_SEEDS)
     if own.tuning_seed in own.seeds:
         raise ValueError(f"tuning_seed: {own.tuning_seed} is also a reported seed; expected a seed not in {own.seeds}")
     if own.workers < 1:
         raise ValueError(f"workers: expected >= 1, got {own.workers}")
     if "fixed" in own.strategies and "none" not in own.strategies:
         raise ValueError("strategies: 'fixed' takes its dominant modality and learning rate from 'none'; add it")
+    if getattr(own, "tuned_from", None) and own.tune_trials > 0:
+        raise ValueError(f"tuned_from: takes the tuned values of {own.tuned_from!r}; expected --tune_trials 0, "
+                         f"got {own.tune_trials}")
+
+
+def tuned_values(path: str, methods: Sequence[str]) -> Dict[str, Any]:
+    """``{method: hyperparameters}`` of ``methods`` (strategies and ``bound:<m>``) read from a
+    ``results.json`` of an earlier table; ``FileNotFoundError`` / ``ValueError`` naming the file
+    and the method it lacks."""
+    import json
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"tuned_from: no results file {path!r}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            results = json.load(f)
+        table, bounds = results["methods"], results.get("unimodal_bounds_hyperparameters") or {}
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"tuned_from: {path!r} is not a results.json of the protocol ({type(err).__name__}: {err})")
+    out: Dict[str, Any] = {}
+    for m in methods:
+        hp = bounds.get(m[len(BOUND_PREFIX):]) if m.startswith(BOUND_PREFIX) else \
+            (table.get(m) or {}).get("hyperparameters")
+        if not isinstance(hp, dict) or not isinstance(hp.get("best"), dict):
+            raise ValueError(f"tuned_from: {path!r} has no tuned values for {m!r}; expected a method tuned there")
+        out[m] = hp
+    return out
 
 
 # ---- work items (module level: they run in worker processes) ----------------------------------
 _DATA: Dict[str, Any] = {}
 
 
-def _init_worker(rest: List[str], data_seed: int) -> None:
+def _init_worker(rest: List[str], data_seed: int, truncate: bool = False) -> None:
     from ..building import load_data
+    from ..building import truncate as truncate_splits
     from ..scripts.train import parse_args
 
     _, _, data_args, _ = parse_args(rest, overrides={"output_dir": "unused"})
     _DATA["dataset"], _DATA["collator"], _DATA["record"] = load_data(data_args, seed=data_seed)
+    if truncate:  # --smoke: tuning, runs and probes all see the first examples only
+        _DATA["dataset"] = truncate_splits(_DATA["dataset"], data_args)
 
 
 def _run_job(job: Tuple[List[str], RunSpec, str, bool]) -> Dict[str, Any]:
@@ -146,16 +214,16 @@ def run_jobs(executor: Optional[Executor], fn: Callable[[Any], Any], jobs: Seque
 class _Pool:
     """Runs jobs inline (one worker) or in ``workers`` spawned one-process-each workers."""
 
-    def __init__(self, workers: int, rest: List[str], data_seed: int):
+    def __init__(self, workers: int, rest: List[str], data_seed: int, truncate: bool = False):
         self.workers = workers
         self.pool: Optional[ProcessPoolExecutor] = None
         if workers > 1:
             import multiprocessing
 
             self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                            initializer=_init_worker, initargs=(rest, data_seed))
+                                            initializer=_init_worker, initargs=(rest, data_seed, truncate))
         else:
-            _init_worker(rest, data_seed)
+            _init_worker(rest, data_seed, truncate)
 
     def map(self, fn, jobs: Sequence[Any]) -> List[Any]:
         return run_jobs(self.pool, fn, jobs, self.workers)
@@ -174,6 +242,7 @@ def run(own: argparse.Namespace, rest: List[str]) -> int:
     ``rest`` the run options given to every run; returns 0."""
     from ..scripts.train import parse_args
 
+    rest = apply_budget(own, rest)
     check_compare_args(own, rest)
     training_args, _, data_args, run_args = parse_args(rest, overrides={"output_dir": "unused"})
     if not own.compare_dir:
@@ -183,16 +252,19 @@ def run(own: argparse.Namespace, rest: List[str]) -> int:
                                                                              "dataset name; pass --compare_dir)"))
     os.makedirs(own.compare_dir, exist_ok=True)
     start = time.perf_counter()
-    pool = _Pool(own.workers, rest, own.data_seed)
+    pool = _Pool(own.workers, rest, own.data_seed, truncate=bool(getattr(own, "smoke", False)))
     try:
         first = pool.map(_dataset_modalities, [None])[0]
+        classes = pool.map(_dataset_num_labels, [None])[0]
         bounds = [f"{BOUND_PREFIX}{m}" for m in first] if own.unimodal_bounds else []
         tuned = [m for m in own.strategies if m != "fixed"] + bounds
         for m in own.strategies + bounds:  # every folder name checked before any run starts
             for s in own.seeds:
                 _run_dir(own, m, s)
         hps: Dict[str, Any] = {}
-        if own.tune_trials > 0:
+        if getattr(own, "tuned_from", None):
+            hps = tuned_values(own.tuned_from, tuned)
+        elif own.tune_trials > 0:
             tdir = os.path.join(own.compare_dir, "tuning")
             os.makedirs(tdir, exist_ok=True)
             jobs = [(rest, m, own.tune_trials, own.tuning_seed,
@@ -218,10 +290,13 @@ def run(own: argparse.Namespace, rest: List[str]) -> int:
     from ..cards import shareable_tree, shareable_value
 
     meta = {"dataset": shareable_value(data_args.dataset, note=True), "dataset_config": data_args.dataset_config,
-            "preset": run_args.preset}
+            "preset": run_args.preset, **recipe_meta(training_args), "chance_accuracy": 1.0 / classes,
+            "smoke": bool(getattr(own, "smoke", False))}
     results = build_results(records, own.seeds, own.split, hps, meta)
     results["wall_time_s"] = time.perf_counter() - start
     results["workers"] = own.workers
+    for w in results["warnings"]:
+        logger.warning("compare: %s", w)
     # a results file meant to be shared: no absolute local path (the tuning records keep theirs)
     results = shareable_tree(results)
     write_outputs(records, results, own.compare_dir, make_plots=not own.no_plots)
@@ -229,6 +304,23 @@ def run(own: argparse.Namespace, rest: List[str]) -> int:
         print(f.read())
     print(f"[compare] {len(records)} runs, wall time {results['wall_time_s']:.0f} s -> {own.compare_dir}")
     return 0
+
+
+def recipe_meta(training_args: Any) -> Dict[str, Any]:
+    """The schedule and stopping rule every run shared: ``{"num_train_epochs", "lr_decay_epochs",
+    "early_stopping": {"patience", "after_epoch"} or None}``."""
+    patience = training_args.early_stopping_patience
+    decays = training_args.lr_decay_epochs
+    return {"num_train_epochs": float(training_args.num_train_epochs),
+            "lr_decay_epochs": sorted(int(e) for e in decays) if decays else [],
+            "early_stopping": None if patience is None else {
+                "patience": int(patience), "after_epoch": int(training_args.early_stopping_after_epoch or 0)}}
+
+
+def _dataset_num_labels(_: Any) -> int:
+    from ..building import num_labels
+
+    return int(num_labels(_DATA["dataset"]))
 
 
 def _dataset_modalities(_: Any) -> List[str]:

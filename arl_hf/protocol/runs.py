@@ -137,6 +137,16 @@ def best_epoch(output_dir: str) -> Optional[float]:
     return None
 
 
+def epochs_run(output_dir: str) -> Optional[float]:
+    """Epochs trained, early stop included (``epoch`` of ``trainer_state.json``)."""
+    path = os.path.join(output_dir, "trainer_state.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        epoch = json.load(f).get("epoch")
+    return None if epoch is None else round(float(epoch), 6)
+
+
 def accuracy_curve(output_dir: str) -> List[float]:
     """Validation accuracy after every evaluation, in order (from ``trainer_state.json``)."""
     path = os.path.join(output_dir, "trainer_state.json")
@@ -190,7 +200,7 @@ def run_one(base_argv: Sequence[str], spec: RunSpec, dataset: Any, collator: Cal
     returns the record.
 
     The record holds ``metrics`` per split (fractions, as the Trainer logs them), ``probe``
-    per split (``{modality: accuracy}``; none for a bound), ``best_epoch``, ``val_curve``,
+    per split (``{modality: accuracy}``; none for a bound), ``best_epoch``, ``epochs_run``, ``val_curve``,
     ``wall_time_s``, the ``argv`` of the run, and its ``config`` and ``fingerprint``
     (:func:`run_config`).
     """
@@ -221,7 +231,8 @@ def run_one(base_argv: Sequence[str], spec: RunSpec, dataset: Any, collator: Cal
         probes = probe_accuracies(model, dataset["train"], {s: dataset[s] for s in probe_splits if s in dataset},
                                   collator, modalities, seed=spec.seed)
     record = {"method": spec.method, "seed": spec.seed, "overrides": dict(spec.overrides), "metrics": metrics,
-              "probe": probes, "best_epoch": best_epoch(run_dir), "val_curve": accuracy_curve(run_dir),
+              "probe": probes, "best_epoch": best_epoch(run_dir), "epochs_run": epochs_run(run_dir),
+              "val_curve": accuracy_curve(run_dir),
               "num_train_epochs": float(training_args.num_train_epochs), "wall_time_s": wall, "cpu_time_s": cpu,
               "argv": argv, "fingerprint": fingerprint(config), "config": config}
     if not keep_checkpoints:

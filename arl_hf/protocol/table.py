@@ -1,6 +1,7 @@
 """The comparison table: ``results.json`` (the protocol's schema), ``results.md``,
 ``results.csv``, ``runs.csv`` and the plots ``results.png`` (fused accuracy) and
-``suppression.png`` (unimodal bound against in-model accuracy).
+``suppression.png`` (unimodal bound against in-model accuracy), with the protocol's warnings
+(:func:`protocol_warnings`: too few seeds, an undertrained unimodal bound).
 
 Accuracies are fractions in [0, 1], as the Trainer logs them; every ``stat`` is
 ``{"mean", "std", "ci95": [lo, hi], "values": [...]}`` over the seeds, in seed order.
@@ -69,6 +70,7 @@ def build_results(records: Sequence[Mapping[str, Any]], seeds: Sequence[int], sp
                 entry[f"probe_accuracy_{m}"] = stat([r["probe"][split][m] for r in runs])
         if baseline is not None and method != BASELINE:
             entry["paired_vs_none"] = paired(entry["accuracy"]["values"], baseline)
+        entry["runs"] = [run_entry(r, split) for r in runs]
         hp = hyperparameters.get(method)
         entry["hyperparameters"] = dict(hp) if hp else None
         entry["wall_time_s"] = stat([r["wall_time_s"] for r in runs])
@@ -86,6 +88,50 @@ def build_results(records: Sequence[Mapping[str, Any]], seeds: Sequence[int], sp
             out["suppression_gap_head"][method] = gaps_head
     if bound_values:
         out["unimodal_bounds_hyperparameters"] = {m: hyperparameters.get(f"bound:{m}") for m in bound_values}
+    out["warnings"] = protocol_warnings(out)
+    return out
+
+
+def _epoch(x: Any) -> Any:
+    """An epoch number as an int when it is one (``13.0`` -> ``13``), else as given."""
+    return int(x) if isinstance(x, float) and x.is_integer() else x
+
+
+def run_entry(record: Mapping[str, Any], split: str = "test") -> Dict[str, Any]:
+    """``{"seed", "best_epoch", "epochs_run", "accuracy"}`` of one run record: the epoch of the
+    checkpoint selected on validation, the epochs trained (fewer than the budget after an early
+    stop) and the ``split`` accuracy (a fraction)."""
+    ran = record.get("epochs_run")
+    if ran is None and record.get("val_curve") is not None:  # records written before epochs_run
+        ran = len(record["val_curve"])
+    return {"seed": int(record["seed"]), "best_epoch": _epoch(record.get("best_epoch")), "epochs_run": _epoch(ran),
+            "accuracy": float(record["metrics"][split]["accuracy"])}
+
+
+#: fewer seeds than this: the paired tests and 95 % intervals are flagged as meaning little
+MIN_SEEDS = 5
+
+
+def protocol_warnings(results: Mapping[str, Any]) -> List[str]:
+    """What makes ``results`` weak evidence, one sentence each: fewer than :data:`MIN_SEEDS` seeds,
+    and a unimodal bound below a method's probe of that modality by more than the bound's spread
+    (std over seeds; any amount with one seed): an undertrained bound, whose negative gap is not
+    suppression."""
+    out: List[str] = []
+    n = len(results.get("seeds", []))
+    if n < MIN_SEEDS:
+        out.append(f"seeds: n = {n} < {MIN_SEEDS}; the paired p-values and 95 % intervals mean little "
+                   f"(a two-sided Wilcoxon p cannot go below {2 / 2 ** n:.3g}); report more seeds")
+    for m, b in (results.get("unimodal_bounds") or {}).items():
+        spread = b.get("std") or 0.0
+        below = [(name, e[f"probe_accuracy_{m}"]["mean"]) for name, e in results["methods"].items()
+                 if f"probe_accuracy_{m}" in e and e[f"probe_accuracy_{m}"]["mean"] - b["mean"] > spread]
+        if below:
+            name, probe = max(below, key=lambda x: x[1])
+            out.append(f"unimodal bound {m}: {100 * b['mean']:.1f} % lies below the {m} probe of "
+                       f"{', '.join(label_of(x) for x, _ in below)} (up to {100 * probe:.1f} %, {label_of(name)}) by "
+                       f"more than its spread ({100 * spread:.1f}): the bound is undertrained and a negative gap "
+                       "there is not suppression")
     return out
 
 
@@ -135,6 +181,10 @@ def to_markdown(results: Mapping[str, Any]) -> str:
         hps = results.get("unimodal_bounds_hyperparameters", {})
         lines += ["", "| Unimodal bound | test accuracy | tuned |", "|---|---|---|"]
         lines += [f"| {m} alone | {_pct(s)} | {_hp(hps.get(m))} |" for m, s in results["unimodal_bounds"].items()]
+    if results.get("chance_accuracy") is not None:
+        lines += ["", f"Chance level: {100 * results['chance_accuracy']:.1f} %."]
+    if results.get("warnings"):
+        lines += ["", "**Warnings**", ""] + [f"- {w}" for w in results["warnings"]]
     return "\n".join(lines) + "\n"
 
 
@@ -180,45 +230,13 @@ def run_rows(records: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
 
 
 def plots(results: Mapping[str, Any], compare_dir: str) -> List[str]:
-    """``results.png`` (fused accuracy, std error bars) and ``suppression.png``."""
-    import matplotlib
+    """``results.png`` (fused accuracy per seed, mean and 95 % CI, differences to concatenation)
+    and ``suppression.png`` (:mod:`arl_hf.protocol.figures`)."""
+    from .figures import accuracy_figure, suppression_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    methods = list(results["methods"])
-    names = [label_of(m) for m in methods]
-    paths = []
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.8 * len(methods)), 3.6))
-    acc = [results["methods"][m]["accuracy"] for m in methods]
-    ax.bar(range(len(methods)), [100 * a["mean"] for a in acc], yerr=[100 * (a["std"] or 0) for a in acc], capsize=3)
-    ax.set_xticks(range(len(methods)))
-    ax.set_xticklabels(names, rotation=30, ha="right")
-    ax.set_ylabel(f"fused {results['split']} accuracy (%)")
-    fig.tight_layout()
-    paths.append(os.path.join(compare_dir, "results.png"))
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
-    bounds = results["unimodal_bounds"]
-    if bounds:
-        fig, axes = plt.subplots(1, len(bounds), figsize=(4.2 * len(bounds), 3.8), squeeze=False)
-        for ax, (m, b) in zip(axes[0], bounds.items()):
-            for key, marker, label in (("accuracy_", "o", "unimodal head"), ("probe_accuracy_", "s", "linear probe")):
-                ys = [100 * results["methods"][x][key + m]["mean"] if key + m in results["methods"][x] else None
-                      for x in methods]
-                xs = [i for i, y in enumerate(ys) if y is not None]
-                ax.scatter(xs, [ys[i] for i in xs], marker=marker, label=label)
-            ax.axhline(100 * b["mean"], color="k", ls="--", label=f"bound ({100 * b['mean']:.1f} %)")
-            ax.set_xticks(range(len(methods)))
-            ax.set_xticklabels(names, rotation=45, ha="right", fontsize=7)
-            ax.set_title(f"{m}: in-model accuracy vs its unimodal bound", fontsize=9)
-            ax.set_ylabel("%")
-            ax.legend(fontsize=7)
-        fig.tight_layout()
-        paths.append(os.path.join(compare_dir, "suppression.png"))
-        fig.savefig(paths[-1], dpi=120)
-        plt.close(fig)
-    return paths
+    paths = [accuracy_figure(results, os.path.join(compare_dir, "results.png"))]
+    sup = suppression_figure(results, os.path.join(compare_dir, "suppression.png"))
+    return paths + ([sup] if sup else [])
 
 
 def write_outputs(records: Sequence[Mapping[str, Any]], results: Mapping[str, Any], compare_dir: str,

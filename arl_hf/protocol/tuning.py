@@ -27,11 +27,24 @@ def search_space(strategy: str, base_learning_rate: float) -> Dict[str, Tuple[fl
     return space
 
 
+#: the scales a search range may have: a float on a log or linear scale, or an int (uniform, bounds included)
+SCALES = ("log", "linear", "int")
+
+
 def optuna_space(space: Mapping[str, Tuple[float, float, str]]) -> Callable[[Any], Dict[str, float]]:
-    """The ``hp_space`` callable of :meth:`Trainer.hyperparameter_search` for ``space``."""
+    """The ``hp_space`` callable of :meth:`Trainer.hyperparameter_search` for ``space``;
+    ``ValueError`` naming the option whose scale is not one of :data:`SCALES`."""
+    for k, (_, _, scale) in space.items():
+        if scale not in SCALES:
+            raise ValueError(f"search_space[{k!r}]: expected a scale among {SCALES}, got {scale!r}")
+
+    def suggest(trial: Any, k: str, lo: float, hi: float, scale: str) -> Any:
+        if scale == "int":
+            return trial.suggest_int(k, int(lo), int(hi))
+        return trial.suggest_float(k, lo, hi, log=(scale == "log"))
 
     def hp_space(trial: Any) -> Dict[str, float]:
-        return {k: trial.suggest_float(k, lo, hi, log=(scale == "log")) for k, (lo, hi, scale) in space.items()}
+        return {k: suggest(trial, k, lo, hi, scale) for k, (lo, hi, scale) in space.items()}
 
     return hp_space
 

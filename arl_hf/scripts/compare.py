@@ -24,7 +24,8 @@ def make_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--strategies", nargs="+", default=protocol.ALL_STRATEGIES,
                    help="Methods to compare (registered names).")
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4], help="Reported seeds (>= 5 advised).")
+    p.add_argument("--seeds", nargs="+", type=int, default=None,
+                   help="Reported seeds (default 0 1 2 3 4; with fewer than 5 the results warn).")
     p.add_argument("--compare_dir", default=None, help="Output directory (default outputs/compare-<dataset>).")
     p.add_argument("--data_seed", type=int, default=0, help="Seed given to the dataset loader (same for every run).")
     p.add_argument("--split", default="test", choices=["test", "validation"], help="Split reported in the table.")
@@ -38,6 +39,12 @@ def make_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="Runs side by side (one process each).")
     p.add_argument("--keep_checkpoints", action="store_true", help="Keep each run's checkpoints.")
     p.add_argument("--no_plots", action="store_true", help="Skip results.png and suppression.png.")
+    p.add_argument("--smoke", action="store_true",
+                   help="A budget that tries the protocol on your own data in minutes: seeds 0 1 (unless --seeds), "
+                        "at most 2 tuning trials, 2 epochs, the first 256 / 128 / 128 train / validation / test "
+                        "examples (run options given on the command line win). Not evidence: for a first look.")
+    p.add_argument("--tuned_from", default=None,
+                   help="results.json of an earlier table: rerun its tuned values (with --tune_trials 0).")
     return p
 
 
@@ -45,6 +52,7 @@ def parse_args(argv: Sequence[str], prog: Optional[str] = None) -> Tuple[argpars
     """Split ``argv`` into the protocol's own options and the run options given to every run;
     ``ValueError`` for options that cannot run (:func:`arl_hf.protocol.compare.check_compare_args`)."""
     own, rest = make_parser(prog).parse_known_args(list(argv))
+    rest = protocol.apply_budget(own, rest)
     protocol.check_compare_args(own, rest)
     return own, rest
 

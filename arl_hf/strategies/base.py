@@ -301,7 +301,7 @@ class Strategy:
     #: "output" or "parameters": how :class:`GradientModulator` reaches the encoders
     gradient_modulation = "output"
     #: the strategy's own knobs tuned by the comparison protocol (``--tune_trials``), beside the
-    #: learning rate: option name -> ``(low, high, "log" | "linear")``
+    #: learning rate: option name -> ``(low, high, "log" | "linear" | "int")``
     search_space: Dict[str, Tuple[float, float, str]] = {}
     #: whether some parameter of the model gets no gradient from this strategy's loss (MLA does not
     #: train the model's fusion head): DDP must then run with ``find_unused_parameters=True``, which

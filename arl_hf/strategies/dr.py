@@ -107,7 +107,9 @@ class DROptions(StrategyOptions):
 class DiagnoseRelearn(Strategy):
     """D&R (see module docstring). Hyper-parameters: ``dr_interval_epochs``, ``dr_lambda``, ``dr_max_times``."""
 
-    search_space = {"dr_lambda": (0.5, 6.0, "log")}
+    #: the re-initialisation interval is tuned too (2-12 epochs): at its default (20) a run of the
+    #: benchmark budget, which may stop from epoch 16 on, would never re-initialise
+    search_space = {"dr_lambda": (0.5, 6.0, "log"), "dr_interval_epochs": (2, 12, "int")}
 
     def build_state(self, model) -> StrategyState:
         state = StrategyState(self.name)

@@ -72,3 +72,35 @@ def test_trial_objective_is_the_selected_checkpoint_accuracy(tmp_path):
 def test_model_or_model_init_is_required(tmp_path):
     with pytest.raises(ValueError, match="model"):
         ARLTrainer(args=tuning_args(tmp_path))
+
+
+def test_an_int_range_is_searched_as_ints_and_dr_tunes_its_interval(tmp_path):
+    from arl_hf.presets import get_preset
+
+    space = search_space("dr", 0.1)
+    assert space["dr_interval_epochs"] == (2, 12, "int")
+    # every interval of the range re-initialises before the benchmark's earliest stop
+    bench = get_preset("avdigits_bench")
+    assert space["dr_interval_epochs"][1] <= bench["early_stopping_after_epoch"] < bench["num_train_epochs"]
+    rows = make_rows(32)
+    trainer = ARLTrainer(model_init=lambda: mlp_model(), args=tuning_args(tmp_path, strategy="dr"),
+                         train_dataset=rows, eval_dataset=rows)
+    seen = []
+    orig_build = trainer._build_strategy
+
+    def spy():
+        orig_build()
+        seen.append(trainer.strategy.options.dr_interval_epochs)
+
+    trainer._build_strategy = spy
+    result = tune(trainer, space, n_trials=2, sampler_seed=5)
+    best = result["best"]["dr_interval_epochs"]
+    assert isinstance(best, int) and 2 <= best <= 12
+    assert seen and all(isinstance(v, int) and 2 <= v <= 12 for v in seen)
+
+
+def test_an_unknown_scale_is_refused():
+    from arl_hf.protocol.tuning import optuna_space
+
+    with pytest.raises(ValueError, match=r"search_space\['x'\]: expected a scale among .* got 'cubic'"):
+        optuna_space({"x": (1.0, 2.0, "cubic")})
