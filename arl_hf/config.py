@@ -119,8 +119,8 @@ class ARLConfig(*_OPTION_BASES, StrategyChoice, TrainingArguments):
                                  f"metric_for_best_model (got {self.load_best_model_at_end!r}, "
                                  f"{self.metric_for_best_model!r})")
         if self.early_stopping_after_epoch is not None:
-            if isinstance(self.early_stopping_after_epoch, bool) or not isinstance(self.early_stopping_after_epoch, int) \
-                    or self.early_stopping_after_epoch < 0:
+            after = self.early_stopping_after_epoch
+            if isinstance(after, bool) or not isinstance(after, int) or after < 0:
                 raise ValueError("early_stopping_after_epoch: expected an int >= 0, got "
                                  f"{self.early_stopping_after_epoch!r}")
             if self.early_stopping_patience is None:
