@@ -229,8 +229,9 @@ def train_and_evaluate(
     logger.info("dataset %s: %s examples", record.dataset, {k: len(v) for k, v in dataset.items()})
     batch = sample_batch(dataset["train"], collator)
     model = build_model(batch, num_labels(dataset), model_args, record, label_names(dataset))
-    for line in modality_summary(batch, model.config, record):  # shown at the default log level
-        logger.warning(line)
+    if training_args.process_index == 0:  # in the normal output, as the results are
+        for line in modality_summary(batch, model.config, record):
+            print(line)
     logger.info("model: encoders %s, fusion %s, %d parameters; strategy %s",
                 {m: spec.get("encoder") for m, spec in model.config.modalities.items()},
                 getattr(model.config, "fusion", "?"), sum(p.numel() for p in model.parameters()),
