@@ -1,0 +1,108 @@
+"""The ``multimodal-classification`` pipeline registered by ``import arl_hf``: a saved model's top-k
+labels (softmax of its fused logits), per-modality predictions on request, a list of examples, and
+clear errors for inputs it cannot take."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent.parent / "strategies"))
+
+from strategy_testutils import MODS, cfg, make_rows, mlp_model  # noqa: E402
+from transformers import pipeline  # noqa: E402
+
+from arl_hf import ARLTrainer  # noqa: E402
+
+NAMES = ["cat", "dog", "bird"]
+ROWS = make_rows(6, seed=3)
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory) -> str:
+    model = mlp_model()
+    model.config.id2label = dict(enumerate(NAMES))
+    model.config.label2id = {n: i for i, n in enumerate(NAMES)}
+    path = str(tmp_path_factory.mktemp("model") / "tiny")
+    model.save_pretrained(path)
+    return path
+
+
+def _logits(model, rows):
+    with torch.no_grad():
+        out = model.eval()(**{m: torch.stack([r[m] for r in rows]) for m in MODS}, return_unimodal_logits=True)
+    return out.logits, out.unimodal_logits
+
+
+def _example(row):
+    return {"audio": row["audio"].numpy(), "visual": row["visual"].tolist()}  # an array and a list of numbers
+
+
+def test_registered_by_import_and_scores_are_the_softmax_of_the_fused_logits(saved):
+    from transformers.pipelines import PIPELINE_REGISTRY
+
+    assert "multimodal-classification" in PIPELINE_REGISTRY.get_supported_tasks()
+    classify = pipeline("multimodal-classification", model=saved)
+    fused, _ = _logits(classify.model, ROWS[:1])
+    probs = torch.softmax(fused[0], -1)
+    got = classify(_example(ROWS[0]))
+    assert [g["label"] for g in got] == [NAMES[i] for i in probs.argsort(descending=True).tolist()]
+    assert sum(g["score"] for g in got) == pytest.approx(1.0, abs=1e-6)
+    for g in got:
+        assert g["score"] == pytest.approx(float(probs[NAMES.index(g["label"])]), abs=1e-6)
+    top1 = classify(_example(ROWS[0]), top_k=1)
+    assert top1 == got[:1]
+    assert len(classify(_example(ROWS[0]), top_k=50)) == 3  # at most the number of labels
+
+
+def test_a_list_of_examples_and_per_modality_predictions(saved):
+    classify = pipeline("multimodal-classification", model=saved)
+    fused, per = _logits(classify.model, ROWS)
+    many = classify([_example(r) for r in ROWS], top_k=1)
+    assert len(many) == len(ROWS)
+    assert [m[0]["label"] for m in many] == [NAMES[i] for i in fused.argmax(-1).tolist()]
+    assert [m[0]["score"] for m in many] == pytest.approx(torch.softmax(fused, -1).max(-1).values.tolist(), abs=1e-6)
+    both = classify(_example(ROWS[2]), return_modalities=True, top_k=3)
+    assert both["predictions"] == classify(_example(ROWS[2]), top_k=3)
+    for m in MODS:
+        probs = torch.softmax(per[m][2], -1)
+        got = {g["label"]: g["score"] for g in both["modalities"][m]}
+        assert got == pytest.approx({NAMES[i]: float(probs[i]) for i in range(3)}, abs=1e-6)
+
+
+def test_a_model_trained_with_mla_predicts_through_its_head(tmp_path):
+    args = cfg(tmp_path, strategy="mla", max_steps=2)
+    trainer = ARLTrainer(model=mlp_model(), args=args, train_dataset=make_rows(24))
+    trainer.train()
+    trainer.save_model(str(tmp_path / "mla"))
+    expected = trainer.predict(ROWS).predictions  # MLA's fusion of its head's outputs
+    classify = pipeline("multimodal-classification", model=str(tmp_path / "mla"))
+    got = classify([_example(r) for r in ROWS], top_k=3)
+    for row, probs in zip(got, torch.softmax(torch.tensor(expected), -1)):
+        assert {g["label"]: g["score"] for g in row} == pytest.approx(
+            {f"LABEL_{i}": float(probs[i]) for i in range(3)}, abs=1e-5)
+
+
+def test_inputs_it_cannot_take_are_clear_errors(saved):
+    from PIL import Image
+
+    classify = pipeline("multimodal-classification", model=saved)
+    good = _example(ROWS[0])
+    with pytest.raises(ValueError, match=r"inputs: expected the modalities \['audio', 'visual'\].*missing \['visual'\]"):
+        classify({"audio": good["audio"]})
+    with pytest.raises(ValueError, match=r"unknown \['vision'\]"):
+        classify({**good, "vision": good["visual"]})
+    with pytest.raises(ValueError, match="visual: expected the model's input for one example .* got Image"):
+        classify({**good, "visual": Image.new("RGB", (4, 4))})
+    with pytest.raises(ValueError, match="audio: expected floating-point values .* got dtype uint8"):
+        classify({**good, "audio": np.zeros(6, dtype=np.uint8)})
+    with pytest.raises(ValueError, match="top_k: expected a positive integer, got 0"):
+        classify(good, top_k=0)
+    with pytest.raises(ValueError, match="topk: not an argument"):
+        classify(good, topk=2)
+    with pytest.raises(ValueError, match="inputs: expected a dict"):
+        classify("a string")
