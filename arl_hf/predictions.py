@@ -32,7 +32,14 @@ __all__ = ["ModalityOutputsMixin", "SplitTensorBoardCallback", "split_stacked", 
 def split_stacked(predictions: Any, num_modalities: int) -> Optional[Tuple[Any, np.ndarray]]:
     """``(fused, per-modality (N, M, C))`` of the evaluation loop's predictions: a stacked
     ``(N, 1 + M, C)`` array, or the tuple ``(fused, (N, M, C))`` kept when a
-    ``preprocess_logits_for_metrics`` is set; ``None`` for any other layout (left untouched)."""
+    ``preprocess_logits_for_metrics`` is set, or a list of either per batch
+    (``eval_do_concat_batches=False``: the fused part stays a list); ``None`` for any other layout
+    (left untouched)."""
+    if isinstance(predictions, list) and predictions:
+        parts = [split_stacked(p, num_modalities) for p in predictions]
+        if any(p is None for p in parts):
+            return None
+        return [p[0] for p in parts], np.concatenate([p[1] for p in parts])
     if isinstance(predictions, tuple) and len(predictions) == 2:
         modal = np.asarray(predictions[1]) if predictions[1] is not None else None
         if modal is not None and modal.ndim == 3 and modal.shape[1] == num_modalities:
@@ -71,7 +78,10 @@ class _FusedMetrics:
         metrics = dict(self.compute_metrics(given, **kwargs) or {})
         if kwargs:  # batch_eval_metrics: per-modality metrics need the whole split, not one batch
             return metrics
-        for k, v in modality_metrics(modal, eval_pred.label_ids, self.modalities).items():
+        labels = eval_pred.label_ids
+        if isinstance(labels, list):  # eval_do_concat_batches=False: one array per batch
+            labels = np.concatenate(labels)
+        for k, v in modality_metrics(modal, labels, self.modalities).items():
             metrics.setdefault(k, v)
         return metrics
 

@@ -90,6 +90,22 @@ def test_predict_returns_fused_logits_and_per_modality_on_request(tmp_path):
         classification_metrics(fused, LABELS)
 
 
+def test_batches_kept_apart_give_fused_logits_per_batch(tmp_path):
+    seen = {}
+
+    def metric(p):
+        seen["shapes"] = [a.shape for a in p.predictions]
+        return {"n": float(sum(len(a) for a in p.predictions))}
+
+    trainer = ARLTrainer(model=mlp_model(), args=cfg(tmp_path, strategy="none", eval_do_concat_batches=False),
+                         eval_dataset=VAL, compute_metrics=metric)
+    metrics = trainer.evaluate()
+    _, per = _model_logits(trainer.model, VAL)
+    assert seen["shapes"] == [(16, 3), (4, 3)] and metrics["eval_n"] == 20.0
+    assert metrics["eval_accuracy_visual"] == pytest.approx(classification_metrics(per["visual"], LABELS)["accuracy"])
+    np.testing.assert_allclose(trainer.last_modality_logits["audio"], per["audio"], rtol=1e-5, atol=1e-6)
+
+
 def test_preprocess_logits_for_metrics_sees_fused_logits(tmp_path):
     shapes = []
 
