@@ -379,6 +379,8 @@ class ARLTrainer(ModalityOutputsMixin, QuietMixin, ModelCardMixin, ScheduleMixin
 
     # ---- evaluation: fused and per-modality logits ---------------------------------------
     def prediction_step(self, model, inputs, prediction_loss_only: bool, ignore_keys=None):
+        """The fused cross-entropy, the fused and per-modality logits stacked ``(B, 1 + M, C)`` (one
+        array for the evaluation loop to gather; split again by :mod:`arl_hf.predictions`), the labels."""
         inputs = self._prepare_inputs(inputs)
         inputs = self._strategy_inputs(inputs)
         with torch.no_grad():
