@@ -8,12 +8,19 @@
     classify([example_1, example_2], top_k=1)                      # one list per example
     classify(example, return_modalities=True)                      # {"predictions": [...], "modalities": {m: [...]}}
 
-An example is a dict with one value per modality of the model (``model.config.modalities``).
-A value already in the model's input layout for one example (a tensor, a NumPy array or a nested
-list of numbers: ``(C, H, W)`` float for an image, ``(D,)`` for a vector, ...; see
-:mod:`arl_hf.kinds`) is used as it is; the scores are the softmax of the model's fused logits.
-A model trained with a strategy that predicts through its own head (MLA) predicts through that
-head, as ``ARLTrainer.evaluate`` does.
+An example is a dict with one value per modality of the model (other keys, such as a dataset
+row's ``labels`` or ``id``, are ignored), preprocessed with the model's recorded preprocessing
+(``model.config.preprocessing``):
+
+* a model trained on a dataset built by :mod:`arl_hf.data` (its record under ``"data"``): the
+  values as that dataset stores them (a row of one of its splits), through the evaluation
+  transform and collator of that record, as in evaluation;
+* a model without such a record: values in the model's input layout for one example (a tensor,
+  a NumPy array or a nested list of numbers: ``(C, H, W)`` float for an image, ``(D,)`` for a
+  vector, ...; see :mod:`arl_hf.kinds`), used as they are.
+
+The scores are the softmax of the model's fused logits. A model trained with a strategy that
+predicts through its own head (MLA) predicts through that head, as ``ARLTrainer.evaluate`` does.
 """
 
 from __future__ import annotations
@@ -73,6 +80,7 @@ class MultimodalClassificationPipeline(Pipeline):
         self.modalities: List[str] = list(encoders.keys())
         self._kinds = accepted_kinds(self.model)
         self._strategy = self._prediction_strategy()
+        self._collator = self._recorded_collator()
 
     def _prediction_strategy(self):
         """The recorded training strategy when it predicts through its own head (MLA), else ``None``."""
@@ -87,6 +95,21 @@ class MultimodalClassificationPipeline(Pipeline):
         strategy = STRATEGIES[name](SimpleNamespace(seed=0), self.modalities)
         strategy.setup(None, self.model)  # takes the saved head over
         return strategy
+
+    def _recorded_collator(self):
+        """The evaluation collator of the :mod:`arl_hf.data` record the model was trained on, or ``None``."""
+        from .data.record import PreprocessingRecord
+
+        record = PreprocessingRecord.of_model_config(self.model.config)
+        if record is None:
+            return None
+        from .data.catalog import make_transform
+        from .data.collator import MultimodalCollator
+
+        pre = self.model.config.preprocessing
+        transform = make_transform(record, train=False, num_frames=pre.get("num_frames"),
+                                   image_size=pre.get("image_size"))
+        return MultimodalCollator({m: {"kind": k} for m, k in record.kinds().items()}, transform=transform)
 
     # ---- the Pipeline protocol ------------------------------------------------------------------
     def _sanitize_parameters(self, top_k: Optional[int] = None, return_modalities: Optional[bool] = None,
@@ -109,11 +132,14 @@ class MultimodalClassificationPipeline(Pipeline):
             raise ValueError(f"inputs: expected a dict {{modality: value}} with modalities {self.modalities} (or a "
                              f"list of them), got {type(inputs).__name__}")
         missing = [m for m in self.modalities if m not in inputs]
-        unknown = [k for k in inputs if k not in self.modalities]
-        if missing or unknown:
-            raise ValueError(f"inputs: expected the modalities {self.modalities}, got keys {sorted(map(str, inputs))}"
-                             + (f" (missing {missing})" if missing else "")
-                             + (f" (unknown {unknown})" if unknown else ""))
+        if missing:
+            raise ValueError(f"inputs: expected the modalities {self.modalities}, got keys {sorted(map(str, inputs))} "
+                             f"(missing {missing})")
+        if self._collator is not None:
+            # the collator of evaluation (it reads a label: any class id, dropped here)
+            batch = self._collator([{**{m: inputs[m] for m in self.modalities}, "labels": 0}])
+            return {m: batch[m].to(self.model.dtype) if batch[m].is_floating_point() else batch[m]
+                    for m in self.modalities}
         return {m: self._to_tensor(m, inputs[m]).unsqueeze(0) for m in self.modalities}
 
     def _to_tensor(self, modality: str, value: Any) -> torch.Tensor:

@@ -65,6 +65,7 @@ def test_a_list_of_examples_and_per_modality_predictions(saved):
     many = classify([_example(r) for r in ROWS], top_k=1)
     assert len(many) == len(ROWS)
     assert [m[0]["label"] for m in many] == [NAMES[i] for i in fused.argmax(-1).tolist()]
+    assert classify({**_example(ROWS[0]), "labels": 2, "id": "x"}) == classify(_example(ROWS[0]))  # a dataset row
     assert [m[0]["score"] for m in many] == pytest.approx(torch.softmax(fused, -1).max(-1).values.tolist(), abs=1e-6)
     both = classify(_example(ROWS[2]), return_modalities=True, top_k=3)
     assert both["predictions"] == classify(_example(ROWS[2]), top_k=3)
@@ -94,8 +95,8 @@ def test_inputs_it_cannot_take_are_clear_errors(saved):
     good = _example(ROWS[0])
     with pytest.raises(ValueError, match=r"inputs: expected the modalities \['audio', 'visual'\].*missing \['visual'\]"):
         classify({"audio": good["audio"]})
-    with pytest.raises(ValueError, match=r"unknown \['vision'\]"):
-        classify({**good, "vision": good["visual"]})
+    with pytest.raises(ValueError, match=r"got keys \['audio', 'vision'\] \(missing \['visual'\]\)"):
+        classify({"audio": good["audio"], "vision": good["visual"]})
     with pytest.raises(ValueError, match="visual: expected the model's input for one example .* got Image"):
         classify({**good, "visual": Image.new("RGB", (4, 4))})
     with pytest.raises(ValueError, match="audio: expected floating-point values .* got dtype uint8"):
@@ -106,3 +107,26 @@ def test_inputs_it_cannot_take_are_clear_errors(saved):
         classify(good, topk=2)
     with pytest.raises(ValueError, match="inputs: expected a dict"):
         classify("a string")
+
+
+def test_a_model_of_an_arl_hf_dataset_takes_its_rows_as_stored(tmp_path):
+    from arl_hf import MultimodalConfig, MultimodalModel
+    from arl_hf.data import MultimodalCollator, load
+    from arl_hf.data.record import PreprocessingRecord
+
+    ds = load("avdigits", config="main")
+    test = ds["test"].select(range(3))
+    record = PreprocessingRecord.from_dataset(ds["test"])
+    torch.manual_seed(0)
+    model = MultimodalModel(MultimodalConfig(
+        modalities={"audio": {"encoder": "cnn", "in_chans": 1}, "visual": {"encoder": "cnn", "in_chans": 1}},
+        num_labels=10, preprocessing={"dataset": "avdigits", "data": record.to_dict()}))
+    model.save_pretrained(str(tmp_path / "m"))
+    batch = MultimodalCollator.from_dataset(test, train=False)([test[i] for i in range(3)])
+    with torch.no_grad():
+        probs = torch.softmax(model.eval()(audio=batch["audio"], visual=batch["visual"]).logits, -1)
+    classify = pipeline("multimodal-classification", model=str(tmp_path / "m"))
+    assert test[0]["audio"].shape == (64, 64)  # stored without its channel axis: the record's collator adds it
+    for row, p in zip(classify([test[i] for i in range(3)], top_k=10), probs):
+        assert {g["label"]: g["score"] for g in row} == pytest.approx(
+            {f"LABEL_{i}": float(p[i]) for i in range(10)}, abs=1e-5)
