@@ -93,7 +93,7 @@ def test_inputs_it_cannot_take_are_clear_errors(saved):
 
     classify = pipeline("multimodal-classification", model=saved)
     good = _example(ROWS[0])
-    with pytest.raises(ValueError, match=r"inputs: expected the modalities \['audio', 'visual'\].*missing \['visual'\]"):
+    with pytest.raises(ValueError, match=r"inputs: expected the modalities \['audio', 'visual'\].*missing"):
         classify({"audio": good["audio"]})
     with pytest.raises(ValueError, match=r"got keys \['audio', 'vision'\] \(missing \['visual'\]\)"):
         classify({"audio": good["audio"], "vision": good["visual"]})

@@ -79,7 +79,8 @@ def test_predict_returns_fused_logits_and_per_modality_on_request(tmp_path):
     assert isinstance(both.predictions, tuple) and both.predictions[1].shape == (20, 2, 3)
     np.testing.assert_allclose(both.predictions[0], fused, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(both.predictions[1][:, 1], per["visual"], rtol=1e-5, atol=1e-6)
-    assert both.metrics["test_accuracy_visual"] == pytest.approx(classification_metrics(per["visual"], LABELS)["accuracy"])
+    expect = classification_metrics(per["visual"], LABELS)["accuracy"]
+    assert both.metrics["test_accuracy_visual"] == pytest.approx(expect)
     # make_compute_metrics reads the stacked form of those outputs, and fused logits alone
     stacked = np.concatenate([both.predictions[0][:, None], both.predictions[1]], axis=1)
     from transformers import EvalPrediction
