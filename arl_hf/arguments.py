@@ -117,6 +117,21 @@ class DataArguments:
     )
     num_frames: Optional[int] = field(default=None, metadata={"help": "Video frames per clip; default: the dataset's."})
     image_size: Optional[int] = field(default=None, metadata={"help": "Frame side in pixels; default: the dataset's."})
+    label_column: Optional[str] = field(
+        default=None,
+        metadata={"help": "Label column of a plain dataset (default: 'labels', else 'label'); a ClassLabel, "
+                  "integer ids or strings (mapped to ids in sorted order)."},
+    )
+    modality_columns: Optional[str] = field(
+        default=None,
+        metadata={"help": "Columns of a plain dataset used as modalities, and their names: 'name=column[,...]' "
+                  "(e.g. 'image=img,spec=spectrogram'; a bare 'column' keeps its name). Default: every usable column."},
+    )
+    validation_split_percentage: Optional[int] = field(
+        default=None,
+        metadata={"help": "Without a validation split: hold out N percent of train (seeded, stratified by label when "
+                  "possible) as validation."},
+    )
     max_train_samples: Optional[int] = field(default=None, metadata={"help": "Use only the first N training examples."})
     max_eval_samples: Optional[int] = field(
         default=None, metadata={"help": "Use only the first N validation examples."}

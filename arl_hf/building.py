@@ -33,6 +33,7 @@ __all__ = [
     "truncate",
     "sample_batch",
     "modality_specs",
+    "modality_summary",
     "build_model",
 ]
 
@@ -63,6 +64,8 @@ class RunRecord:
         dataset_config, preprocessing, audio_duration, num_frames, image_size: the data options
             given (``None``: the dataset's own).
         dataset_revision: the commit a Hub dataset repo resolved to.
+        label_column, modality_columns, validation_split_percentage: the options given for a plain
+            dataset (its label column, the columns used as modalities, the validation part held out).
         data: the preprocessing record the prepared dataset carries, if any.
         preset: the preset the run started from.
     """
@@ -76,6 +79,9 @@ class RunRecord:
     dataset_revision: Optional[str] = None
     data: Optional[Dict[str, Any]] = None
     preset: Optional[str] = None
+    label_column: Optional[str] = None
+    modality_columns: Optional[str] = None
+    validation_split_percentage: Optional[int] = None
 
     def to_dict(self) -> Dict[str, Any]:
         """The record as ``config.preprocessing`` stores it (the fields that are set)."""
@@ -96,7 +102,8 @@ class RunRecord:
         return cls(dataset=name, data=dataset_record(ds) or None)
 
 
-def load_data(data_args: DataArguments, seed: int = 0) -> Tuple[Any, Callable, RunRecord]:
+def load_data(data_args: DataArguments, seed: int = 0, model_args: Optional[ModelArguments] = None,
+              raw_record: Optional[Mapping[str, Any]] = None) -> Tuple[Any, Callable, RunRecord]:
     """Load the dataset: ``(DatasetDict, collator, run record)`` (:class:`RunRecord`).
 
     ``data_args.dataset`` is one of:
@@ -109,26 +116,34 @@ def load_data(data_args: DataArguments, seed: int = 0) -> Tuple[Any, Callable, R
       works from the cache; ``dataset_revision`` picks a branch, tag or commit), e.g. one
       written by :func:`arl_hf.data.push_prepared`.
 
-    Datasets prepared by ``arl_hf.data`` get their transforms and collator back; others are
-    collated with ``transformers.default_data_collator`` after ``set_format("torch")``. The
+    Datasets prepared by ``arl_hf.data`` get their transforms and collator back; for others each
+    modality's kind comes from its feature (:mod:`arl_hf.data.features`: ``Image``, ``Audio``,
+    ``Video``, ``ArrayND``, number lists), the labels from ``labels`` / ``label`` /
+    ``--label_column`` (:func:`normalise_labels`), and the collator applies the raw-data transform
+    (:mod:`arl_hf.data.raw`) whose record is ``record.data``: text columns read by the
+    tokenizer of an ``hf:`` encoder ``model_args.modality_encoders`` names; ``raw_record`` (a
+    saved model's ``config.preprocessing["data"]``) instead of inferring them again. The
     record stores what ``--dataset`` takes to find the data again: the registry name, the
     folder's absolute path, or the repo id and the commit it resolved to.
     """
-    ds, collator, record = _load(data_args, seed)
+    plain = {"processors": _hf_processors(model_args), "raw_record": raw_record}
+    ds, collator, record = _load(data_args, seed, plain)
     return ds, collator, RunRecord.from_dict(record)
 
 
-def _load(data_args: DataArguments, seed: int) -> Tuple[Any, Callable, Dict[str, Any]]:
+def _load(data_args: DataArguments, seed: int, plain: Optional[Dict[str, Any]] = None
+          ) -> Tuple[Any, Callable, Dict[str, Any]]:
     name = data_args.dataset
     record: Dict[str, Any] = {"dataset": name}
-    for key in ("dataset_config", "preprocessing", "audio_duration", "num_frames", "image_size"):
+    for key in ("dataset_config", "preprocessing", "audio_duration", "num_frames", "image_size", "label_column",
+                "modality_columns", "validation_split_percentage"):
         value = getattr(data_args, key)
         if value is not None:
             record[key] = value
     local = os.path.expanduser(str(name))
     if os.path.isdir(local):
         record["dataset"] = os.path.abspath(local)
-        return _load_folder(record["dataset"], data_args, record, seed)
+        return _load_folder(record["dataset"], data_args, record, seed, plain)
     from .data.sharing import is_hub_id
 
     registry = _registry_names()
@@ -139,7 +154,7 @@ def _load(data_args: DataArguments, seed: int) -> Tuple[Any, Callable, Dict[str,
         if revision:
             record["dataset_revision"] = revision
         logger.info("dataset %s: Hub dataset repo at revision %s (%s)", name, revision, folder)
-        return _load_folder(folder, data_args, record, seed)
+        return _load_folder(folder, data_args, record, seed, plain)
     from .data import MultimodalCollator, load
 
     available = _registry_names()
@@ -165,11 +180,10 @@ def _registry_names() -> List[str]:
     return list(available_datasets())
 
 
-def _load_folder(folder: str, data_args: DataArguments, record: Dict[str, Any], seed: int
-                 ) -> Tuple[Any, Callable, Dict[str, Any]]:
+def _load_folder(folder: str, data_args: DataArguments, record: Dict[str, Any], seed: int,
+                 plain: Optional[Dict[str, Any]] = None                 ) -> Tuple[Any, Callable, Dict[str, Any]]:
     """A local folder (or a downloaded Hub repo): save_to_disk, arl_hf export, or data files."""
     import datasets
-    from transformers import default_data_collator
 
     from .data.sharing import read_record
 
@@ -207,8 +221,36 @@ def _load_folder(folder: str, data_args: DataArguments, record: Dict[str, Any], 
         record["data"] = info
         ds = attach_transforms(ds, num_frames=data_args.num_frames, image_size=data_args.image_size, seed=seed)
         return ds, MultimodalCollator.from_dataset(ds), record
-    ds.set_format("torch")
-    return ds, default_data_collator, record
+    return _load_plain(ds, data_args, record, **(plain or {}))
+
+
+def _hf_processors(model_args: Optional[ModelArguments]) -> Dict[str, str]:
+    """Modality -> checkpoint of the ``hf:`` encoders named by ``--modality_encoders`` (their tokenizer or
+    processor reads a text column)."""
+    overrides = _parse_mapping(getattr(model_args, "modality_encoders", None), "modality_encoders")
+    return {m: enc.partition(":")[2] for m, enc in overrides.items() if enc.startswith("hf:")}
+
+
+def _load_plain(ds: Any, data_args: DataArguments, record: Dict[str, Any], processors: Optional[Dict[str, str]] = None,
+                raw_record: Optional[Mapping[str, Any]] = None, **_: Any) -> Tuple[Any, Callable, Dict[str, Any]]:
+    """A plain ``DatasetDict`` (not prepared by arl_hf.data): labels into ``labels`` (class ids), a
+    validation split held out of train when asked, and the raw-data collator
+    (:meth:`~arl_hf.data.MultimodalCollator.from_dataset`) whose record becomes ``record["data"]``."""
+    from .data import MultimodalCollator
+    from .data.labels import LABEL_SOURCE, hold_out_validation, normalise_labels
+
+    ds = normalise_labels(ds, data_args.label_column)
+    ds = hold_out_validation(ds, data_args.validation_split_percentage)
+    collator = MultimodalCollator.from_dataset(
+        ds, label_column="labels", modality_columns=data_args.modality_columns, audio_preset=data_args.preprocessing,
+        audio_duration=data_args.audio_duration, num_frames=data_args.num_frames, image_size=data_args.image_size,
+        processors=processors, record=raw_record)
+    data = dict(collator.record)
+    source = getattr(ds, LABEL_SOURCE, None)
+    if source:
+        data["label"] = {**data["label"], "source": source}
+    record["data"] = data
+    return ds, collator, record
 
 
 def dataset_record(ds: Any) -> Optional[Dict[str, Any]]:
@@ -252,7 +294,7 @@ def check_splits(ds: Any) -> None:
     if "validation" not in ds:
         raise ValueError(
             f"dataset: no 'validation' split (splits: {sorted(ds)}); model selection uses the validation split "
-            "only, never the test split"
+            "only, never the test split: hold one out of train with --validation_split_percentage N"
         )
     for split in ds:
         if "labels" not in ds[split].column_names:
@@ -347,6 +389,35 @@ def modality_specs(batch: Mapping[str, Any], model_args: ModelArguments,
     return specs
 
 
+def modality_summary(batch: Mapping[str, Any], config: Any,
+                     preprocessing: Optional[Union[RunRecord, Mapping[str, Any]]] = None) -> List[str]:
+    """One line per modality of a built model (its input: column and feature of a plain dataset, kind,
+    per-example shape; its encoder), then one per column of a plain dataset that was renamed or ignored."""
+    from .kinds import kind_of_input
+
+    if isinstance(preprocessing, RunRecord):
+        preprocessing = preprocessing.to_dict()
+    data = (preprocessing or {}).get("data") or {}
+    raw = (data.get("modalities") or {}) if str(data.get("format", "")).startswith("arl_hf.raw") else {}
+    recorded = _recorded_kinds(preprocessing)
+    lines = []
+    for m, spec in config.modalities.items():
+        x = batch.get(m)
+        kind = kind_of_input(x, recorded.get(m)) if isinstance(x, torch.Tensor) else recorded.get(m, "?")
+        dims = [str(d) for d in x.shape[1:]] if isinstance(x, torch.Tensor) else []
+        if kind == "sequence" and dims:  # the length varies from batch to batch
+            dims[0] = "L"
+        shape = f" ({', '.join(dims)})" if dims else ""
+        source = f"column {raw[m]['column']!r} {raw[m]['feature']} -> " if m in raw else ""
+        lines.append(f"modality {m}: {source}{kind}{shape}, encoder {spec.get('encoder')} "
+                     f"(--modality_encoders {m}=<encoder> to change)")
+    for column, name in (data.get("renamed") or {}).items():
+        lines.append(f"column {column!r}: renamed {name!r} (a modality name cannot hold '.')")
+    for column, why in (data.get("ignored") or {}).items():
+        lines.append(f"column {column!r}: ignored ({why})")
+    return lines
+
+
 def build_model(
     batch: Mapping[str, Any],
     num_labels: int,
@@ -408,7 +479,11 @@ def _suggested_encoders(record: Optional[Mapping[str, Any]]) -> Dict[str, Dict[s
     data = (record or {}).get("data")
     if not data:
         return {}
+    from .data.features import is_raw_record
     from .data.record import PreprocessingRecord
+
+    if is_raw_record(data):  # a plain dataset: the kinds' default encoders
+        return {}
 
     try:
         return PreprocessingRecord.from_dict(data).suggested_encoders()

@@ -6,7 +6,8 @@
 built offline), and any builder class decorated with ``@register_dataset(name)`` (its
 defaults are class attributes; see :mod:`.builder`). ``load`` and the table live in
 :mod:`.catalog`. Audio presets (``ogm``, ``scipy``, ``fbank``) live in :mod:`.audio`; the
-batch collator (which applies each split's transform) in :mod:`.collator`; the typed preprocessing
+batch collator (which applies each split's transform, or reads any plain dataset's columns by
+their features: :mod:`.features`, :mod:`.raw`) in :mod:`.collator`; the typed preprocessing
 record in :mod:`.record`; sharing a prepared dataset in :mod:`.sharing`.
 
 Importing this package is light: ``datasets``, ``librosa``, ``soundfile``, ``scipy``,
@@ -40,6 +41,11 @@ _EXPORTS = {
     "get_audio_preset": "audio",
     "compute_features": "audio",
     "MultimodalCollator": "collator",
+    "infer_record": "features",
+    "hold_out_validation": "labels",
+    "normalise_labels": "labels",
+    "RawTransform": "raw",
+    "raw_preprocessor": "raw",
     "MultimodalTransform": "transforms",
     "export_prepared": "sharing",
     "load_prepared": "sharing",

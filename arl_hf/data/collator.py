@@ -66,8 +66,25 @@ class MultimodalCollator:
     @classmethod
     def from_dataset(cls, dataset: Any, *, train: Optional[bool] = None, num_frames: Optional[int] = None,
                      image_size: Optional[int] = None, seed: Optional[int] = None,
-                     pool_sequences: Optional[bool] = None, decode_frames: str = "cpu") -> "MultimodalCollator":
-        """Collator for a dataset built by :func:`arl_hf.data.load` (or ``load_prepared`` / ``stream_split``).
+                     pool_sequences: Optional[bool] = None, decode_frames: str = "cpu",
+                     label_column: Optional[str] = None, modality_columns: Optional[Any] = None,
+                     audio_preset: Optional[str] = None, audio_duration: Optional[float] = None,
+                     processors: Optional[Mapping[str, Any]] = None,
+                     record: Optional[Mapping[str, Any]] = None) -> "MultimodalCollator":
+        """Collator for any dataset: one built by :func:`arl_hf.data.load` (or ``load_prepared`` /
+        ``stream_split``), or a plain ``Dataset`` / ``DatasetDict`` of raw columns.
+
+        A plain dataset (no arl_hf preprocessing record): each modality's kind and shape come from
+        its features (:func:`arl_hf.data.features.infer_record`, with ``label_column``,
+        ``modality_columns`` (modality -> column), ``audio_preset`` / ``audio_duration`` for
+        ``Audio`` columns, ``num_frames`` / ``image_size`` for ``Video`` columns and ``processors``
+        for text columns), or from ``record`` (a raw record or a saved ``config.preprocessing``);
+        the record is the collator's ``record``, ready for ``config.preprocessing["data"]``. A
+        ``DatasetDict`` gets a :class:`~arl_hf.data.raw.RawTransform` bound to each split (in
+        place: each batch is one read of the Arrow table); a single split is transformed by the
+        collator. The batches hold one float tensor per modality and ``labels``.
+
+        A dataset built by arl_hf.data:
 
         * A split (``Dataset``) holding the stored columns: the collator applies that split's
           :class:`~arl_hf.data.MultimodalTransform` (augmentation when ``train``, by default when
@@ -84,7 +101,12 @@ class MultimodalCollator:
           ``datasets`` NumPy formatter, which decodes every stored frame; the batches are the same.
         """
         from .catalog import bind_transforms_in_place, is_transformed, make_transform, modality_kinds
+        from .record import PreprocessingRecord
 
+        if record is not None or (PreprocessingRecord.find(dataset) is None and not is_transformed(dataset)):
+            return cls._from_raw(dataset, record, dict(
+                label_column=label_column, modality_columns=modality_columns, audio_preset=audio_preset,
+                audio_duration=audio_duration, num_frames=num_frames, image_size=image_size, processors=processors))
         kinds = {name: {"kind": kind} for name, kind in modality_kinds(dataset).items()}
         if not hasattr(dataset, "info") and isinstance(dataset, Mapping):  # a DatasetDict
             bind_transforms_in_place(dataset, num_frames=num_frames, image_size=image_size, seed=seed,
@@ -102,6 +124,35 @@ class MultimodalCollator:
         transform = make_transform(dataset, train=role, num_frames=num_frames, image_size=image_size, seed=seed,
                                    pool_sequences=pool_sequences, decode_frames=decode_frames, strict=False)
         return cls(kinds, transform=transform)
+
+    @classmethod
+    def _from_raw(cls, dataset: Any, record: Optional[Mapping[str, Any]], options: Dict[str, Any]
+                  ) -> "MultimodalCollator":
+        """:meth:`from_dataset` of a plain dataset (see there)."""
+        from .features import infer_record
+        from .raw import RawTransform, bind_raw, bound_record
+
+        whole = not hasattr(dataset, "info") and isinstance(dataset, Mapping)
+        splits = dict(dataset) if whole else {"split": dataset}
+        found = next((r for r in map(bound_record, splits.values()) if r is not None), None)
+        record = dict(RawTransform(record).record if record is not None else found or infer_record(dataset, **options))
+        kinds = {name: {"kind": spec["kind"]} for name, spec in record["modalities"].items()}
+        if whole:
+            bind_raw(dataset, record)
+            collator = cls(kinds)
+        elif found is not None:
+            collator = cls(kinds)
+        else:
+            for spec in record["modalities"].values():
+                feature = dataset.features.get(spec["column"]) if hasattr(dataset, "features") else None
+                if spec["feature"] in ("Audio", "Video") and getattr(feature, "decode", False):
+                    raise ValueError(
+                        f"{spec['column']}: a single split decodes {spec['feature']} columns with torchcodec; cast it "
+                        f"first (ds = ds.cast_column({spec['column']!r}, {spec['feature']}(decode=False))) or pass the "
+                        "whole DatasetDict")
+            collator = cls(kinds, transform=RawTransform(record))
+        collator.record = record
+        return collator
 
     def deterministic(self) -> "MultimodalCollator":
         """This collator with its transform's training-time augmentation switched off (itself when it
@@ -134,6 +185,9 @@ class MultimodalCollator:
     def _apply_transform(self, features: List[Mapping[str, Any]]) -> Dict[str, Any]:
         """The transform on the batch's columns (the modalities present and the labels): column ->
         a list of per-example values, or one tensor whose rows are the examples."""
+        from_examples = getattr(self.transform, "from_examples", None)
+        if from_examples is not None:  # a raw-data transform reads the example dicts itself
+            return from_examples(features)
         keys = [k for k in features[0] if k in getattr(self.transform, "modalities", {}) or k == self.label_key]
         for i, ex in enumerate(features):
             if self.label_key not in ex:

@@ -122,9 +122,12 @@ def evaluate_checkpoint(eval_args: EvalArguments) -> Dict[str, float]:
         data_dir=eval_args.data_dir,
         cache_dir=eval_args.cache_dir,
         **{k: recorded.get(k) if same else None
-           for k in ("preprocessing", "audio_duration", "num_frames", "image_size")},
+           for k in ("preprocessing", "audio_duration", "num_frames", "image_size", "label_column", "modality_columns",
+                     "validation_split_percentage")},
     )
-    ds, collator, _ = load_data(data_args)
+    data = recorded.get("data") if same else None  # a plain dataset: the preprocessing recorded in training
+    ds, collator, _ = load_data(data_args, raw_record=data if str((data or {}).get("format", "")).startswith(
+        "arl_hf.raw") else None)
     if eval_args.split not in ds:
         raise ValueError(f"split: dataset {dataset_name!r} has no {eval_args.split!r} split (splits: {sorted(ds)})")
     split = ds[eval_args.split]

@@ -30,7 +30,16 @@ from ..arguments import (
     read_config_file,
     setup_logging,
 )
-from ..building import RunRecord, build_model, label_names, load_data, num_labels, prepare_splits, sample_batch
+from ..building import (
+    RunRecord,
+    build_model,
+    label_names,
+    load_data,
+    modality_summary,
+    num_labels,
+    prepare_splits,
+    sample_batch,
+)
 from ..config import ARLConfig
 from ..evaluation import evaluate_splits, format_results
 from ..log import get_logger
@@ -210,7 +219,7 @@ def train_and_evaluate(
     resume_from = prepare_output_dir(training_args, run_args)
     set_seed(training_args.seed)
     if dataset is None:
-        dataset, collator, record = load_data(data_args, seed=training_args.seed)
+        dataset, collator, record = load_data(data_args, seed=training_args.seed, model_args=model_args)
     else:
         collator = data_collator or default_data_collator
         record = RunRecord.of_dataset(data_args.dataset, dataset)
@@ -220,6 +229,8 @@ def train_and_evaluate(
     logger.info("dataset %s: %s examples", record.dataset, {k: len(v) for k, v in dataset.items()})
     batch = sample_batch(dataset["train"], collator)
     model = build_model(batch, num_labels(dataset), model_args, record, label_names(dataset))
+    for line in modality_summary(batch, model.config, record):  # shown at the default log level
+        logger.warning(line)
     logger.info("model: encoders %s, fusion %s, %d parameters; strategy %s",
                 {m: spec.get("encoder") for m, spec in model.config.modalities.items()},
                 getattr(model.config, "fusion", "?"), sum(p.numel() for p in model.parameters()),

@@ -195,3 +195,16 @@ def test_fsdp_check_plain_mode_runs_on_cpu(tmp_path):
         assert case["resumed_params"] == case["params"]  # resuming through Trainer reproduces the run
     with pytest.raises(ValueError, match="fsdp: FSDP was requested"):
         fsdp_check.main(["--mode", "fsdp", "--device", "cpu", "--out-dir", str(tmp_path), "--cases", "mla"])
+
+
+def test_own_data_tiny_compares_the_raw_path_with_a_handwritten_transform():
+    pytest.importorskip("datasets")
+    import own_data
+
+    r = own_data.main(["--tiny"])
+    assert r["same_tensors"]  # both paths give the same batches
+    assert all(len(v) == 2 and min(v) > 0 for v in r["samples_per_s"].values())
+    ratios = [b / a for a, b in zip(r["samples_per_s"]["handwritten"], r["samples_per_s"]["arl_hf"])]
+    assert r["median_ratio_wall"] == pytest.approx(sorted(ratios)[len(ratios) // 2] if len(ratios) % 2 else
+                                                   sum(ratios) / 2, rel=0.01)
+    assert r["median_ratio_cpu"] > 0

@@ -193,7 +193,8 @@ def test_a_family_validates_its_own_spec_naming_modality_and_option(tmp_path, re
             MultimodalConfig(modalities={"text": spec, "audio": mlp}, num_labels=2)
     # the family does not take vectors: a one-line error at building, naming what it takes
     with pytest.raises(ValueError, match=r"^audio: encoder 'conv1d:8' takes sequence \(L, D\) float inputs; the "
-                                         r"batch holds vector \(D,\) float inputs of shape \(B, 6\)$"):
+                                         r"batch holds vector \(D,\) float inputs of shape \(B, 6\); choose an encoder "
+                                         r"for vector inputs with --modality_encoders audio=<encoder> \(one of mlp"):
         modality_specs({"audio": torch.zeros(2, 6), "labels": torch.zeros(2).long()},
                        ModelArguments(modality_encoders="audio=conv1d:8"))
 
@@ -265,7 +266,8 @@ def test_integer_inputs_without_a_family_are_a_clear_error():
                                          r"default; name one with --modality_encoders text=<encoder>$"):
         modality_specs(batch, ModelArguments())
     with pytest.raises(ValueError, match=r"^text: encoder 'mlp' takes vector \(D,\) float inputs; the batch holds "
-                                         r"tokens \(2, L\) int inputs of shape \(B, 2, 5\)$"):
+                                         r"tokens \(2, L\) int inputs of shape \(B, 2, 5\); choose an encoder for "
+                                         r"tokens inputs with --modality_encoders text=<encoder>"):
         modality_specs(batch, ModelArguments(modality_encoders="text=mlp"))
     with pytest.raises(ValueError, match=r"^text: unsupported input of shape \(2, 5\) and dtype int; "
                                          r"expected \(B, \.\.\.\) inputs of a kind: frames"):
@@ -296,7 +298,8 @@ def test_the_issue_case_a_timm_encoder_on_vectors_is_a_one_line_error():
     with pytest.raises(ValueError, match=r"^spectrogram: encoder 'timm:resnet18' takes image \(C, H, W\) float, "
                                          r"spectrogram \(1, F, T\) float, frames \(T, C, H, W\) float, flow "
                                          r"\(T, 2, H, W\) float inputs; the batch holds vector \(D,\) float inputs "
-                                         r"of shape \(B, 16\)$"):
+                                         r"of shape \(B, 16\); choose an encoder for vector inputs with "
+                                         r"--modality_encoders spectrogram=<encoder> \(one of mlp"):
         modality_specs(batch, ModelArguments(modality_encoders="spectrogram=timm:resnet18"))
     # the same spec written by hand: the option timm does not take is named (was a TypeError inside timm)
     cfg = MultimodalConfig(modalities={"spectrogram": {"encoder": "timm:resnet18", "input_dim": 16}}, num_labels=2)
@@ -354,5 +357,6 @@ def test_the_kind_a_dataset_records_picks_the_encoder():
     with pytest.raises(ValueError, match=r"^wave: no registered encoder family takes waveform \(C, S\) float inputs"):
         build_model(batch, 2, ModelArguments(), record)
     with pytest.raises(ValueError, match=r"^wave: encoder 'transformer' takes sequence \(L, D\) float inputs; the "
-                                         r"batch holds waveform \(C, S\) float inputs of shape \(B, 1, 40\)$"):
+                                         r"batch holds waveform \(C, S\) float inputs of shape \(B, 1, 40\); choose an "
+                                         r"encoder for waveform inputs with --modality_encoders wave=<encoder>"):
         build_model(batch, 2, ModelArguments(modality_encoders="wave=transformer"), record)

@@ -18,8 +18,8 @@ from ...kinds import FLOAT_KINDS, IMAGE_KINDS, KINDS, describe_kinds
 from ...registry import Registry
 
 __all__ = ["ENCODERS", "EncoderFamily", "register_encoder", "family_of", "validate_encoder_spec", "build_encoder",
-           "input_kinds_of", "default_encoder", "encoder_spec_for_input", "run_stage", "supports_stages",
-           "positive_int", "no_unknown_keys"]
+           "input_kinds_of", "default_encoder", "encoder_spec_for_input", "encoders_for_kind", "run_stage",
+           "supports_stages", "positive_int", "no_unknown_keys"]
 
 #: encoder family name (a prefix family: its prefix without the colon) -> builder ``builder(modality, spec)``
 ENCODERS: Registry = Registry("encoder")
@@ -151,14 +151,41 @@ def encoder_spec_for_input(modality: str, encoder: str, kind: str, shape: Sequen
         ValueError: the encoder is unknown, or its family does not take ``kind`` (names the modality,
             the encoder, the kinds it takes and the input it got).
     """
-    _, family = family_of(encoder, f"modalities[{modality!r}]['encoder']")
+    try:
+        _, family = family_of(encoder, f"modalities[{modality!r}]['encoder']")
+    except ValueError as err:
+        raise ValueError(f"{err}; {_choose(modality, kind)}") from None
     accepted = tuple(_declared(family, "input_kinds"))
+    shown = f"(B, {', '.join(map(str, shape))})"
     if kind not in accepted:
         raise ValueError(
             f"{modality}: encoder {encoder!r} takes {describe_kinds(accepted)} inputs; the batch holds "
-            f"{describe_kinds([kind])} inputs of shape (B, {', '.join(map(str, shape))})")
+            f"{describe_kinds([kind])} inputs of shape {shown}; {_choose(modality, kind)}")
+    if kind in KINDS and len(shape) != KINDS[kind].dims:
+        raise ValueError(f"{modality}: {kind} inputs are {KINDS[kind].layout} per example, got shape {shown}; "
+                         f"{_choose(modality, kind)}")
     make = getattr(family, "spec_for_input", None) or EncoderFamily.spec_for_input
-    return {"encoder": encoder, **make(encoder, kind, tuple(int(d) for d in shape), args)}
+    spec = {"encoder": encoder, **make(encoder, kind, tuple(int(d) for d in shape), args)}
+    try:  # the family's own checks, before any module is built
+        validate_encoder_spec(modality, spec)
+    except ValueError as err:
+        raise ValueError(f"{err}; {_choose(modality, kind)}") from None
+    return spec
+
+
+def encoders_for_kind(kind: str) -> Tuple[str, ...]:
+    """The encoder names whose family takes ``kind`` (a prefix family as ``'timm:<model name>'``)."""
+    out = []
+    for key, obj in ENCODERS.items():
+        if kind in tuple(_declared(obj, "input_kinds") or ()):
+            out.append(f"{key}:<model name>" if _is_prefix(key, obj) else key)
+    return tuple(out)
+
+
+def _choose(modality: str, kind: str) -> str:
+    names = encoders_for_kind(kind)
+    return (f"choose an encoder for {kind} inputs with --modality_encoders {modality}=<encoder>"
+            + (f" (one of {', '.join(names)})" if names else ""))
 
 
 # ---------------------------------------------------------------------------------- spec checks
