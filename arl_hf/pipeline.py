@@ -12,10 +12,15 @@ An example is a dict with one value per modality of the model (other keys, such 
 row's ``labels`` or ``id``, are ignored), preprocessed with the model's recorded preprocessing
 (``model.config.preprocessing``):
 
+* a model trained on a plain dataset (a raw record, :mod:`arl_hf.data.features`): raw values,
+  as the dataset's columns hold them or as one has them at hand (a PIL image, an image path or
+  ``{"bytes", "path"}`` record, ``{"array", "sampling_rate"}`` or ``(waveform, sampling_rate)``
+  for audio, an array or a list, text), converted by :func:`arl_hf.data.raw.raw_preprocessor`;
+  a modality may be keyed by its name or by its dataset column;
 * a model trained on a dataset built by :mod:`arl_hf.data` (its record under ``"data"``): the
   values as that dataset stores them (a row of one of its splits), through the evaluation
   transform and collator of that record, as in evaluation;
-* a model without such a record: values in the model's input layout for one example (a tensor,
+* a model without a record: values in the model's input layout for one example (a tensor,
   a NumPy array or a nested list of numbers: ``(C, H, W)`` float for an image, ``(D,)`` for a
   vector, ...; see :mod:`arl_hf.kinds`), used as they are.
 
@@ -80,7 +85,7 @@ class MultimodalClassificationPipeline(Pipeline):
         self.modalities: List[str] = list(encoders.keys())
         self._kinds = accepted_kinds(self.model)
         self._strategy = self._prediction_strategy()
-        self._collator = self._recorded_collator()
+        self._preprocess, self._columns = self._recorded_preprocessing()
 
     def _prediction_strategy(self):
         """The recorded training strategy when it predicts through its own head (MLA), else ``None``."""
@@ -96,20 +101,29 @@ class MultimodalClassificationPipeline(Pipeline):
         strategy.setup(None, self.model)  # takes the saved head over
         return strategy
 
-    def _recorded_collator(self):
-        """The evaluation collator of the :mod:`arl_hf.data` record the model was trained on, or ``None``."""
+    def _recorded_preprocessing(self):
+        """``(f(list of examples) -> batch, {modality: dataset column})`` of the model's recorded
+        preprocessing (a raw record, else an :mod:`arl_hf.data` record); ``(None, {})`` without one."""
+        from .data.features import is_raw_record
         from .data.record import PreprocessingRecord
 
+        pre = getattr(self.model.config, "preprocessing", None) or {}
+        if is_raw_record(pre.get("data")):
+            from .data.raw import raw_preprocessor
+
+            columns = {m: str(spec.get("column", m)) for m, spec in pre["data"]["modalities"].items()}
+            return raw_preprocessor(self.model.config), columns
         record = PreprocessingRecord.of_model_config(self.model.config)
         if record is None:
-            return None
+            return None, {}
         from .data.catalog import make_transform
         from .data.collator import MultimodalCollator
 
-        pre = self.model.config.preprocessing
         transform = make_transform(record, train=False, num_frames=pre.get("num_frames"),
                                    image_size=pre.get("image_size"))
-        return MultimodalCollator({m: {"kind": k} for m, k in record.kinds().items()}, transform=transform)
+        collator = MultimodalCollator({m: {"kind": k} for m, k in record.kinds().items()}, transform=transform)
+        # the collator of evaluation reads a label: any class id, dropped afterwards
+        return (lambda examples: collator([{**ex, "labels": 0} for ex in examples])), {}
 
     # ---- the Pipeline protocol ------------------------------------------------------------------
     def _sanitize_parameters(self, top_k: Optional[int] = None, return_modalities: Optional[bool] = None,
@@ -131,13 +145,13 @@ class MultimodalClassificationPipeline(Pipeline):
         if not isinstance(inputs, Mapping):
             raise ValueError(f"inputs: expected a dict {{modality: value}} with modalities {self.modalities} (or a "
                              f"list of them), got {type(inputs).__name__}")
-        missing = [m for m in self.modalities if m not in inputs]
+        keys = {m: m if m in inputs else self._columns.get(m, m) for m in self.modalities}
+        missing = [m for m, k in keys.items() if k not in inputs]
         if missing:
             raise ValueError(f"inputs: expected the modalities {self.modalities}, got keys {sorted(map(str, inputs))} "
                              f"(missing {missing})")
-        if self._collator is not None:
-            # the collator of evaluation (it reads a label: any class id, dropped here)
-            batch = self._collator([{**{m: inputs[m] for m in self.modalities}, "labels": 0}])
+        if self._preprocess is not None:
+            batch = self._preprocess([{m: inputs[k] for m, k in keys.items()}])
             return {m: batch[m].to(self.model.dtype) if batch[m].is_floating_point() else batch[m]
                     for m in self.modalities}
         return {m: self._to_tensor(m, inputs[m]).unsqueeze(0) for m in self.modalities}
@@ -149,7 +163,8 @@ class MultimodalClassificationPipeline(Pipeline):
             raise ValueError(
                 f"{modality}: expected the model's input for one example ({describe_kinds(kinds)}) as a tensor, "
                 f"a NumPy array or a list of numbers, got {type(value).__name__}; raw values (images, audio, "
-                "text) are not converted by this pipeline")
+                "text) are converted for a model trained on a dataset with a recorded preprocessing only, and "
+                "this model's config.preprocessing records none")
         x = value if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value))
         if x.is_floating_point():
             return x.to(self.model.dtype)

@@ -130,3 +130,84 @@ def test_a_model_of_an_arl_hf_dataset_takes_its_rows_as_stored(tmp_path):
     for row, p in zip(classify([test[i] for i in range(3)], top_k=10), probs):
         assert {g["label"]: g["score"] for g in row} == pytest.approx(
             {f"LABEL_{i}": float(p[i]) for i in range(10)}, abs=1e-5)
+
+
+def _png(rgb) -> bytes:
+    import io
+
+    from PIL import Image
+
+    pixels = np.zeros((16, 16, 3), np.uint8)
+    pixels[...] = np.asarray(rgb, np.uint8)
+    pixels[:8, :8] = 255 - pixels[:8, :8]
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _wav(freq: float, rate: int = 16000) -> bytes:
+    import io
+
+    import soundfile as sf
+
+    t = np.arange(rate // 4) / rate
+    buf = io.BytesIO()
+    sf.write(buf, (0.5 * np.sin(2 * np.pi * freq * t)).astype("float32"), rate, format="WAV")
+    return buf.getvalue()
+
+
+def test_a_model_of_a_plain_dataset_takes_raw_values(tmp_path):
+    """A plain DatasetDict (Image, Array2D, undecoded Audio, ClassLabel 'label'): the pipeline converts a
+    PIL image, an array and a (waveform, sampling rate) pair with the model's recorded raw preprocessing."""
+    import io
+
+    import datasets
+    import soundfile as sf
+    from PIL import Image
+
+    from arl_hf import MultimodalConfig, MultimodalModel
+    from arl_hf.data import MultimodalCollator
+
+    rng = np.random.default_rng(0)
+    y = np.arange(6) % 3
+    features = datasets.Features({"picture": datasets.Image(), "spec": datasets.Array2D((8, 10), "float32"),
+                                  "snd": {"bytes": datasets.Value("binary"), "path": datasets.Value("string")},
+                                  "label": datasets.ClassLabel(names=NAMES)})
+    split = datasets.Dataset.from_dict({
+        "picture": [{"bytes": _png((60 + 80 * c, 40, 200 - 80 * c)), "path": None} for c in y],
+        "spec": (rng.normal(size=(6, 8, 10)) + y[:, None, None]).astype("float32"),
+        "snd": [{"bytes": _wav(300 + 200 * c), "path": None} for c in y],
+        "label": y.tolist()}, features=features).cast_column("snd", datasets.Audio(decode=False))
+    ds = datasets.DatasetDict({"train": split})
+    collator = MultimodalCollator.from_dataset(ds, audio_preset="avdigits")
+    torch.manual_seed(0)
+    model = MultimodalModel(MultimodalConfig(
+        modalities={"picture": {"encoder": "cnn", "in_chans": 3, "channels": [4]},
+                    "spec": {"encoder": "cnn", "in_chans": 1, "channels": [4]},
+                    "snd": {"encoder": "cnn", "in_chans": 1, "channels": [4]}},
+        num_labels=3, id2label=dict(enumerate(NAMES)), preprocessing={"data": collator.record}))
+    model.save_pretrained(str(tmp_path / "m"))
+    batch = collator(ds["train"].__getitems__([0, 1]))
+    with torch.no_grad():
+        probs = torch.softmax(model.eval()(**{m: batch[m] for m in ("picture", "spec", "snd")}).logits, -1)
+
+    classify = pipeline("multimodal-classification", model=str(tmp_path / "m"))
+    raw = split.with_format(None)
+    examples = []
+    for i in (0, 1):
+        row = raw[i]
+        waveform, rate = sf.read(io.BytesIO(row["snd"]["bytes"]), dtype="float32")
+        examples.append({"picture": row["picture"], "spec": np.asarray(row["spec"]), "snd": (waveform, rate)})
+    assert isinstance(examples[0]["picture"], Image.Image)
+    for got, p in zip(classify(examples, top_k=3), probs):
+        assert {g["label"]: g["score"] for g in got} == pytest.approx(
+            {n: float(p[i]) for i, n in enumerate(NAMES)}, abs=1e-5)
+    # the waveform as {"array", "sampling_rate"}, at another rate: resampled to the preset's
+    waveform, rate = examples[0]["snd"]
+    import librosa
+
+    at_8k = {"array": librosa.resample(waveform, orig_sr=rate, target_sr=8000), "sampling_rate": 8000}
+    resampled = classify({**examples[0], "snd": at_8k}, top_k=1)
+    assert resampled[0]["label"] in NAMES and 0 < resampled[0]["score"] <= 1
+    with pytest.raises(ValueError, match="snd: expected an audio record"):
+        classify({**examples[0], "snd": "not audio"})
