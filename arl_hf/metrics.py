@@ -8,7 +8,9 @@ The values equal scikit-learn's ``accuracy_score`` and
 so a class absent from a split and never predicted does not count, and one predicted
 but absent counts with F1 0 (tested against scikit-learn).
 
-``ARLTrainer(compute_metrics=...)`` takes any other function of an ``EvalPrediction``.
+``ARLTrainer(compute_metrics=...)`` takes any other function of an ``EvalPrediction``: its
+``predictions`` are the fused logits ``(N, C)``, and the trainer adds the per-modality metrics
+(:mod:`arl_hf.predictions`).
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ import numpy as np
 from .validation import class_indices as _as_labels
 
 __all__ = ["METRIC_NAMES", "accuracy", "macro_f1", "classification_metrics", "multimodal_metrics",
-           "make_compute_metrics", "metric_key", "parse_metric_key", "metric_modalities",
-           "split_metrics"]
+           "make_compute_metrics", "compute_classification_metrics", "metric_key", "parse_metric_key",
+           "metric_modalities", "split_metrics"]
 
 #: the metrics computed for the fused head and for each modality's head
 METRIC_NAMES = ("accuracy", "macro_f1")
@@ -143,14 +145,28 @@ def multimodal_metrics(predictions: np.ndarray, labels: np.ndarray, modalities: 
     return out
 
 
+def compute_classification_metrics(eval_pred) -> Dict[str, float]:
+    """``ARLTrainer``'s default ``compute_metrics``: accuracy and macro-F1 of the fused logits
+    ``(N, C)`` (``eval_pred.predictions``; the trainer adds the per-modality metrics)."""
+    preds = eval_pred.predictions
+    if isinstance(preds, tuple):
+        preds = preds[0]
+    return classification_metrics(preds, eval_pred.label_ids, "predictions (fused head)")
+
+
 def make_compute_metrics(modalities: Sequence[str]) -> Callable:
-    """A ``compute_metrics`` for ``Trainer`` reading ARLTrainer's stacked predictions."""
+    """A ``compute_metrics`` of stacked predictions ``(N, 1 + M, C)`` (:func:`multimodal_metrics`),
+    e.g. ``np.concatenate([fused[:, None], per_modality], 1)`` of
+    ``ARLTrainer.predict(..., return_modality_logits=True)``; given fused logits ``(N, C)`` (what
+    ``ARLTrainer`` hands ``compute_metrics``), the fused metrics only."""
     mods = list(modalities)
 
     def compute_metrics(eval_pred) -> Dict[str, float]:
         preds, labels = eval_pred.predictions, eval_pred.label_ids
         if isinstance(preds, tuple):
             preds = preds[0]
+        if np.ndim(preds) == 2:
+            return classification_metrics(preds, labels, "predictions (fused head)")
         return multimodal_metrics(preds, labels, mods)
 
     return compute_metrics

@@ -27,6 +27,7 @@ from .log import get_logger
 from .node_split import node_split, node_split_train_dataloader
 from .numerics import FiniteTrainingMixin, batch_size_of
 from .paper import ARL_PAPER
+from .predictions import ModalityOutputsMixin, use_split_tensorboard_tags
 from .quiet import QuietMixin
 from .schedule import ScheduleMixin
 from .strategies import STRATEGIES, StepContext, Strategy, build_strategy
@@ -79,7 +80,8 @@ class _EarlyStopping(EarlyStoppingCallback):
         return super().on_evaluate(args, state, control, metrics, **kwargs)
 
 
-class ARLTrainer(QuietMixin, ModelCardMixin, ScheduleMixin, DataChecksMixin, FiniteTrainingMixin, Trainer):
+class ARLTrainer(ModalityOutputsMixin, QuietMixin, ModelCardMixin, ScheduleMixin, DataChecksMixin, FiniteTrainingMixin,
+                 Trainer):
     """``transformers.Trainer`` for multimodal models, training with ARL or another strategy.
 
     Args:
@@ -88,7 +90,11 @@ class ARLTrainer(QuietMixin, ModelCardMixin, ScheduleMixin, DataChecksMixin, Fin
             return_unimodal_logits=...)`` returning ``logits`` and ``unimodal_logits``).
         args: :class:`ARLConfig` (defaults to ``ARLConfig()``).
         strategy: a :class:`~arl_hf.strategies.Strategy` instance overriding ``args.strategy``.
-        compute_metrics: defaults to accuracy and macro-F1, fused and per modality.
+        compute_metrics: a function of an ``EvalPrediction`` whose ``predictions`` are the fused
+            logits ``(N, C)`` (default: accuracy and macro-F1); the trainer adds the per-modality
+            ``accuracy_<m>`` and ``macro_f1_<m>`` itself. ``evaluate()`` / ``predict()`` return the
+            fused logits; the per-modality ones are ``last_modality_logits`` and
+            ``predict(..., return_modality_logits=True)`` (:mod:`arl_hf.predictions`).
         **kwargs: everything else ``Trainer`` accepts.
     """
 
@@ -120,10 +126,11 @@ class ARLTrainer(QuietMixin, ModelCardMixin, ScheduleMixin, DataChecksMixin, Fin
         super().__init__(model=model, args=args, model_init=model_init, **kwargs)
         self.modalities = model_modalities(self.model)
         if compute_metrics is None:
-            from .metrics import make_compute_metrics
+            from .metrics import compute_classification_metrics
 
-            compute_metrics = make_compute_metrics(self.modalities)
+            compute_metrics = compute_classification_metrics
         self.compute_metrics = compute_metrics
+        use_split_tensorboard_tags(self)
         self._build_strategy()
         self._check_strategy_supports_fsdp()
         self.add_callback(_StrategyCallback(self))
@@ -387,12 +394,24 @@ class ARLTrainer(QuietMixin, ModelCardMixin, ScheduleMixin, DataChecksMixin, Fin
         inputs = self._strategy_inputs(inputs, training_step=model.training)
         result = self.strategy.compute_loss(model, inputs, self._context(training=model.training))
         mode = "train" if model.training else "eval"
-        for k, v in result.logs.items():
+        logs = result.logs
+        if model.training and "loss_fused" not in logs:
+            logs = {**logs, **self._fused_loss_log(result.outputs, inputs["labels"])}
+        for k, v in logs.items():
             self._metrics[mode][k].append(v.detach() if isinstance(v, torch.Tensor) else torch.tensor(float(v)))
         loss = result.loss
         if model.training:
             loss = self._window_loss(loss, batch_size_of(inputs) or 1, num_items_in_batch)
         return (loss, result.outputs) if return_outputs else loss
+
+    @staticmethod
+    def _fused_loss_log(outputs: Any, labels: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """``{"loss_fused": CE of the model's fused logits}`` for a strategy that did not log it."""
+        logits = outputs.get("logits") if isinstance(outputs, dict) else getattr(outputs, "logits", None)
+        if not isinstance(logits, torch.Tensor):
+            return {}
+        with torch.no_grad():
+            return {"loss_fused": F.cross_entropy(logits.detach().float(), labels)}
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         if not getattr(self, "_fsdp_strategy_ready", True):
@@ -406,6 +425,8 @@ class ARLTrainer(QuietMixin, ModelCardMixin, ScheduleMixin, DataChecksMixin, Fin
 
     # ---- evaluation: fused and per-modality logits ---------------------------------------
     def prediction_step(self, model, inputs, prediction_loss_only: bool, ignore_keys=None):
+        """The fused cross-entropy, the fused and per-modality logits stacked ``(B, 1 + M, C)`` (one
+        array for the evaluation loop to gather; split again by :mod:`arl_hf.predictions`), the labels."""
         inputs = self._prepare_inputs(inputs)
         inputs = self._strategy_inputs(inputs)
         with torch.no_grad():

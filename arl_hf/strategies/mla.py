@@ -226,6 +226,8 @@ class MLA(Strategy):
             lm = F.cross_entropy(per[m].float(), labels)
             loss = loss + lm
             logs[f"loss_{m}"] = lm.detach()
+        with torch.no_grad():  # the fused prediction's cross-entropy, logged beside the optimised loss
+            logs["loss_fused"] = F.cross_entropy(self.fuse({m: per[m].detach() for m in self.modalities}), labels)
         self.state_module.batch_in_epoch.add_(1)
         logs["owm_alpha"] = torch.tensor(self._alpha, device=loss.device)
         return StrategyOutput(loss=loss, outputs=out, logs=logs)

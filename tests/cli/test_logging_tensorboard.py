@@ -86,15 +86,26 @@ def test_report_to_tensorboard_and_log_level_info(tiny_dataset_dir, tmp_path):
     # one event file for training, one more for the evaluations after it (Trainer reopens the writer)
     events = sorted(glob.glob(os.path.join(out, "runs", "*", "events.out.tfevents.*")))
     assert events
-    tags = set()
+    tags, values = set(), {}
     for path in events:
         reader = EventAccumulator(path)
         reader.Reload()
         tags |= set(reader.Tags()["scalars"])
+        for tag in ("eval/accuracy", "test/accuracy", "test/accuracy_audio"):
+            if tag in reader.Tags()["scalars"]:
+                values.setdefault(tag, []).extend(ev.value for ev in reader.Scalars(tag))
         if "train/a_audio" in reader.Tags()["scalars"]:
             acc = reader
-    assert {"train/a_audio", "train/a_visual", "train/dependency_share_audio", "train/loss",
+    assert {"train/a_audio", "train/a_visual", "train/dependency_share_audio", "train/loss", "train/loss_fused",
             "eval/accuracy", "eval/accuracy_audio", "eval/macro_f1_visual", "test/accuracy"} <= tags
+    # the final metrics (the selected checkpoint on validation, then test) are under eval/ and test/
+    assert not [t for t in tags if t.startswith("train/validation_") or t.startswith("train/test_")]
+    with open(os.path.join(out, "results.json")) as f:
+        final = json.load(f)["metrics"]
+    assert len(values["eval/accuracy"]) == 2  # the epoch's evaluation, then the final one
+    assert values["eval/accuracy"][-1] == pytest.approx(final["validation"]["accuracy"], abs=1e-6)
+    assert values["test/accuracy"] == pytest.approx([final["test"]["accuracy"]], abs=1e-6)
+    assert values["test/accuracy_audio"] == pytest.approx([final["test"]["accuracy_audio"]], abs=1e-6)
     with open(os.path.join(out, "trainer_state.json")) as f:
         logged = [e["a_audio"] for e in json.load(f)["log_history"] if "a_audio" in e]
     written = [ev.value for ev in acc.Scalars("train/a_audio")]
