@@ -103,27 +103,19 @@ class MultimodalClassificationPipeline(Pipeline):
 
     def _recorded_preprocessing(self):
         """``(f(list of examples) -> batch, {modality: dataset column})`` of the model's recorded
-        preprocessing (a raw record, else an :mod:`arl_hf.data` record); ``(None, {})`` without one."""
+        preprocessing: the collator of :meth:`~arl_hf.data.MultimodalCollator.from_pretrained` (the
+        training data path's transform and the saved processors); ``(None, {})`` without a record."""
+        from .data.collator import MultimodalCollator
         from .data.features import is_raw_record
         from .data.record import PreprocessingRecord
 
         pre = getattr(self.model.config, "preprocessing", None) or {}
-        if is_raw_record(pre.get("data")):
-            from .data.raw import raw_preprocessor
-
-            columns = {m: str(spec.get("column", m)) for m, spec in pre["data"]["modalities"].items()}
-            return raw_preprocessor(self.model.config), columns
-        record = PreprocessingRecord.of_model_config(self.model.config)
-        if record is None:
+        raw = is_raw_record(pre.get("data"))
+        if not raw and PreprocessingRecord.of_model_config(self.model.config) is None:
             return None, {}
-        from .data.catalog import make_transform
-        from .data.collator import MultimodalCollator
-
-        transform = make_transform(record, train=False, num_frames=pre.get("num_frames"),
-                                   image_size=pre.get("image_size"))
-        collator = MultimodalCollator({m: {"kind": k} for m, k in record.kinds().items()}, transform=transform)
-        # the collator of evaluation reads a label: any class id, dropped afterwards
-        return (lambda examples: collator([{**ex, "labels": 0} for ex in examples])), {}
+        collator = MultimodalCollator.from_pretrained(self.model)
+        columns = {m: str(spec.get("column", m)) for m, spec in pre["data"]["modalities"].items()} if raw else {}
+        return collator, columns
 
     # ---- the Pipeline protocol ------------------------------------------------------------------
     def _sanitize_parameters(self, top_k: Optional[int] = None, return_modalities: Optional[bool] = None,
@@ -152,8 +144,7 @@ class MultimodalClassificationPipeline(Pipeline):
                              f"(missing {missing})")
         if self._preprocess is not None:
             batch = self._preprocess([{m: inputs[k] for m, k in keys.items()}])
-            return {m: batch[m].to(self.model.dtype) if batch[m].is_floating_point() else batch[m]
-                    for m in self.modalities}
+            return {m: _in_dtype(batch[m], self.model.dtype) for m in self.modalities}
         return {m: self._to_tensor(m, inputs[m]).unsqueeze(0) for m in self.modalities}
 
     def _to_tensor(self, modality: str, value: Any) -> torch.Tensor:
@@ -213,3 +204,10 @@ def register_pipeline() -> None:
         return
     PIPELINE_REGISTRY.register_pipeline(TASK, pipeline_class=MultimodalClassificationPipeline,
                                         pt_model=AutoModel, type="multimodal")
+
+
+def _in_dtype(value: Any, dtype: torch.dtype) -> Any:
+    """A model input with its floating-point tensors in ``dtype`` (a dict of named inputs entry by entry)."""
+    if isinstance(value, Mapping):
+        return {k: _in_dtype(v, dtype) for k, v in value.items()}
+    return value.to(dtype) if value.is_floating_point() else value

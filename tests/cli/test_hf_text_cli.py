@@ -142,3 +142,27 @@ def test_evaluating_the_saved_folder_applies_its_saved_processors(text_image_run
     got = json.loads(target.read_text())["metrics"]
     for key in ("accuracy", "accuracy_caption", "accuracy_image"):
         assert got[key] == pytest.approx(text_image_run["metrics"]["test"][key]), key
+
+
+def test_the_pipeline_takes_a_caption_and_an_image_from_the_saved_folder_alone(text_image_run):
+    import datasets
+    from transformers import AutoModel, pipeline
+
+    from arl_hf.data import MultimodalCollator
+    from arl_hf.processor_store import clear_loaded
+
+    out = text_image_run["out"]
+    shutil.rmtree(text_image_run["root"] / "src", ignore_errors=True)  # the sources are gone
+    clear_loaded()
+    rows = list(datasets.load_from_disk(text_image_run["data"])["test"])[:4]
+    examples = [{"caption": r["caption"], "image": r["image"]} for r in rows]
+    model = AutoModel.from_pretrained(out).eval()
+    with torch.no_grad():
+        logits = model(**MultimodalCollator.from_pretrained(out)(examples)).logits
+    expected = torch.softmax(logits, -1)
+    classify = pipeline("multimodal-classification", model=out)
+    got = classify(examples, top_k=3)
+    assert len(got) == 4
+    for i, top in enumerate(got):
+        assert [d["label"] for d in top] == [CLASSES[j] for j in expected[i].argsort(descending=True).tolist()]
+        assert [d["score"] for d in top] == pytest.approx(expected[i].sort(descending=True).values.tolist(), abs=1e-6)
