@@ -54,7 +54,7 @@ EXTRAS = {
 }
 EXTRAS["all"] = sorted({req for reqs in EXTRAS.values() for req in reqs})
 # the test and lint tools: bounded to the major versions the suite is tested with (constraints.txt pins them)
-EXTRAS["dev"] = ["pytest>=9,<10", "hypothesis>=6,<7", "ruff>=0.15,<1"]
+EXTRAS["dev"] = ["pytest>=9,<10", "hypothesis>=6,<7", "ruff>=0.15,<1", "peft>=0.22,<1"]
 
 setup(
     name="arl-hf",

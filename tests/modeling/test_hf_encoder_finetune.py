@@ -113,13 +113,25 @@ def test_freeze_options_are_checked(ckpt, tmp_path):
         one_step(ckpt, tmp_path, freeze_encoders=["audio"])
 
 
-def test_lora_through_peft_on_the_inner_model(ckpt):
+def test_lora_through_peft_on_the_inner_model(ckpt, tmp_path):
     peft = pytest.importorskip("peft")
     model = build(ckpt)
     inner = model.encoders["text"].model
-    model.encoders["text"].model = peft.get_peft_model(inner, peft.LoraConfig(r=2, target_modules=["query", "value"]))
+    model.encoders["text"].model = peft.get_peft_model(inner, peft.LoraConfig(r=2, target_modules=["query", "value"],
+                                                                              init_lora_weights=False))
     trainable = [n for n, p in model.encoders["text"].named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n for n in trainable)
-    ids = torch.tensor([[2, 10, 11, 3]])
-    out = model(text={"input_ids": ids, "attention_mask": torch.ones_like(ids)}, image=torch.randn(1, 3, 32, 32))
-    assert out.logits.shape == (1, 3)
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    args = ARLConfig(output_dir=str(tmp_path), per_device_train_batch_size=8, optim="sgd", learning_rate=0.1,
+                     lr_scheduler_type="constant", max_steps=1, train_sampling_strategy="sequential",
+                     report_to="none", use_cpu=True, save_strategy="no", logging_steps=1, disable_tqdm=True, seed=0,
+                     dataloader_num_workers=0)
+    trainer = ARLTrainer(model=model, args=args, train_dataset=text_image_rows(ckpt["bert"], n=8),
+                         data_collator=MultimodalCollator(["text", "image"]))
+    trainer.train()
+    logs = next(h for h in trainer.state.log_history if "grad_scale_text" in h)
+    assert abs(logs["grad_scale_text"] - 1.0) + abs(logs["grad_scale_image"] - 1.0) > 0.05  # ARL modulates
+    changed = {k for k, v in model.named_parameters() if not torch.equal(v.detach(), before[k])}
+    text_changed = {k for k in changed if k.startswith("encoders.text.")}
+    assert text_changed and all("lora_" in k for k in text_changed)  # only the adapters of the text encoder
+    assert any(k.startswith("encoders.image.") for k in changed) and any(k.startswith("fusion.") for k in changed)
