@@ -103,7 +103,8 @@ class RunRecord:
 
 
 def load_data(data_args: DataArguments, seed: int = 0, model_args: Optional[ModelArguments] = None,
-              raw_record: Optional[Mapping[str, Any]] = None) -> Tuple[Any, Callable, RunRecord]:
+              raw_record: Optional[Mapping[str, Any]] = None, class_names: Optional[Sequence[str]] = None
+              ) -> Tuple[Any, Callable, RunRecord]:
     """Load the dataset: ``(DatasetDict, collator, run record)`` (:class:`RunRecord`).
 
     ``data_args.dataset`` is one of:
@@ -122,11 +123,12 @@ def load_data(data_args: DataArguments, seed: int = 0, model_args: Optional[Mode
     ``--label_column`` (:func:`normalise_labels`), and the collator applies the raw-data transform
     (:mod:`arl_hf.data.raw`) whose record is ``record.data``: text columns read by the
     tokenizer of an ``hf:`` encoder ``model_args.modality_encoders`` names; ``raw_record`` (a
-    saved model's ``config.preprocessing["data"]``) instead of inferring them again. The
+    saved model's ``config.preprocessing["data"]``) instead of inferring them again; ``class_names``
+    (a saved model's classes) maps string and ``ClassLabel`` labels to the model's ids by name. The
     record stores what ``--dataset`` takes to find the data again: the registry name, the
     folder's absolute path, or the repo id and the commit it resolved to.
     """
-    plain = {"processors": _hf_processors(model_args), "raw_record": raw_record}
+    plain = {"processors": _hf_processors(model_args), "raw_record": raw_record, "class_names": class_names}
     ds, collator, record = _load(data_args, seed, plain)
     return ds, collator, RunRecord.from_dict(record)
 
@@ -232,14 +234,15 @@ def _hf_processors(model_args: Optional[ModelArguments]) -> Dict[str, str]:
 
 
 def _load_plain(ds: Any, data_args: DataArguments, record: Dict[str, Any], processors: Optional[Dict[str, str]] = None,
-                raw_record: Optional[Mapping[str, Any]] = None, **_: Any) -> Tuple[Any, Callable, Dict[str, Any]]:
+                raw_record: Optional[Mapping[str, Any]] = None, class_names: Optional[Sequence[str]] = None,
+                **_: Any) -> Tuple[Any, Callable, Dict[str, Any]]:
     """A plain ``DatasetDict`` (not prepared by arl_hf.data): labels into ``labels`` (class ids), a
     validation split held out of train when asked, and the raw-data collator
     (:meth:`~arl_hf.data.MultimodalCollator.from_dataset`) whose record becomes ``record["data"]``."""
     from .data import MultimodalCollator
     from .data.labels import LABEL_SOURCE, hold_out_validation, normalise_labels
 
-    ds = normalise_labels(ds, data_args.label_column)
+    ds = normalise_labels(ds, data_args.label_column, class_names)
     ds = hold_out_validation(ds, data_args.validation_split_percentage)
     collator = MultimodalCollator.from_dataset(
         ds, label_column="labels", modality_columns=data_args.modality_columns, audio_preset=data_args.preprocessing,

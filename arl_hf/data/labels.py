@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, List, Optional, Sequence
 
 import numpy as np
 
@@ -21,19 +21,27 @@ LABEL_SOURCE = "arl_hf_label_source"
 VALIDATION_SPLIT_SEED = 0
 
 
-def normalise_labels(ds: Any, label_column: Optional[str] = None) -> Any:
+def normalise_labels(ds: Any, label_column: Optional[str] = None, class_names: Optional[Sequence[str]] = None) -> Any:
     """``ds`` (a ``DatasetDict``) with its labels in a ``labels`` column of class ids: the label column
     (``label_column``, else ``labels``, else ``label``) renamed; string labels mapped to ids in sorted
     order (a ``ClassLabel`` of those names, the same for every split). Nothing is written to disk.
 
+    ``class_names``: the classes of a trained model (``id2label`` in order). String labels and a
+    ``ClassLabel``'s names are then mapped to the model's ids by name, whatever their order or
+    subset in this dataset (evaluating a model on another dataset of the same classes).
+
     Raises:
-        ValueError: no label column, or labels that are no class ids (names the column and the flag).
+        ValueError: no label column, labels that are no class ids (names the column and the flag),
+            or a class name the model does not know.
     """
     import datasets
 
     first = ds["train"] if "train" in ds else next(iter(ds.values()))
     column = label_column_of(first.features, label_column)
     info = label_record(ds, column)
+    if class_names is not None and info["type"] in ("string", "ClassLabel") \
+            and list(info["names"]) != list(class_names):
+        return _by_model_names(ds, column, info, list(class_names))
     if column == "labels" and info["type"] != "string":
         return ds
     out = datasets.DatasetDict()
@@ -52,6 +60,31 @@ def normalise_labels(ds: Any, label_column: Optional[str] = None) -> Any:
     setattr(out, LABEL_SOURCE, {"column": column, "type": info["type"]})
     if column != "labels":
         logger.info("labels: column %r used as the labels", column)
+    return out
+
+
+def _by_model_names(ds: Any, column: str, info: Any, names: List[str]) -> Any:
+    """``ds`` with ``labels`` the model's class ids of each example's class name (see :func:`normalise_labels`)."""
+    import datasets
+
+    unknown = sorted(set(info["names"]) - set(names))
+    if unknown:
+        raise ValueError(f"{column}: class names {unknown} are not classes of the model (its id2label: {names}); "
+                         "expected a dataset of the model's classes")
+    to_model = {n: names.index(n) for n in info["names"]}
+    feature = datasets.ClassLabel(names=names)
+    out = datasets.DatasetDict()
+    for split, part in ds.items():
+        if column not in part.column_names:
+            raise ValueError(f"dataset[{split!r}]: no label column {column!r} (columns: {part.column_names})")
+        values = part.with_format(None)[column]
+        if info["type"] == "ClassLabel":
+            values = [info["names"][int(v)] for v in values]
+        ids = [to_model[str(v)] for v in values]
+        part = part.remove_columns([c for c in (column, "labels") if c in part.column_names])
+        out[split] = part.add_column("labels", ids, feature=feature)
+    setattr(out, LABEL_SOURCE, {"column": column, "type": info["type"]})
+    logger.info("labels: column %r mapped to the model's classes by name", column)
     return out
 
 

@@ -128,9 +128,13 @@ def evaluate_checkpoint(eval_args: EvalArguments) -> Dict[str, float]:
     from ..processor_store import load_processors
 
     load_processors(model)  # the processors saved with the checkpoint (processors/<modality>/), checked
-    data = recorded.get("data") if same else None  # a plain dataset: the preprocessing recorded in training
-    ds, collator, _ = load_data(data_args, raw_record=data if str((data or {}).get("format", "")).startswith(
-        "arl_hf.raw") else None)
+    # a plain dataset: the preprocessing recorded in training, on this dataset or another of the same columns,
+    # whose class names map to the model's ids by name
+    data = recorded.get("data")
+    raw = data if str((data or {}).get("format", "")).startswith("arl_hf.raw") else None
+    names = [model.config.id2label[i] for i in range(model.config.num_labels)] \
+        if raw is not None and raw.get("label_names") else None
+    ds, collator, _ = load_data(data_args, raw_record=raw, class_names=names)
     if eval_args.split not in ds:
         raise ValueError(f"split: dataset {dataset_name!r} has no {eval_args.split!r} split (splits: {sorted(ds)})")
     split = ds[eval_args.split]

@@ -118,3 +118,35 @@ def test_string_labels_with_label_column_and_a_missing_validation_split(tmp_path
     with pytest.raises(SystemExit):
         train_main(_flags(path, str(tmp_path / "nolabel")))
     assert "no label column: expected 'labels' or 'label', or name it with --label_column" in capfd.readouterr().err
+
+
+def test_evaluating_on_another_dataset_maps_its_class_names_to_the_model_s(tmp_path):
+    import datasets
+
+    path = str(tmp_path / "strings")
+    _dataset(strings=True).save_to_disk(path)
+    out = str(tmp_path / "run")
+    assert train_main(_flags(path, out, "--label_column", "category", "--max_steps", "2")) == 0  # cat, dog, owl
+    rows = _dataset()["test"].filter(lambda r: r["label"] != 0)  # dog and owl only, ClassLabel of NAMES
+    words = [NAMES[i] for i in rows["label"]]
+    other = {
+        "same_ids": rows,
+        "strings": rows.remove_columns("label").add_column("label", words),  # sorted would give dog 0, owl 1
+        "reordered": rows.remove_columns("label").add_column(  # another ClassLabel order
+            "label", [["owl", "dog", "cat"].index(w) for w in words],
+            feature=datasets.ClassLabel(names=["owl", "dog", "cat"])),
+    }
+    metrics = {}
+    for name, split in other.items():
+        folder = str(tmp_path / f"other_{name}")
+        datasets.DatasetDict({"test": split}).save_to_disk(folder)
+        target = str(tmp_path / f"{name}.json")
+        assert evaluate_main(["--model_name_or_path", out, "--dataset", folder, "--split", "test", "--use_cpu",
+                              "--output_json", target]) == 0
+        metrics[name] = json.load(open(target))["metrics"]
+    assert metrics["strings"] == metrics["same_ids"] and metrics["reordered"] == metrics["same_ids"]
+    unknown = rows.remove_columns("label").add_column("label", ["yak"] * len(rows))
+    datasets.DatasetDict({"test": unknown}).save_to_disk(str(tmp_path / "unknown"))
+    with pytest.raises(SystemExit):
+        evaluate_main(["--model_name_or_path", out, "--dataset", str(tmp_path / "unknown"), "--split", "test",
+                       "--use_cpu"])
