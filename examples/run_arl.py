@@ -49,14 +49,16 @@ def main(argv=None) -> int:
 
         # 2. Data: train / validation / test splits, their collator, and the run record (what the data
         #    is, saved in the model's config, so the checkpoint can be evaluated later).
-        dataset, collator, record = load_data(data_args, seed=training_args.seed)
+        #    The encoder options name the tokenizers / processors of hf: encoders for raw columns.
+        dataset, collator, record = load_data(data_args, seed=training_args.seed, model_args=model_args)
         dataset = prepare_splits(dataset, data_args, record, run_args.preset)
         logger.info("dataset %s: %s examples", record.dataset, {k: len(v) for k, v in dataset.items()})
 
         # 3. Model: one encoder per modality of the dataset (read from a collated batch) + fusion,
         #    or the checkpoint of --model_name_or_path.
-        model = build_model(sample_batch(dataset["train"], collator), num_labels(dataset), model_args, record,
-                            label_names(dataset))
+        batch = sample_batch(dataset["train"], collator)
+        model = build_model(batch, num_labels(dataset), model_args, record, label_names(dataset))
+        train.print_modalities(training_args, batch, model, record)  # column, kind, shape and encoder of each
 
         # 4. Trainer: evaluates the validation split every epoch and keeps the best checkpoint
         #    (load_best_model_at_end, metric_for_best_model=accuracy). Its model card is the run's,

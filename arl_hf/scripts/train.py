@@ -229,9 +229,7 @@ def train_and_evaluate(
     logger.info("dataset %s: %s examples", record.dataset, {k: len(v) for k, v in dataset.items()})
     batch = sample_batch(dataset["train"], collator)
     model = build_model(batch, num_labels(dataset), model_args, record, label_names(dataset))
-    if training_args.process_index == 0:  # in the normal output, as the results are
-        for line in modality_summary(batch, model.config, record):
-            print(line)
+    print_modalities(training_args, batch, model, record)
     logger.info("model: encoders %s, fusion %s, %d parameters; strategy %s",
                 {m: spec.get("encoder") for m, spec in model.config.modalities.items()},
                 getattr(model.config, "fusion", "?"), sum(p.numel() for p in model.parameters()),
@@ -274,6 +272,14 @@ def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> in
         print_results(training_args, metrics)
     shutdown()
     return 0
+
+
+def print_modalities(training_args: ARLConfig, batch: Mapping[str, Any], model: Any, record: Any) -> None:
+    """One line per modality on the main process (its column, kind, input shape and encoder), in the
+    normal output as the results are."""
+    if training_args.process_index == 0:
+        for line in modality_summary(batch, model.config, record):
+            print(line)
 
 
 def print_results(training_args: ARLConfig, metrics: Mapping[str, Mapping[str, float]]) -> None:

@@ -166,3 +166,20 @@ def test_the_pipeline_takes_a_caption_and_an_image_from_the_saved_folder_alone(t
     for i, top in enumerate(got):
         assert [d["label"] for d in top] == [CLASSES[j] for j in expected[i].argsort(descending=True).tolist()]
         assert [d["score"] for d in top] == pytest.approx(expected[i].sort(descending=True).values.tolist(), abs=1e-6)
+
+
+def test_the_example_script_reads_the_text_column_with_the_hf_tokenizer(text_image_run, tmp_path):
+    from cli_helpers import PYTHON, REPO, script_env
+
+    bert, vit = tiny_bert(str(tmp_path / "bert")), tiny_vit(str(tmp_path / "vit"))
+    out = str(tmp_path / "run")
+    done = subprocess.run(
+        [PYTHON, os.path.join(REPO, "examples", "run_arl.py"), "--dataset", text_image_run["data"], "--output_dir", out,
+         "--modality_encoders", f"caption=hf:{bert},image=hf:{vit}", "--max_steps", "1",
+         "--per_device_train_batch_size", "16", "--use_cpu", "--dataloader_num_workers", "0", "--disable_tqdm", "true",
+         "--report_to", "none"], env=script_env(), capture_output=True, text=True, timeout=600, cwd=str(tmp_path))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "modality caption: column 'caption'" in done.stdout  # the per-modality lines, as arl-hf train prints
+    with open(os.path.join(out, "config.json")) as fh:
+        mods = json.load(fh)["preprocessing"]["data"]["modalities"]
+    assert mods["caption"]["processor"]["class"] == "BertTokenizer"
