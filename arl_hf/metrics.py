@@ -21,7 +21,7 @@ import numpy as np
 
 from .validation import class_indices as _as_labels
 
-__all__ = ["METRIC_NAMES", "accuracy", "macro_f1", "classification_metrics", "multimodal_metrics",
+__all__ = ["METRIC_NAMES", "accuracy", "macro_f1", "classification_metrics", "multimodal_metrics", "modality_metrics",
            "make_compute_metrics", "compute_classification_metrics", "metric_key", "parse_metric_key",
            "metric_modalities", "split_metrics"]
 
@@ -139,8 +139,15 @@ def multimodal_metrics(predictions: np.ndarray, labels: np.ndarray, modalities: 
             f"got {predictions.shape}"
         )
     out = classification_metrics(predictions[:, 0], labels, "predictions (fused head)")
+    out.update(modality_metrics(predictions[:, 1:], labels, modalities))
+    return out
+
+
+def modality_metrics(modal: np.ndarray, labels: np.ndarray, modalities: Sequence[str]) -> Dict[str, float]:
+    """``accuracy_<m>``, ``macro_f1_<m>`` of per-modality logits ``(N, M, C)`` (modalities in order)."""
+    out: Dict[str, float] = {}
     for i, m in enumerate(modalities):
-        for k, v in classification_metrics(predictions[:, i + 1], labels, f"predictions ({m!r} head)").items():
+        for k, v in classification_metrics(modal[:, i], labels, f"predictions ({m!r} head)").items():
             out[metric_key(k, m)] = v
     return out
 

@@ -24,7 +24,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from transformers import EvalPrediction, TrainerCallback
 
-from .metrics import classification_metrics, metric_key
+from .metrics import modality_metrics
 
 __all__ = ["ModalityOutputsMixin", "SplitTensorBoardCallback", "split_stacked", "use_split_tensorboard_tags"]
 
@@ -48,15 +48,6 @@ def split_stacked(predictions: Any, num_modalities: int) -> Optional[Tuple[Any, 
     if isinstance(predictions, np.ndarray) and predictions.ndim == 3 and predictions.shape[1] == 1 + num_modalities:
         return predictions[:, 0], predictions[:, 1:]
     return None
-
-
-def modality_metrics(modal: np.ndarray, labels: Any, modalities: Sequence[str]) -> Dict[str, float]:
-    """``accuracy_<m>``, ``macro_f1_<m>`` of per-modality logits ``(N, M, C)``."""
-    out: Dict[str, float] = {}
-    for i, m in enumerate(modalities):
-        for k, v in classification_metrics(modal[:, i], labels, f"predictions ({m!r} head)").items():
-            out[metric_key(k, m)] = v
-    return out
 
 
 class _FusedMetrics:
